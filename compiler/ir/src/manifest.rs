@@ -1,0 +1,112 @@
+//! The kernel manifest: what a generated kernel expects at launch, written by
+//! the code generator and checked by the runtime. It is the contract between
+//! `lacuna-codegen` (LLVM side) and `lacuna-runtime` (CUDA side), so it lives
+//! here, where both can see it without linking the other.
+
+use std::fmt;
+
+use crate::types::InputKind;
+
+/// Element type of Q, K, V and O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "fp16",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bf16" => Some(Dtype::Bf16),
+            "fp16" | "f16" => Some(Dtype::F16),
+            _ => None,
+        }
+    }
+}
+
+/// GPU target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// Ampere and later: mma.sync, ldmatrix, cp.async.
+    Sm80,
+    /// Hopper with arch-specific features (wgmma, setmaxnreg).
+    Sm90a,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90a => "sm_90a",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sm_80" | "sm80" => Some(Arch::Sm80),
+            "sm_90a" | "sm90a" | "sm_90" => Some(Arch::Sm90a),
+            _ => None,
+        }
+    }
+}
+
+/// How the forward kernel finds the key blocks of its query block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// Closed-form spans from [`crate::KeyRange`], printed.
+    Range(String),
+    /// Walk every key block and classify it from the block summaries.
+    Scan,
+}
+
+/// One kernel parameter after the fixed ones, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelParam {
+    /// A pattern input: its name and kind. Tensors are passed as two pointers
+    /// (the `(B, H, N)` values, then the `(B, H, nblocks, 2)` per-block min/max
+    /// made by the summary kernel); head scalars as a pointer to `(H,)`;
+    /// launch scalars by value; block lists as a pointer then the i32 width.
+    Input { name: String, kind: InputKind },
+}
+
+/// Everything the runtime needs to launch a generated forward kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelManifest {
+    /// PTX entry name of the forward kernel.
+    pub entry: String,
+    /// PTX entry name of the per-block min/max summary kernel (in the same module).
+    pub summary_entry: String,
+    pub pattern: String,
+    pub ir_hash: u64,
+    pub head_dim: u32,
+    pub dtype: Dtype,
+    pub arch: Arch,
+    pub block_q: u32,
+    pub block_k: u32,
+    pub threads: u32,
+    pub shared_bytes: u32,
+    pub key_source: KeySource,
+    pub params: Vec<KernelParam>,
+}
+
+impl fmt::Display for KernelManifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kernel {} (pattern {}, ir hash {:016x})", self.entry, self.pattern, self.ir_hash)?;
+        writeln!(f, "  target {} {} head_dim {}", self.arch.name(), self.dtype.name(), self.head_dim)?;
+        writeln!(f, "  tile {} x {}, {} threads, {} bytes shared", self.block_q, self.block_k, self.threads, self.shared_bytes)?;
+        match &self.key_source {
+            KeySource::Range(r) => writeln!(f, "  key blocks: closed form, {r}")?,
+            KeySource::Scan => writeln!(f, "  key blocks: scan, classified from block summaries")?,
+        }
+        for p in &self.params {
+            let KernelParam::Input { name, kind } = p;
+            writeln!(f, "  input {name}: {kind}")?;
+        }
+        writeln!(f, "  summary kernel {}", self.summary_entry)
+    }
+}
