@@ -1,0 +1,1 @@
+//! Code generation: pattern IR + KernelPlan -> LLVM IR -> PTX.

@@ -1,0 +1,1 @@
+//! Runtime: load PTX, check shapes, launch.
