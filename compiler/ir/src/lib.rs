@@ -30,6 +30,7 @@ pub use bindings::{BindError, Bindings, Dims, InputValue};
 pub use expr::{BinaryOp, Coord, InputId, Node, NodeId, UnaryOp};
 pub use keyrange::KeyRange;
 pub use pattern::{macro_support, Pattern, PatternBuilder, PatternError, PatternIr};
+pub use lacuna_macros::pattern;
 pub use types::{InputDecl, InputKind, ScalarType};
 pub use verify::{verify, VerifyError};
-pub use manifest::{Arch, Dtype, KernelManifest, KernelParam, KeySource};
+pub use manifest::{Arch, Dtype, KernelManifest, KernelParam, KeySource, ManifestError};

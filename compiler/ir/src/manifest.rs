@@ -8,7 +8,7 @@ use std::fmt;
 use crate::types::InputKind;
 
 /// Element type of Q, K, V and O.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dtype {
     Bf16,
     F16,
@@ -31,7 +31,7 @@ impl Dtype {
 }
 
 /// GPU target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Arch {
     /// Ampere and later: mma.sync, ldmatrix, cp.async.
     Sm80,
@@ -56,7 +56,7 @@ impl Arch {
 }
 
 /// How the forward kernel finds the key blocks of its query block.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeySource {
     /// Closed-form spans from [`crate::KeyRange`], printed.
     Range(String),
@@ -65,7 +65,7 @@ pub enum KeySource {
 }
 
 /// One kernel parameter after the fixed ones, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KernelParam {
     /// A pattern input: its name and kind. Tensors are passed as two pointers
     /// (the `(B, H, N)` values, then the `(B, H, nblocks, 2)` per-block min/max
@@ -75,7 +75,7 @@ pub enum KernelParam {
 }
 
 /// Everything the runtime needs to launch a generated forward kernel.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KernelManifest {
     /// PTX entry name of the forward kernel.
     pub entry: String,
@@ -108,5 +108,30 @@ impl fmt::Display for KernelManifest {
             writeln!(f, "  input {name}: {kind}")?;
         }
         writeln!(f, "  summary kernel {}", self.summary_entry)
+    }
+}
+
+/// The first line of a self-describing PTX file: `// lacuna-manifest: {json}`.
+const HEADER: &str = "// lacuna-manifest: ";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("this PTX has no `{HEADER}` line; produce it with `lacuna compile --emit ptx` (or `CompiledKernel::ptx_with_manifest`)")]
+    Missing,
+    #[error("the PTX's manifest line is not valid: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl KernelManifest {
+    /// Prepends the manifest to PTX text, so one file carries both.
+    pub fn attach_to_ptx(&self, ptx: &str) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{HEADER}{json}\n{ptx}")
+    }
+
+    /// Reads the manifest back from PTX made by [`KernelManifest::attach_to_ptx`].
+    pub fn from_ptx(ptx: &str) -> Result<Self, ManifestError> {
+        let line = ptx.lines().find_map(|l| l.strip_prefix(HEADER)).ok_or(ManifestError::Missing)?;
+        Ok(serde_json::from_str(line)?)
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The type of a value inside a pattern predicate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ScalarType {
     Bool,
     I32,
@@ -23,7 +23,7 @@ impl fmt::Display for ScalarType {
 /// Where an input lives and how it is indexed.
 ///
 /// Tensors are always i32 (positions, bucket ids); scalars may be i32 or f32.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum InputKind {
     /// One i32 per query token, shaped `(B, H, Nq)`, read as `name[q]`.
     QueryTensor,
