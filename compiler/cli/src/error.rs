@@ -27,9 +27,6 @@ pub enum CliError {
     #[error("input `{name}` is an array ({shape}); pass it as a file: `--input {name}=FILE.npy`")]
     ParamNotScalar { name: String, shape: &'static str },
 
-    #[error("input `{name}` is a scalar ({shape}); pass it as `--param {name}=VALUE`, not as a file")]
-    InputNotArray { name: String, shape: &'static str },
-
     #[error("`--param {name}={value}`: {problem}; `{name}` is {shape}")]
     BadParamValue { name: String, value: String, problem: String, shape: &'static str },
 

@@ -228,7 +228,7 @@ fn split_docs(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute>, St
         };
         match text {
             Some(text) => {
-                lines.extend(text.lines().map(|l| l.trim().to_string()));
+                lines.extend(text.split('\n').map(|l| l.trim().to_string()));
                 docs.push(attr);
             }
             None => errors.at(&attr, "only doc comments (`/// ...`) are allowed on a pattern; remove this attribute"),
