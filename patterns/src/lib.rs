@@ -140,3 +140,12 @@ pub fn find(name: &str) -> Result<&'static StandardPattern, UnknownPattern> {
         known: STANDARD.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
     })
 }
+
+/// The docs pages' examples, compiled and run as doctests.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../../docs/pattern-language.md")]
+    struct PatternLanguage;
+    #[doc = include_str!("../../docs/block-analysis.md")]
+    struct BlockAnalysis;
+}

@@ -1,0 +1,5 @@
+lacuna_ir::pattern! {
+    pub BoolLess() = (q >= k) < (k >= 0);
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+lacuna_ir::pattern! {
+    pub Typo(q_bucket: Q<i32>, k_bucket: K<i32>) = q_buckt[q] == k_bucket[k];
+
+    pub Unrelated(q_pos: Q<i32>) = q_pos[q] >= window;
+
+    pub NoInputs() = q >= n;
+}
+
+fn main() {}

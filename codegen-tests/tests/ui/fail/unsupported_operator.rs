@@ -1,0 +1,13 @@
+lacuna_ir::pattern! {
+    pub Shift() = q >> 1 == k;
+
+    pub BitAnd() = q >= k & k >= 0;
+
+    pub Compound() = q += 1;
+
+    pub Assign() = q = k;
+
+    pub Deref() = *q == k;
+}
+
+fn main() {}
