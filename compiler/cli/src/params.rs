@@ -77,11 +77,11 @@ pub fn to_input_value(decl: &InputDecl, value: &str, heads: Option<usize>) -> Re
             };
             Ok(match ty {
                 ScalarType::F32 => {
-                    let data: Vec<f32> = values.iter().map(|v| as_f32(v)).cycle().take(n).collect();
+                    let data: Vec<f32> = values.iter().map(as_f32).cycle().take(n).collect();
                     InputValue::F32Array { shape: vec![n], data }
                 }
                 _ => {
-                    let data: Vec<i32> = values.iter().map(|v| as_i32(v)).cycle().take(n).collect();
+                    let data: Vec<i32> = values.iter().map(as_i32).cycle().take(n).collect();
                     InputValue::I32Array { shape: vec![n], data }
                 }
             })

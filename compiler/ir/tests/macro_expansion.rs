@@ -78,10 +78,13 @@ fn causal_text_and_trait() {
         Causal::ir().to_string(),
         "pattern Causal(): \"Inclusive causal.\"\n  %0 = coord q\n  %1 = coord k\n  %2 = ge %0, %1 : bool\n  mask %2\n"
     );
-    // The struct derives what the brief promises.
-    let c = Causal;
-    assert_eq!(c, Causal::default());
-    assert_eq!(format!("{c:?}"), "Causal");
+    // The unit struct derives Clone, Copy, Debug, Default, PartialEq, Eq, Hash.
+    fn derived<T: Clone + Copy + std::fmt::Debug + Default + Eq + std::hash::Hash>(t: T) -> (T, T, String) {
+        (t, T::default(), format!("{t:?}"))
+    }
+    let (c, d, debug) = derived(Causal);
+    assert_eq!(c, d);
+    assert_eq!(debug, "Causal");
 }
 
 #[test]

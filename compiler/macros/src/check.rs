@@ -259,7 +259,10 @@ fn check_def(def: PatternDef, errors: &mut Errors) -> Pattern {
     }
     let body = match mask {
         Some((mask, Ty::Bool)) if errors.count() == before => Some(Body {
-            inputs: inputs.into_iter().map(|(name, kind)| InputDecl { name: name.to_string(), kind }).collect(),
+            inputs: inputs
+                .into_iter()
+                .filter_map(|(name, kind)| Some(InputDecl { name: name.to_string(), kind: kind? }))
+                .collect(),
             mask,
         }),
         _ => None,
@@ -267,10 +270,10 @@ fn check_def(def: PatternDef, errors: &mut Errors) -> Pattern {
     Pattern { docs, vis: header.vis, name: header.name, doc, body }
 }
 
-/// Classifies every parameter; a parameter in error is left out of scope
-/// (its uses then report as unknown only if its name is also unknown).
-fn check_params(params: &[Param], errors: &mut Errors) -> Vec<(Ident, Kind)> {
-    let mut inputs: Vec<(Ident, Kind)> = Vec::new();
+/// Classifies every parameter. One whose type is in error stays in scope
+/// without a kind, so its uses are not reported again as unknown names.
+fn check_params(params: &[Param], errors: &mut Errors) -> Vec<(Ident, Option<Kind>)> {
+    let mut inputs: Vec<(Ident, Option<Kind>)> = Vec::new();
     let mut seen: Vec<&Ident> = Vec::new();
     for p in params {
         let name = p.name.to_string();
@@ -288,9 +291,7 @@ fn check_params(params: &[Param], errors: &mut Errors) -> Vec<(Ident, Kind)> {
             continue;
         }
         seen.push(&p.name);
-        if let Some(kind) = classify_type(&p.ty, errors) {
-            inputs.push((p.name.clone(), kind));
-        }
+        inputs.push((p.name.clone(), classify_type(&p.ty, errors)));
     }
     inputs
 }
@@ -348,6 +349,12 @@ fn classify_type(ty: &Type, errors: &mut Errors) -> Option<Kind> {
                 }
             }
         }
+        ("u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i64" | "isize", []) => {
+            unsupported(errors, " (pattern integers are i32: use `i32`)")
+        }
+        ("f64", []) => unsupported(errors, " (pattern floats are f32: use `f32`)"),
+        ("bool", []) => unsupported(errors, " (a bool input is not supported: pass an `i32` and compare it, e.g. `flag != 0`)"),
+        ("Q" | "K" | "H", []) => unsupported(errors, &format!(" (`{head}` needs its element type, e.g. `{head}<i32>`)")),
         ("Blocks", _) => unsupported(errors, " (the block size of `Blocks<N>` must be an integer literal, e.g. `Blocks<64>`)"),
         _ => unsupported(errors, ""),
     }
@@ -363,7 +370,7 @@ inputs, operators, `as i32`/`as f32`, `min`/`max`/`abs` and `if c { a } else { b
 type Checked1 = Option<(Node, Ty)>;
 
 struct Scope<'a> {
-    inputs: &'a [(Ident, Kind)],
+    inputs: &'a [(Ident, Option<Kind>)],
     errors: &'a mut Errors,
 }
 
@@ -396,10 +403,7 @@ impl Scope<'_> {
                 self.expr(&a.right);
                 self.error(a.eq_token, format!("`=` assigns and is not supported; to compare use `==`; {SUPPORTED_OPERATORS}"))
             }
-            Expr::Range(r) => self.error(
-                e,
-                format!("ranges are not supported; write `lo <= x && x < hi` instead of `{}`", r.to_token_stream()),
-            ),
+            Expr::Range(_) => self.error(e, "ranges (`a..b`) are not supported; to test membership write `lo <= x && x < hi`"),
             other => self.error(other, format!("{} is not supported in a pattern; {SUPPORTED_FORMS}", describe(other))),
         }
     }
@@ -453,7 +457,8 @@ impl Scope<'_> {
         }
     }
 
-    fn lookup(&self, ident: &Ident) -> Option<(usize, Kind)> {
+    /// `Some((index, None))` for an input whose declaration is in error.
+    fn lookup(&self, ident: &Ident) -> Option<(usize, Option<Kind>)> {
         self.inputs.iter().position(|(n, _)| n == ident).map(|i| (i, self.inputs[i].1))
     }
 
@@ -467,26 +472,34 @@ impl Scope<'_> {
             return Some((Node::Coord(c), Ty::I32));
         }
         match self.lookup(ident) {
-            Some((i, Kind::Launch(t))) => Some((Node::Read(i), t)),
-            Some((_, kind)) => self.error(
+            Some((_, None)) => None,
+            Some((i, Some(Kind::Launch(t)))) => Some((Node::Read(i), t)),
+            Some((_, Some(kind))) => self.error(
                 ident,
                 format!("`{ident}` is {}; read it as `{}`", kind.describe(), kind.access_form(&ident.to_string())),
             ),
-            None => self.unknown(ident),
+            None => self.unknown(ident, "i32"),
         }
     }
 
-    fn unknown(&mut self, ident: &Ident) -> Checked1 {
+    /// `as_type` is the declaration suggested for a new input, from how it is used.
+    fn unknown(&mut self, ident: &Ident, as_type: &str) -> Checked1 {
         let name = ident.to_string();
         let inputs: Vec<String> = self.inputs.iter().map(|(n, _)| n.to_string()).collect();
         let candidates = inputs.iter().map(String::as_str).chain(COORDS.iter().map(|(n, ..)| *n));
-        let suggestion = closest(&name, candidates).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
-        let declared = if inputs.is_empty() {
+        let known = if inputs.is_empty() {
             "this pattern declares no inputs".to_string()
         } else {
             format!("the inputs are {}", inputs.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
         };
-        self.error(ident, format!("unknown name `{name}`; {suggestion}({declared}; the coordinates are `b`, `h`, `q`, `k`)"))
+        let msg = match closest(&name, candidates) {
+            Some(s) => format!("unknown name `{name}`; did you mean `{s}`? ({known}; the coordinates are `b`, `h`, `q`, `k`)"),
+            None => format!(
+                "unknown name `{name}`: {known} and the coordinates are `b`, `h`, `q`, `k`; \
+                 to use a new value, declare it as an input (e.g. `{name}: {as_type}`)"
+            ),
+        };
+        self.error(ident, msg)
     }
 
     fn index(&mut self, ix: &syn::ExprIndex) -> Checked1 {
@@ -501,7 +514,19 @@ impl Scope<'_> {
             let what = COORDS.iter().find(|(_, cc, _)| *cc == c).map_or("", |(.., w)| w);
             return self.error(ix, format!("`{ident}` is a coordinate ({what}, an i32) and cannot be indexed; use `{ident}`"));
         }
-        let Some((i, kind)) = self.lookup(ident) else { return self.unknown(ident) };
+        let Some((i, kind)) = self.lookup(ident) else {
+            let names = index_names(&ix.index);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let as_type = match names.as_slice() {
+                ["k"] => "K<i32>",
+                ["h"] => "H<i32>",
+                ["q", "k"] => "Blocks<64>",
+                _ => "Q<i32>",
+            };
+            return self.unknown(ident, as_type);
+        };
+        // An input whose declaration is in error was reported there.
+        let kind = kind?;
         let name = ident.to_string();
         let want: &[&str] = match kind {
             Kind::Query => &["q"],
@@ -515,14 +540,7 @@ impl Scope<'_> {
                 )
             }
         };
-        let got: Vec<&Expr> = match &*ix.index {
-            Expr::Tuple(t) => t.elems.iter().collect(),
-            Expr::Paren(p) => vec![&*p.expr],
-            other => vec![other],
-        };
-        let matches = got.len() == want.len()
-            && got.iter().zip(want).all(|(g, w)| matches!(g, Expr::Path(p) if p.qself.is_none() && p.path.is_ident(w)));
-        if matches {
+        if index_names(&ix.index) == want {
             return Some((Node::Read(i), kind.value_type()));
         }
         let how = if want.len() == 1 { format!("`{}`", want[0]) } else { "`[q, k]`".to_string() };
@@ -545,7 +563,13 @@ impl Scope<'_> {
             UnOp::Not(_) => UnaryOp::Not,
             _ => {
                 self.expr(&u.expr);
-                return self.error(u.op, format!("operator `{}` is not supported; {SUPPORTED_OPERATORS}", u.op.to_token_stream()));
+                return self.error(
+                    u.op,
+                    format!(
+                        "operator `{}` is not supported (there are no references to dereference in a pattern); {SUPPORTED_OPERATORS}",
+                        u.op.to_token_stream()
+                    ),
+                );
             }
         };
         let (a, t) = self.expr(&u.expr)?;
@@ -684,14 +708,20 @@ impl Scope<'_> {
             Expr::Path(p) => single_ident(&p.path, p.qself.is_some()).map(|i| (i.to_string(), i)),
             _ => None,
         };
-        let Some((name, _)) = name.filter(|(n, _)| matches!(n.as_str(), "min" | "max" | "abs")) else {
+        let Some((name, _)) = name.clone().filter(|(n, _)| matches!(n.as_str(), "min" | "max" | "abs")) else {
             for a in &c.args {
                 self.expr(a);
             }
+            let what = match name {
+                Some((n, _)) => format!("unsupported function `{n}`"),
+                None => "unsupported call".to_string(),
+            };
             return self.error(
                 &c.func,
-                "unsupported function call; the supported functions are `min(a, b)`, `max(a, b)` and `abs(a)` \
-                 (or `a.min(b)`, `a.max(b)`, `a.abs()`)",
+                format!(
+                    "{what}; the supported functions are `min(a, b)`, `max(a, b)` and `abs(a)` \
+                     (or `a.min(b)`, `a.max(b)`, `a.abs()`)"
+                ),
             );
         };
         let args: Vec<&Expr> = c.args.iter().collect();
@@ -772,6 +802,22 @@ impl Scope<'_> {
     }
 }
 
+/// The names in `x[q]` or `x[q, k]`; `"?"` for anything but a plain name.
+fn index_names(index: &Expr) -> Vec<String> {
+    let items: Vec<&Expr> = match index {
+        Expr::Tuple(t) => t.elems.iter().collect(),
+        Expr::Paren(p) => vec![&*p.expr],
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .map(|e| match e {
+            Expr::Path(p) if p.qself.is_none() => p.path.get_ident().map_or("?".into(), Ident::to_string),
+            _ => "?".into(),
+        })
+        .collect()
+}
+
 fn single_ident(path: &syn::Path, has_qself: bool) -> Option<&Ident> {
     if has_qself {
         return None;
@@ -791,7 +837,7 @@ fn describe(e: &Expr) -> &'static str {
         Expr::ForLoop(_) | Expr::Loop(_) | Expr::While(_) => "a loop",
         Expr::Let(_) => "`let`",
         Expr::Macro(_) => "a macro call",
-        Expr::Match(_) => "`match` (use `if c { a } else { b }`)",
+        Expr::Match(_) => "`match`",
         Expr::Reference(_) | Expr::RawAddr(_) => "taking a reference",
         Expr::Struct(_) => "a struct literal",
         Expr::Try(_) | Expr::TryBlock(_) => "`?`",

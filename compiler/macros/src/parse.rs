@@ -118,7 +118,9 @@ fn parse_def(input: ParseStream) -> syn::Result<PatternDef> {
     let content;
     syn::parenthesized!(content in input);
     let params = Punctuated::<Param, Token![,]>::parse_terminated_with(&content, parse_param)?;
-    input.parse::<Token![=]>()?;
+    input.parse::<Token![=]>().map_err(|e| {
+        syn::Error::new(e.span(), format!("expected `=` and the mask after the inputs, as in `{}() = q >= k;`", header.name))
+    })?;
     let body: Expr = input.parse()?;
     if !input.is_empty() {
         return Err(input.error(format!("expected `;` after the mask of pattern `{}`", header.name)));

@@ -4,6 +4,8 @@ lacuna_ir::pattern! {
     pub Unrelated(q_pos: Q<i32>) = q_pos[q] >= window;
 
     pub NoInputs() = q >= n;
+
+    pub IndexedUnknown(q_bucket: Q<i32>) = q_bucket[q] == k_bucket[k] && Q > 0;
 }
 
 fn main() {}

@@ -1,5 +1,7 @@
 lacuna_ir::pattern! {
-    pub Closure() = (|x: i32| x > 0)(q);
+    pub Closure() = |x: i32| x > 0;
+
+    pub CallClosure() = (|x: i32| x > 0)(q);
 
     pub Block() = { q >= k };
 
@@ -12,6 +14,10 @@ lacuna_ir::pattern! {
     pub Match() = match q { 0 => true, _ => false };
 
     pub Range() = k == 0..q;
+
+    pub Field() = q.0 > k;
+
+    pub Macro() = max!(q, k) > 0;
 }
 
 fn main() {}

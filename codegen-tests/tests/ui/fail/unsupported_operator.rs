@@ -1,7 +1,11 @@
 lacuna_ir::pattern! {
     pub Shift() = q >> 1 == k;
 
-    pub BitAnd() = q >= k & k >= 0;
+    pub BitAnd() = (q >= k) & (k >= 0);
+
+    pub BitOr() = (q >= k) | (k >= 0);
+
+    pub Xor() = (q ^ k) == 0;
 
     pub Compound() = q += 1;
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lacuna_ir::{BindError, Bindings, BlockMask, Dims, InputValue, TileShape};
+use lacuna_ir::{BindError, Bindings, BlockMask, Dims, InputKind, InputValue, TileShape};
 use serde::Serialize;
 
 use crate::commands::ir::{key_range_text, verified};
@@ -16,8 +16,9 @@ use crate::{npy, params, picture, MaskArgs};
 
 /// Text output shows at most this many (b, h) pictures.
 const MAX_PICTURES: usize = 4;
-/// Example inputs and bindings hold B·H·(Nq + Nk) i32 values at most this many.
-const MAX_ELEMENTS: u128 = 1 << 30;
+/// With query or key tensor inputs, B·H·(Nq + Nk) at most this many: each
+/// (query, key) tensor pair then holds at most 1 GiB of i32.
+const MAX_ELEMENTS: u128 = 1 << 28;
 /// The block mask holds at most this many tiles.
 const MAX_TILES: u128 = 1 << 28;
 /// `--check` visits every element; beyond this it would run for hours.
@@ -51,7 +52,8 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     verified(&ir)?;
     let dims = Dims::new(args.batch, args.heads, args.q_len, args.kv_len.unwrap_or(args.q_len));
     let tiles = TileShape::new(args.block_q, args.block_k);
-    check_size(dims, tiles)?;
+    let tensors = ir.inputs().iter().filter(|d| matches!(d.kind, InputKind::QueryTensor | InputKind::KeyTensor)).count();
+    check_size(dims, tiles, tensors)?;
     let check_elements = (dims.batch as u128) * (dims.heads as u128) * (dims.q_len as u128) * (dims.kv_len as u128);
     if args.check && check_elements > MAX_CHECK {
         return Err(CliError::CheckTooLarge { elements: check_elements });
@@ -95,9 +97,9 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let examples = lacuna_patterns::example_inputs(pattern, dims, &param_values, &given, args.seed)?;
     let mut values = given;
     for (name, v) in examples {
-        if !values.contains_key(&name) {
-            sources.insert(name.clone(), Source::Example);
-            values.insert(name, v);
+        if let std::collections::btree_map::Entry::Vacant(slot) = values.entry(name) {
+            sources.insert(slot.key().clone(), Source::Example);
+            slot.insert(v);
         }
     }
     let inputs_text = describe_inputs(&ir, &values, &sources, args.seed);
@@ -152,10 +154,10 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
 }
 
 /// Refuses problems whose inputs or tile list would not fit in memory here.
-fn check_size(dims: Dims, tiles: TileShape) -> Result<(), CliError> {
+fn check_size(dims: Dims, tiles: TileShape, tensor_inputs: usize) -> Result<(), CliError> {
     let bh = dims.batch as u128 * dims.heads as u128;
     let elements = bh * (dims.q_len as u128 + dims.kv_len as u128);
-    if elements > MAX_ELEMENTS {
+    if tensor_inputs > 0 && elements > MAX_ELEMENTS {
         return Err(CliError::TooLarge {
             what: "B·H·(Nq + Nk)",
             count: elements,

@@ -1,0 +1,282 @@
+//! Runs the built `lacuna` binary and checks what a user sees: the block
+//! mask of known patterns, the JSON form, brute-force checks, and errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn lacuna(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lacuna")).args(args).output().expect("the lacuna binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh directory for one test's files, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(test: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("lacuna-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempDir(dir)
+}
+
+fn write_npy_i32(path: &PathBuf, shape: &[u64], data: &[i32]) {
+    use npyz::WriterBuilder;
+    let file = std::fs::File::create(path).expect("create npy");
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(std::io::BufWriter::new(file)).begin_nd().expect("npy header");
+    w.extend(data.iter().copied()).expect("npy data");
+    w.finish().expect("npy finish");
+}
+
+#[test]
+fn causal_1024_has_8_partial_28_full_28_empty() {
+    let o = lacuna(&["mask", "causal", "--q-len", "1024"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("tiles: 28 empty (.), 8 partial (+), 28 full (#)"), "{out}");
+    let picture: Vec<&str> = out.lines().filter(|l| l.starts_with("  ") && l.trim().chars().all(|c| ".+#".contains(c))).map(str::trim).collect();
+    let expected: Vec<String> = (0..8).map(|r| format!("{}+{}", "#".repeat(r), ".".repeat(7 - r))).collect();
+    assert_eq!(picture, expected, "{out}");
+    assert!(out.contains("key range: k in [0, q]"), "{out}");
+}
+
+#[test]
+fn json_is_the_only_output_and_has_the_right_shape() {
+    let o = lacuna(&["mask", "causal", "--q-len", "1024", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON value");
+    assert_eq!(v["q_blocks"], 8);
+    assert_eq!(v["k_blocks"], 8);
+    assert_eq!(v["counts"]["empty"], 28);
+    assert_eq!(v["counts"]["partial"], 8);
+    assert_eq!(v["counts"]["full"], 28);
+    let classes = v["classes"].as_array().expect("classes is a list");
+    assert_eq!(classes.len(), 1, "one (b, h)");
+    let rows = classes[0].as_array().expect("rows");
+    assert_eq!(rows.len(), 8);
+    for (qb, row) in rows.iter().enumerate() {
+        let row: Vec<&str> = row.as_array().expect("row").iter().map(|c| c.as_str().expect("letter")).collect();
+        assert_eq!(row.len(), 8);
+        for (kb, c) in row.iter().enumerate() {
+            let want = if kb < qb { "F" } else if kb == qb { "P" } else { "E" };
+            assert_eq!(*c, want, "tile ({qb}, {kb})");
+        }
+    }
+}
+
+#[test]
+fn json_covers_every_head() {
+    let o = lacuna(&["mask", "causal", "--q-len", "300", "--kv-len", "200", "--heads", "3", "--batch", "2", "--block-k", "64", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!((v["q_blocks"].as_u64(), v["k_blocks"].as_u64()), (Some(3), Some(4)));
+    let classes = v["classes"].as_array().expect("classes");
+    assert_eq!(classes.len(), 6);
+    let total: u64 = ["empty", "partial", "full"].iter().map(|k| v["counts"][k].as_u64().expect("count")).sum();
+    assert_eq!(total, 6 * 3 * 4);
+}
+
+#[test]
+fn hash_bucket_check_is_sound() {
+    let o = lacuna(&["mask", "hash-bucket", "--q-len", "1024", "--check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("unsound: 0 empty tiles that attend, 0 full tiles that mask"), "{out}");
+    assert!(out.contains("input q_bucket: Q<i32> i32 array [1, 1, 1024] (example, seed 0)"), "{out}");
+}
+
+#[test]
+fn check_refuses_huge_problems() {
+    let o = lacuna(&["mask", "causal", "--q-len", "65536", "--heads", "8", "--check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--check evaluates every element"), "{}", stderr(&o));
+}
+
+#[test]
+fn many_heads_print_four_pictures_and_count_all() {
+    let o = lacuna(&["mask", "causal", "--q-len", "1024", "--heads", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("b=0 h=").count(), 4, "{out}");
+    assert!(out.contains("2 more (b, h) pictures omitted"), "{out}");
+    assert!(out.contains("tiles: 168 empty (.), 48 partial (+), 168 full (#)"), "{out}");
+}
+
+#[test]
+fn missing_input_file_names_the_input_and_the_file() {
+    let dir = temp_dir("missing");
+    let path = dir.join("nowhere.npy");
+    let arg = format!("q_pos={}", path.display());
+    let o = lacuna(&["mask", "hash-bucket", "--q-len", "1024", "--input", &arg]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("input `q_pos`"), "{err}");
+    assert!(err.contains("nowhere.npy"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn misshaped_npy_names_input_file_expected_and_found() {
+    let dir = temp_dir("misshaped");
+    let path = dir.join("q_pos.npy");
+    write_npy_i32(&path, &[1, 1, 512], &(0..512).collect::<Vec<i32>>());
+    let arg = format!("q_pos={}", path.display());
+    let o = lacuna(&["mask", "hash-bucket", "--q-len", "1024", "--input", &arg]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("input `q_pos`"), "{err}");
+    assert!(err.contains("q_pos.npy"), "{err}");
+    assert!(err.contains("(B, H, Nq) i32 = [1, 1, 1024]"), "{err}");
+    assert!(err.contains("[1, 1, 512]"), "{err}");
+}
+
+#[test]
+fn wrong_dtype_npy_says_how_to_convert() {
+    let dir = temp_dir("dtype");
+    let path = dir.join("k_pos.npy");
+    {
+        use npyz::WriterBuilder;
+        let file = std::fs::File::create(&path).expect("create");
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[1, 1, 1024]).writer(std::io::BufWriter::new(file)).begin_nd().expect("header");
+        w.extend(0..1024i64).expect("data");
+        w.finish().expect("finish");
+    }
+    let arg = format!("k_pos={}", path.display());
+    let o = lacuna(&["mask", "qk-drop", "--q-len", "1024", "--input", &arg]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("input `k_pos`") && err.contains("k_pos.npy"), "{err}");
+    assert!(err.contains("'<i8'") && err.contains("astype(numpy.int32)"), "{err}");
+}
+
+#[test]
+fn npy_inputs_are_used() {
+    // qk-drop with nothing dropped (positions 0..N) is plain causal.
+    let dir = temp_dir("good");
+    let (q, k) = (dir.join("q.npy"), dir.join("k.npy"));
+    let pos: Vec<i32> = (0..1024).collect();
+    write_npy_i32(&q, &[1, 1, 1024], &pos);
+    write_npy_i32(&k, &[1, 1, 1024], &pos);
+    let (qa, ka) = (format!("q_pos={}", q.display()), format!("k_pos={}", k.display()));
+    let o = lacuna(&["mask", "qk-drop", "--q-len", "1024", "--input", &qa, "--input", &ka, "--check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("tiles: 28 empty (.), 8 partial (+), 28 full (#)"), "{out}");
+    assert!(out.contains("q.npy)"), "{out}");
+    assert!(out.contains("imprecise: 0 partial tiles really empty, 0 partial tiles really full"), "{out}");
+}
+
+#[test]
+fn params_bind_head_arrays_and_scalars() {
+    let o = lacuna(&["mask", "moa", "--q-len", "512", "--heads", "2", "--param", "alpha=128,256", "--param", "beta=0", "--param", "sink=0", "--param", "N=512", "--block-q", "64", "--block-k", "64", "--check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("input alpha: H<i32> = [128, 256] (from --param)"), "{out}");
+    assert!(out.contains("input beta: H<f32> = [0, 0] (from --param)"), "{out}");
+    assert!(out.contains("unsound: 0"), "{out}");
+    // A band of 128 keys with 64-row tiles touches 3 tiles per query-block row at most.
+    let h0: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("b=0 h=0")).skip(1).take(8).collect();
+    assert!(h0.iter().all(|row| row.trim().chars().filter(|c| *c != '.').count() <= 3), "{out}");
+
+    let o = lacuna(&["mask", "moa", "--q-len", "512", "--heads", "2", "--param", "alpha=1,2,3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("3 values but there are 2 heads"), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_param_lists_what_is_accepted() {
+    let o = lacuna(&["mask", "sliding-window", "--q-len", "256", "--param", "window=64"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("no input or knob `window`") && err.contains("W (scalar i32)"), "{err}");
+}
+
+#[test]
+fn png_is_written() {
+    let dir = temp_dir("png");
+    let path = dir.join("mask.png");
+    let o = lacuna(&["mask", "causal", "--q-len", "1024", "--heads", "2", "--png", path.to_str().expect("utf-8 path")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&path).expect("png written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let height = u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    // Two 8x8 panels side by side with a one-tile gap, 8 pixels per tile.
+    assert_eq!((width, height), (17 * 8, 8 * 8));
+}
+
+#[test]
+fn patterns_lists_every_standard_name() {
+    let o = lacuna(&["patterns"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let names: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).filter_map(|l| l.split_whitespace().next()).collect();
+    for name in ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa"] {
+        assert!(names.contains(&name), "{name} missing from:\n{out}");
+    }
+    assert!(out.contains("q_bucket: Q<i32>  (B, H, Nq) i32"), "{out}");
+    assert!(out.contains("buckets"), "{out}");
+}
+
+#[test]
+fn ir_moa_prints_text_hash_and_key_range() {
+    let o = lacuna(&["ir", "moa"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("pattern Moa(alpha: H<i32>, beta: H<f32>, sink: H<i32>, N: i32)"), "{out}");
+    assert!(out.contains("= load alpha[h] : i32"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("  mask %")), "{out}");
+    let hash = out.lines().find_map(|l| l.strip_prefix("content hash: ")).expect("hash line");
+    assert!(hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    assert!(out.contains("key range: k in ["), "{out}");
+    assert!(out.contains("verify: ok"), "{out}");
+}
+
+#[test]
+fn unknown_pattern_lists_the_names() {
+    let o = lacuna(&["ir", "casual"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("`casual`") && err.contains("causal, causal-strict"), "{err}");
+}
+
+#[test]
+fn f32_head_input_reads_an_f32_npy() {
+    use npyz::WriterBuilder;
+    let dir = temp_dir("f32");
+    let path = dir.join("beta.npy");
+    {
+        let file = std::fs::File::create(&path).expect("create");
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[2]).writer(std::io::BufWriter::new(file)).begin_nd().expect("header");
+        w.extend([0.25f32, 0.5]).expect("data");
+        w.finish().expect("finish");
+    }
+    let arg = format!("beta={}", path.display());
+    let o = lacuna(&["mask", "moa", "--q-len", "256", "--heads", "2", "--input", &arg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("input beta: H<f32> = [0.25, 0.5] (from "), "{}", stdout(&o));
+    // The same file for an i32 input is refused with the dtype found.
+    let arg = format!("alpha={}", path.display());
+    let o = lacuna(&["mask", "moa", "--q-len", "256", "--heads", "2", "--input", &arg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds dtype '<f4', expected i32"), "{}", stderr(&o));
+}

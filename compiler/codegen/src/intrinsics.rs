@@ -1,0 +1,160 @@
+//! Thin typed wrappers over the NVVM (and generic LLVM) intrinsics the
+//! kernels use. Every name is looked up with `Intrinsic::find`, so a
+//! misspelling is a [`CodegenError::MissingIntrinsic`], never a silent
+//! external call that only ptxas would catch. No policy lives here.
+
+use inkwell::intrinsics::Intrinsic;
+use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
+use inkwell::values::{BasicMetadataValueEnum, FunctionValue, PointerValue};
+
+use lacuna_ir::Dtype;
+
+use crate::cx::{Cx, BV, FV, IV};
+use crate::error::{CodegenError, Result};
+
+/// All lanes of a warp take part in every warp-level operation here.
+const FULL_MASK: i32 = -1;
+
+impl<'a, 'ctx> Cx<'a, 'ctx> {
+    /// The declaration of intrinsic `name`, specialised on `overloads` when it is overloaded.
+    pub fn intrinsic(&self, name: &str, overloads: &[BasicTypeEnum<'ctx>]) -> Result<FunctionValue<'ctx>> {
+        let missing = || CodegenError::MissingIntrinsic { name: name.to_string() };
+        let intr = Intrinsic::find(name).ok_or_else(missing)?;
+        intr.get_declaration(self.module, overloads).ok_or_else(missing)
+    }
+
+    fn call(&self, f: FunctionValue<'ctx>, args: &[BV<'ctx>]) -> Result<Option<BV<'ctx>>> {
+        let args: Vec<BasicMetadataValueEnum<'ctx>> = args.iter().map(|a| (*a).into()).collect();
+        Ok(self.b.build_call(f, &args, "")?.try_as_basic_value().basic())
+    }
+
+    fn call_value(&self, name: &str, overloads: &[BasicTypeEnum<'ctx>], args: &[BV<'ctx>]) -> Result<BV<'ctx>> {
+        let f = self.intrinsic(name, overloads)?;
+        self.call(f, args)?.ok_or_else(|| CodegenError::Builder(format!("{name} returned no value")))
+    }
+
+    fn call_void(&self, name: &str, overloads: &[BasicTypeEnum<'ctx>], args: &[BV<'ctx>]) -> Result<()> {
+        let f = self.intrinsic(name, overloads)?;
+        self.call(f, args)?;
+        Ok(())
+    }
+
+    fn sreg(&self, name: &str) -> Result<IV<'ctx>> {
+        Ok(self.call_value(&format!("llvm.nvvm.read.ptx.sreg.{name}"), &[], &[])?.into_int_value())
+    }
+
+    // ---- special registers ----
+    pub fn tid_x(&self) -> Result<IV<'ctx>> {
+        self.sreg("tid.x")
+    }
+    pub fn ctaid(&self, axis: char) -> Result<IV<'ctx>> {
+        self.sreg(&format!("ctaid.{axis}"))
+    }
+
+    // ---- synchronisation ----
+    /// `bar.sync 0`: every thread of the CTA.
+    pub fn barrier(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.barrier.cta.sync.aligned.all", &[], &[self.i32(0).into()])
+    }
+
+    // ---- asynchronous copies (sm_80+) ----
+    /// `cp.async.cg.shared.global [dst], [src], 16, src_size`: copies `src_size`
+    /// bytes (0 or 16) and zero-fills the rest of the 16.
+    pub fn cp_async_16(&self, dst: PointerValue<'ctx>, src: PointerValue<'ctx>, src_size: IV<'ctx>) -> Result<()> {
+        self.call_void("llvm.nvvm.cp.async.cg.shared.global.16.s", &[], &[dst.into(), src.into(), src_size.into()])
+    }
+    pub fn cp_async_commit(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.cp.async.commit.group", &[], &[])
+    }
+    /// Waits until at most `pending` committed groups are still in flight.
+    pub fn cp_async_wait(&self, pending: u32) -> Result<()> {
+        self.call_void("llvm.nvvm.cp.async.wait.group", &[], &[self.i32(pending as i32).into()])
+    }
+
+    // ---- tensor cores ----
+    /// `ldmatrix.sync.aligned.m8n8.x4[.trans].b16`: four 8x8 matrices; lane l
+    /// supplies the address of row `l % 8` of matrix `l / 8`.
+    pub fn ldmatrix_x4(&self, row_addr: PointerValue<'ctx>, trans: bool) -> Result<[IV<'ctx>; 4]> {
+        let name = if trans {
+            "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.trans.b16"
+        } else {
+            "llvm.nvvm.ldmatrix.sync.aligned.m8n8.x4.b16"
+        };
+        let s = self.call_value(name, &[row_addr.get_type().into()], &[row_addr.into()])?.into_struct_value();
+        let r = |i: u32| -> Result<IV<'ctx>> { Ok(self.b.build_extract_value(s, i, "")?.into_int_value()) };
+        Ok([r(0)?, r(1)?, r(2)?, r(3)?])
+    }
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`:
+    /// D = A·B + C with A, B as packed pairs of halves in i32 registers.
+    pub fn mma_m16n8k16(&self, dtype: Dtype, a: &[IV<'ctx>; 4], b: &[IV<'ctx>; 2], c: &[FV<'ctx>; 4]) -> Result<[FV<'ctx>; 4]> {
+        let name = match dtype {
+            Dtype::Bf16 => "llvm.nvvm.mma.m16n8k16.row.col.bf16",
+            Dtype::F16 => "llvm.nvvm.mma.m16n8k16.row.col.f32.f32",
+        };
+        let f = self.intrinsic(name, &[])?;
+        // The f16 form takes <2 x half> operands; the bf16 form takes i32. Bit-cast to whatever it declares.
+        let params: Vec<BasicMetadataTypeEnum<'ctx>> = f.get_type().get_param_types();
+        let mut args: Vec<BV<'ctx>> = Vec::with_capacity(10);
+        for (i, v) in a.iter().chain(b.iter()).enumerate() {
+            let want: BasicTypeEnum<'ctx> = params[i].try_into().map_err(|_| CodegenError::Builder(format!("{name}: odd parameter type")))?;
+            args.push(if want == self.i32t().into() { (*v).into() } else { self.b.build_bit_cast(*v, want, "")? });
+        }
+        args.extend(c.iter().map(|v| BV::from(*v)));
+        let s = self.call(f, &args)?.ok_or_else(|| CodegenError::Builder(format!("{name} returned no value")))?.into_struct_value();
+        let r = |i: u32| -> Result<FV<'ctx>> { Ok(self.b.build_extract_value(s, i, "")?.into_float_value()) };
+        Ok([r(0)?, r(1)?, r(2)?, r(3)?])
+    }
+
+    // ---- warp shuffles ----
+    pub fn shfl_bfly_f32(&self, v: FV<'ctx>, lane_mask: i32) -> Result<FV<'ctx>> {
+        let args = [self.i32(FULL_MASK).into(), v.into(), self.i32(lane_mask).into(), self.i32(0x1f).into()];
+        Ok(self.call_value("llvm.nvvm.shfl.sync.bfly.f32", &[], &args)?.into_float_value())
+    }
+    pub fn shfl_bfly_i32(&self, v: IV<'ctx>, lane_mask: i32) -> Result<IV<'ctx>> {
+        let args = [self.i32(FULL_MASK).into(), v.into(), self.i32(lane_mask).into(), self.i32(0x1f).into()];
+        Ok(self.call_value("llvm.nvvm.shfl.sync.bfly.i32", &[], &args)?.into_int_value())
+    }
+
+    // ---- math ----
+    /// `ex2.approx.ftz.f32`: 2^x, with 2^-inf = 0.
+    pub fn ex2(&self, x: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.nvvm.ex2.approx.ftz", &[self.f32t().into()], &[x.into()])?.into_float_value())
+    }
+    /// `lg2.approx.f32`.
+    pub fn lg2(&self, x: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.nvvm.lg2.approx.f", &[], &[x.into()])?.into_float_value())
+    }
+    pub fn fma(&self, a: FV<'ctx>, b: FV<'ctx>, c: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.fma", &[self.f32t().into()], &[a.into(), b.into(), c.into()])?.into_float_value())
+    }
+    /// IEEE maxNum (PTX `max.f32`): a NaN operand yields the other one.
+    pub fn fmax(&self, a: FV<'ctx>, b: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.maxnum", &[self.f32t().into()], &[a.into(), b.into()])?.into_float_value())
+    }
+    /// IEEE minNum (PTX `min.f32`).
+    pub fn fmin(&self, a: FV<'ctx>, b: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.minnum", &[self.f32t().into()], &[a.into(), b.into()])?.into_float_value())
+    }
+    pub fn fabs(&self, a: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.fabs", &[self.f32t().into()], &[a.into()])?.into_float_value())
+    }
+    /// f32 → i32 truncating toward zero, saturating, NaN → 0 (`cvt.rzi.sat.s32.f32`).
+    pub fn fptosi_sat(&self, a: FV<'ctx>) -> Result<IV<'ctx>> {
+        Ok(self.call_value("llvm.fptosi.sat", &[self.i32t().into(), self.f32t().into()], &[a.into()])?.into_int_value())
+    }
+
+    /// Two f32 rounded to nearest into one register of two halves (`lo` in the low 16 bits).
+    pub fn pack_half2(&self, dtype: Dtype, lo: FV<'ctx>, hi: FV<'ctx>) -> Result<IV<'ctx>> {
+        let half = match dtype {
+            Dtype::Bf16 => self.ctx.bf16_type(),
+            Dtype::F16 => self.ctx.f16_type(),
+        };
+        let v2f32 = self.f32t().vec_type(2);
+        let mut v = v2f32.get_undef();
+        v = self.b.build_insert_element(v, lo, self.i32(0), "")?;
+        v = self.b.build_insert_element(v, hi, self.i32(1), "")?;
+        let h2 = self.b.build_float_trunc(v, half.vec_type(2), "")?;
+        Ok(self.b.build_bit_cast(h2, self.i32t(), "")?.into_int_value())
+    }
+}

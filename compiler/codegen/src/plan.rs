@@ -1,0 +1,166 @@
+//! The kernel plan: tile shape, warps, pipeline depth and target, chosen per
+//! (pattern, head_dim, dtype, arch) and checked before any LLVM is built.
+//! Everything derived from the plan (threads, shared bytes, register
+//! residency of Q) is computed here and nowhere else.
+
+use std::fmt;
+
+use lacuna_ir::{Arch, Dtype, KeyRange, KeySource, PatternIr};
+
+use crate::error::{CodegenError, Result};
+
+/// How one forward kernel is shaped. Build it with [`KernelPlan::for_pattern`],
+/// then change fields if you know better; [`crate::compile`] re-checks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPlan {
+    pub head_dim: u32,
+    pub dtype: Dtype,
+    /// Query rows per CTA; a multiple of `16 * warps` (each warp owns `block_q / warps` rows).
+    pub block_q: u32,
+    /// Key rows per pipeline stage; a multiple of 16.
+    pub block_k: u32,
+    pub warps: u32,
+    /// Depth of the cp.async K/V pipeline (2 = double buffering).
+    pub stages: u32,
+    pub arch: Arch,
+    /// Where key blocks come from: the pattern's closed form, or a scan of
+    /// every key block. `Scan` is always correct and may be forced.
+    pub key_source: KeySource,
+}
+
+/// Bytes of padding after each shared-memory row: rows of `head_dim + 8`
+/// halves make eight consecutive rows hit eight different 16-byte bank
+/// groups, so ldmatrix (plain and .trans) is conflict free for every head dim
+/// that is a multiple of 16.
+pub const ROW_PAD_BYTES: u32 = 16;
+
+impl KernelPlan {
+    /// Tuned defaults. Errors when `head_dim` is not a multiple of 16 in 16..=256.
+    pub fn for_pattern(p: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> Result<Self> {
+        check_head_dim(head_dim)?;
+        // Registers per thread ~ O (block_q/warps * head_dim / 32) + S (block_q/warps * block_k / 32)
+        // + Q fragments; each choice keeps that well under 255 so ptxas never spills.
+        let (block_q, block_k, warps, stages) = match head_dim {
+            0..=64 => (128, 64, 4, 3),
+            65..=128 => (128, 64, 8, 2),
+            _ => (64, 32, 4, 2),
+        };
+        let key_source = match KeyRange::derive(p) {
+            Some(r) => KeySource::Range(r.to_string()),
+            None => KeySource::Scan,
+        };
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source };
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.warps * 32
+    }
+
+    /// m16 row slabs each warp owns.
+    pub fn slabs_per_warp(&self) -> u32 {
+        self.block_q / (16 * self.warps)
+    }
+
+    /// Q fragments stay in registers across key blocks when they cost at most
+    /// 32 registers; otherwise they are re-read from shared memory per block.
+    pub fn q_in_registers(&self) -> bool {
+        self.slabs_per_warp() * self.head_dim <= 128
+    }
+
+    /// Bytes of one shared-memory row of `head_dim` halves, padded.
+    pub fn smem_row_bytes(&self) -> u32 {
+        self.head_dim * 2 + ROW_PAD_BYTES
+    }
+
+    pub fn q_tile_bytes(&self) -> u32 {
+        self.block_q * self.smem_row_bytes()
+    }
+
+    /// One pipeline stage: a K tile then a V tile.
+    pub fn stage_bytes(&self) -> u32 {
+        2 * self.block_k * self.smem_row_bytes()
+    }
+
+    /// Dynamic shared memory the forward kernel needs (the manifest's `shared_bytes`).
+    pub fn shared_bytes(&self) -> u32 {
+        self.q_tile_bytes() + self.stages * self.stage_bytes()
+    }
+
+    /// The most dynamic shared memory one block may use on `arch`.
+    pub fn shared_limit(arch: Arch) -> u32 {
+        match arch {
+            Arch::Sm80 => 163 * 1024,
+            Arch::Sm90a => 227 * 1024,
+        }
+    }
+
+    /// Checks every constraint the lowering relies on.
+    pub fn validate(&self) -> Result<()> {
+        check_head_dim(self.head_dim)?;
+        let bad = |reason: String| Err(CodegenError::InvalidPlan { reason });
+        if !(1..=16).contains(&self.warps) {
+            return bad(format!("warps = {}, use 1 to 16", self.warps));
+        }
+        if self.block_q == 0 || self.block_q % (16 * self.warps) != 0 {
+            return bad(format!(
+                "block_q = {} must be a positive multiple of 16 * warps = {}",
+                self.block_q,
+                16 * self.warps
+            ));
+        }
+        if self.slabs_per_warp() > 4 {
+            return bad(format!(
+                "block_q / warps = {} rows per warp; at most 64 fit in registers, add warps",
+                self.block_q / self.warps
+            ));
+        }
+        if self.block_k == 0 || self.block_k % 16 != 0 || self.block_k > 256 {
+            return bad(format!("block_k = {} must be a multiple of 16 from 16 to 256", self.block_k));
+        }
+        if !(2..=8).contains(&self.stages) {
+            return bad(format!("stages = {}, use 2 to 8", self.stages));
+        }
+        let (bytes, limit) = (self.shared_bytes(), Self::shared_limit(self.arch));
+        if bytes > limit {
+            return Err(CodegenError::SharedMemory { bytes, limit, arch: self.arch });
+        }
+        Ok(())
+    }
+}
+
+fn check_head_dim(head_dim: u32) -> Result<()> {
+    if head_dim == 0 || head_dim % 16 != 0 || head_dim > 256 {
+        return Err(CodegenError::UnsupportedHeadDim { head_dim });
+    }
+    Ok(())
+}
+
+impl fmt::Display for KernelPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kernel plan: {} {}, head_dim {}", self.arch.name(), self.dtype.name(), self.head_dim)?;
+        writeln!(f, "  tile: block_q {} x block_k {}", self.block_q, self.block_k)?;
+        writeln!(
+            f,
+            "  warps: {} ({} threads), {} m16 slab(s) per warp, Q fragments {}",
+            self.warps,
+            self.threads(),
+            self.slabs_per_warp(),
+            if self.q_in_registers() { "kept in registers" } else { "re-read from shared memory per key block" }
+        )?;
+        writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
+        writeln!(
+            f,
+            "  shared memory: {} bytes (Q {} + {} x K/V {})",
+            self.shared_bytes(),
+            self.q_tile_bytes(),
+            self.stages,
+            self.stage_bytes()
+        )?;
+        match &self.key_source {
+            KeySource::Range(r) => writeln!(f, "  key source: closed form, {r}"),
+            KeySource::Scan => writeln!(f, "  key source: scan of every key block"),
+        }
+    }
+}

@@ -1,0 +1,1070 @@
+//! Every check made before a launch, as pure functions over shapes, strides
+//! and the manifest: no CUDA here, so all of it is unit-tested on machines
+//! without a GPU. Also the pure parts of launching (grid sizes, the exact
+//! kernel parameter list), so the ABI order is tested too. A kernel launched
+//! with a bad shape reads out of bounds silently; everything that could make
+//! it do so must be refused here.
+
+use lacuna_ir::{InputKind, KernelManifest, KernelParam, PatternIr, ScalarType};
+
+use crate::error::{Result, RuntimeError};
+use crate::tensor::ElemType;
+
+/// What validation needs to know about a device tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorDesc {
+    /// How error messages call it: `q`, `o`, input `q_pos`.
+    pub name: String,
+    pub dtype: ElemType,
+    pub shape: Vec<usize>,
+    /// In elements; unsigned, so negative strides cannot be expressed.
+    pub strides: Vec<usize>,
+    /// Of the first element, in elements from the start of the buffer.
+    pub offset: usize,
+    /// Elements in the underlying allocation.
+    pub buffer_len: usize,
+    /// Device address of the allocation (identifies shared buffers).
+    pub buffer: u64,
+    /// CUDA device ordinal.
+    pub device: usize,
+}
+
+/// The problem one launch solves, taken from q and k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+}
+
+/// The kernel's i32 parameters (and the summary kernel's) must hold every length.
+pub const MAX_LEN: usize = i32::MAX as usize;
+/// CUDA's limit on grid dimensions y and z (heads and batch of the forward grid).
+pub const MAX_GRID_YZ: usize = 65_535;
+
+/// Row-major strides of a contiguous tensor.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
+    }
+    strides
+}
+
+pub fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// One past the largest element index the view touches (0 when it has no elements).
+pub fn extent(shape: &[usize], strides: &[usize], offset: usize) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let mut last = offset;
+    for (&d, &s) in shape.iter().zip(strides) {
+        last = last.checked_add((d - 1).checked_mul(s)?)?;
+    }
+    last.checked_add(1)
+}
+
+/// Why `shape`/`strides`/`offset` do not describe a view inside a buffer of
+/// `buffer_len` elements, or `None` when they do.
+pub fn layout_problem(shape: &[usize], strides: &[usize], offset: usize, buffer_len: usize) -> Option<String> {
+    if shape.len() != strides.len() {
+        return Some(format!("{} dimensions but {} strides; give one stride per dimension", shape.len(), strides.len()));
+    }
+    // The kernel takes strides as i64.
+    if let Some(s) = strides.iter().find(|&&s| s > i64::MAX as usize) {
+        return Some(format!("stride {s} does not fit the kernel's i64 stride parameters"));
+    }
+    match extent(shape, strides, offset) {
+        None => Some("the largest element index overflows; the strides are far too large".into()),
+        Some(end) if end > buffer_len => Some(format!(
+            "the view (offset {offset}) reaches element {}, past the end of its buffer of {buffer_len} elements; \
+             fix the strides or the shape",
+            end - 1
+        )),
+        Some(_) => None,
+    }
+}
+
+/// True when no two elements of the view share an address (a sufficient
+/// test: sorted by stride, each dimension steps over all inner ones).
+pub fn non_overlapping(shape: &[usize], strides: &[usize]) -> bool {
+    let mut dims: Vec<(usize, usize)> =
+        shape.iter().zip(strides).filter(|(&d, _)| d > 1).map(|(&d, &s)| (s, d)).collect();
+    dims.sort_unstable();
+    let mut span = 1usize;
+    for (s, d) in dims {
+        if s < span {
+            return false;
+        }
+        span = match s.checked_mul(d - 1).and_then(|x| x.checked_add(1)) {
+            Some(x) => x,
+            None => return false,
+        };
+    }
+    true
+}
+
+/// Contiguous ignoring size-1 dimensions, whose stride never matters.
+pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let want = contiguous_strides(shape);
+    shape.len() == strides.len() && shape.iter().zip(strides).zip(&want).all(|((&d, &s), &w)| d <= 1 || s == w)
+}
+
+fn layout_err(t: &TensorDesc, problem: String) -> RuntimeError {
+    RuntimeError::Layout { tensor: t.name.clone(), shape: t.shape.clone(), strides: t.strides.clone(), problem }
+}
+
+fn check_in_bounds(t: &TensorDesc) -> Result<()> {
+    match layout_problem(&t.shape, &t.strides, t.offset, t.buffer_len) {
+        Some(p) => Err(layout_err(t, p)),
+        None => Ok(()),
+    }
+}
+
+fn check_contiguous(t: &TensorDesc, why: &str) -> Result<()> {
+    check_in_bounds(t)?;
+    if !is_contiguous(&t.shape, &t.strides) {
+        return Err(layout_err(
+            t,
+            format!("{why} must be contiguous (strides {:?}); make a contiguous copy", contiguous_strides(&t.shape)),
+        ));
+    }
+    Ok(())
+}
+
+fn check_device(t: &TensorDesc, device: usize) -> Result<()> {
+    if t.device != device {
+        return Err(RuntimeError::WrongDevice { tensor: t.name.clone(), expected: device, got: t.device });
+    }
+    Ok(())
+}
+
+fn check_dtype(t: &TensorDesc, expected: ElemType, hint: &str) -> Result<()> {
+    if t.dtype != expected {
+        return Err(RuntimeError::Dtype { tensor: t.name.clone(), expected, got: t.dtype, hint: hint.into() });
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, value: usize, max: usize, why: &'static str) -> Result<()> {
+    if value > max {
+        return Err(RuntimeError::TooLarge { what: what.into(), value, max, why });
+    }
+    Ok(())
+}
+
+/// Checks q, k, v (and o, lse when the caller provides them) against the
+/// kernel and each other, and returns the problem they describe.
+pub fn validate_forward(
+    m: &KernelManifest,
+    device: usize,
+    q: &TensorDesc,
+    k: &TensorDesc,
+    v: &TensorDesc,
+    out: Option<(&TensorDesc, &TensorDesc)>,
+) -> Result<Problem> {
+    let outs: Vec<&TensorDesc> = out.map(|(o, l)| vec![o, l]).unwrap_or_default();
+    for t in [q, k, v].into_iter().chain(outs.iter().copied()) {
+        check_device(t, device)?;
+    }
+    let dtype = ElemType::from(m.dtype);
+    for t in [q, k, v] {
+        let hint = format!(
+            " (the kernel was compiled for {dtype}; convert the tensor, or compile a kernel for {} with `lacuna compile --dtype {}`)",
+            t.dtype, t.dtype
+        );
+        check_dtype(t, dtype, &hint)?;
+    }
+    for t in [q, k, v] {
+        if t.shape.len() != 4 {
+            let expected = if t.name == "q" { "(B, H, Nq, D)" } else { "(B, Hkv, Nk, D)" };
+            return Err(RuntimeError::Shape {
+                tensor: t.name.clone(),
+                got: t.shape.clone(),
+                expected: format!("it must be 4-d {expected}; for a (B, N, H, D) buffer use `.transpose(1, 2)`"),
+            });
+        }
+    }
+    for t in [q, k, v] {
+        if t.shape[3] != m.head_dim as usize {
+            return Err(RuntimeError::HeadDim { tensor: t.name.clone(), expected: m.head_dim, got: t.shape[3] });
+        }
+    }
+    if v.shape != k.shape {
+        return Err(RuntimeError::Shape {
+            tensor: v.name.clone(),
+            got: v.shape.clone(),
+            expected: format!("it must have the shape of k {:?} (B, Hkv, Nk, D)", k.shape),
+        });
+    }
+    let p = Problem {
+        batch: q.shape[0],
+        heads: q.shape[1],
+        kv_heads: k.shape[1],
+        q_len: q.shape[2],
+        kv_len: k.shape[2],
+        head_dim: q.shape[3],
+    };
+    if k.shape[0] != p.batch {
+        return Err(RuntimeError::Shape {
+            tensor: k.name.clone(),
+            got: k.shape.clone(),
+            expected: format!("its batch size must be q's ({})", p.batch),
+        });
+    }
+    for t in [q, k] {
+        if t.shape.contains(&0) {
+            return Err(RuntimeError::Shape {
+                tensor: t.name.clone(),
+                got: t.shape.clone(),
+                expected: "every dimension must be at least 1".into(),
+            });
+        }
+    }
+    if p.heads % p.kv_heads != 0 {
+        return Err(RuntimeError::HeadsNotMultiple { heads: p.heads, kv_heads: p.kv_heads });
+    }
+    check_len("q_len (Nq)", p.q_len, MAX_LEN, "lengths are i32 kernel parameters")?;
+    check_len("kv_len (Nk)", p.kv_len, MAX_LEN, "lengths are i32 kernel parameters")?;
+    check_len("the number of heads", p.heads, MAX_GRID_YZ, "heads are the grid's y dimension")?;
+    check_len("the batch size", p.batch, MAX_GRID_YZ, "the batch is the grid's z dimension")?;
+    for t in [q, k, v] {
+        if t.strides.len() == 4 && t.strides[3] != 1 {
+            return Err(layout_err(t, "the last (head_dim) dimension must have stride 1; make a contiguous copy".into()));
+        }
+        check_in_bounds(t)?;
+    }
+    if let Some((o, lse)) = out {
+        check_dtype(o, dtype, " (o must have the dtype of q)")?;
+        if o.shape != q.shape {
+            return Err(RuntimeError::Shape {
+                tensor: o.name.clone(),
+                got: o.shape.clone(),
+                expected: format!("it must have the shape of q {:?}", q.shape),
+            });
+        }
+        if o.strides.len() == 4 && o.strides[3] != 1 {
+            return Err(layout_err(o, "the last (head_dim) dimension must have stride 1".into()));
+        }
+        check_in_bounds(o)?;
+        if !non_overlapping(&o.shape, &o.strides) {
+            return Err(layout_err(o, "elements overlap, so the kernel's writes would race; use distinct strides".into()));
+        }
+        check_dtype(lse, ElemType::F32, " (the log-sum-exp is always f32)")?;
+        let want = [p.batch, p.heads, p.q_len];
+        if lse.shape != want {
+            return Err(RuntimeError::Shape {
+                tensor: lse.name.clone(),
+                got: lse.shape.clone(),
+                expected: format!("it must be {want:?} (B, H, Nq)"),
+            });
+        }
+        check_contiguous(lse, "the log-sum-exp")?;
+        for (w, r) in [(o, q), (o, k), (o, v), (lse, q), (lse, k), (lse, v), (lse, o)] {
+            if w.buffer == r.buffer {
+                return Err(RuntimeError::Aliased { a: w.name.clone(), b: r.name.clone() });
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// A softmax scale, or the default 1/sqrt(D), in the exp2 form the kernel takes.
+pub fn scale_log2(scale: Option<f32>, head_dim: usize) -> Result<f32> {
+    let s = scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    if !s.is_finite() {
+        return Err(RuntimeError::InputType {
+            name: "scale".into(),
+            expected: "a finite number (or None for 1/sqrt(head_dim))".into(),
+            got: format!("{s}"),
+        });
+    }
+    Ok(s * std::f32::consts::LOG2_E)
+}
+
+/// Checks the manifest read from a PTX file against the pattern the caller
+/// says it implements, and the manifest's own sanity (it sizes the grid).
+pub fn check_manifest(m: &KernelManifest, pattern: &PatternIr) -> Result<()> {
+    if m.pattern != pattern.name() {
+        return Err(RuntimeError::WrongPattern { ptx_pattern: m.pattern.clone(), pattern: pattern.name().into() });
+    }
+    let hash = pattern.content_hash();
+    if m.ir_hash != hash {
+        return Err(RuntimeError::StalePattern { pattern: m.pattern.clone(), ptx_hash: m.ir_hash, hash });
+    }
+    let decls = pattern.inputs();
+    let mismatch = |detail: String| RuntimeError::ManifestParams { pattern: m.pattern.clone(), detail };
+    if m.params.len() != decls.len() {
+        return Err(mismatch(format!("the manifest lists {} inputs, the pattern declares {}", m.params.len(), decls.len())));
+    }
+    for (i, (KernelParam::Input { name, kind }, d)) in m.params.iter().zip(decls).enumerate() {
+        if name != &d.name || *kind != d.kind {
+            return Err(mismatch(format!(
+                "input {i} is `{name}: {kind}` in the manifest but `{}: {}` in the pattern",
+                d.name, d.kind
+            )));
+        }
+        if let InputKind::BlockList { block: 0 } = kind {
+            return Err(mismatch(format!("block list `{name}` has block size 0")));
+        }
+    }
+    let bad = |problem: String| RuntimeError::BadPtx { problem };
+    if m.block_q == 0 || m.block_k == 0 {
+        return Err(bad(format!("has a manifest with tile {} x {} (a tile side of 0)", m.block_q, m.block_k)));
+    }
+    if m.threads == 0 || m.threads > 1024 {
+        return Err(bad(format!("has a manifest asking for {} threads per block (1..=1024 possible)", m.threads)));
+    }
+    if m.head_dim == 0 {
+        return Err(bad("has a manifest with head_dim 0".into()));
+    }
+    Ok(())
+}
+
+/// What the caller bound for one input, without any device data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgDesc {
+    Tensor(TensorDesc),
+    HeadI32(usize),
+    HeadF32(usize),
+    I32,
+    F32,
+    BlockList(TensorDesc),
+}
+
+impl ArgDesc {
+    fn describe(&self) -> String {
+        match self {
+            ArgDesc::Tensor(t) => format!("a tensor ({}, shape {:?}) bound with `.tensor`", t.dtype, t.shape),
+            ArgDesc::HeadI32(n) => format!("{n} per-head i32 values bound with `.head_i32`"),
+            ArgDesc::HeadF32(n) => format!("{n} per-head f32 values bound with `.head_f32`"),
+            ArgDesc::I32 => "an i32 scalar bound with `.i32`".into(),
+            ArgDesc::F32 => "an f32 scalar bound with `.f32`".into(),
+            ArgDesc::BlockList(t) => format!("a block list ({}, shape {:?}) bound with `.block_list`", t.dtype, t.shape),
+        }
+    }
+}
+
+/// The `PatternArgs` method that binds an input of this kind.
+fn method_for(kind: InputKind) -> &'static str {
+    match kind {
+        InputKind::QueryTensor | InputKind::KeyTensor => "tensor",
+        InputKind::HeadScalar(ScalarType::F32) => "head_f32",
+        InputKind::HeadScalar(_) => "head_i32",
+        InputKind::LaunchScalar(ScalarType::F32) => "f32",
+        InputKind::LaunchScalar(_) => "i32",
+        InputKind::BlockList { .. } => "block_list",
+    }
+}
+
+/// The exact form an input must take for this problem, in words.
+pub fn expected_input(kind: InputKind, p: &Problem) -> String {
+    match kind {
+        InputKind::QueryTensor => {
+            format!("an i32 tensor of shape [{}, {}, {}] (B, H, Nq), contiguous", p.batch, p.heads, p.q_len)
+        }
+        InputKind::KeyTensor => {
+            format!("an i32 tensor of shape [{}, {}, {}] (B, H, Nk), contiguous", p.batch, p.heads, p.kv_len)
+        }
+        InputKind::HeadScalar(ScalarType::F32) => format!("{} f32 values (H, one per query head)", p.heads),
+        InputKind::HeadScalar(_) => format!("{} i32 values (H, one per query head)", p.heads),
+        InputKind::LaunchScalar(ScalarType::F32) => "an f32 scalar".into(),
+        InputKind::LaunchScalar(_) => "an i32 scalar".into(),
+        InputKind::BlockList { block } => format!(
+            "an i32 tensor of shape [{}, {}, {}, W] (B, H, ceil(Nq/{block}), W selected key blocks, -1 = unused), contiguous",
+            p.batch,
+            p.heads,
+            p.q_len.div_ceil(block.max(1) as usize)
+        ),
+    }
+}
+
+/// Matches bound arguments to the manifest's inputs: returns, per manifest
+/// parameter, the index of its argument in `args`.
+pub fn validate_inputs(
+    pattern: &str,
+    params: &[KernelParam],
+    args: &[(String, ArgDesc)],
+    p: &Problem,
+    device: usize,
+) -> Result<Vec<usize>> {
+    for (i, (name, _)) in args.iter().enumerate() {
+        if args[..i].iter().any(|(n, _)| n == name) {
+            return Err(RuntimeError::DuplicateInput { name: name.clone() });
+        }
+    }
+    let names: Vec<&str> = params.iter().map(|KernelParam::Input { name, .. }| name.as_str()).collect();
+    if let Some((name, _)) = args.iter().find(|(n, _)| !names.contains(&n.as_str())) {
+        return Err(RuntimeError::UnknownInput {
+            pattern: pattern.into(),
+            name: name.clone(),
+            known: if names.is_empty() { "(none)".into() } else { names.join(", ") },
+        });
+    }
+    let mut order = Vec::with_capacity(params.len());
+    for KernelParam::Input { name, kind } in params {
+        let expected = expected_input(*kind, p);
+        let Some(index) = args.iter().position(|(n, _)| n == name) else {
+            return Err(RuntimeError::MissingInput {
+                pattern: pattern.into(),
+                name: name.clone(),
+                expected,
+                method: method_for(*kind),
+            });
+        };
+        let arg = &args[index].1;
+        let wrong_type = || RuntimeError::InputType { name: name.clone(), expected: expected.clone(), got: arg.describe() };
+        let wrong_shape = || RuntimeError::InputShape { name: name.clone(), expected: expected.clone(), got: arg.describe() };
+        match (*kind, arg) {
+            (InputKind::QueryTensor | InputKind::KeyTensor, ArgDesc::Tensor(t)) => {
+                let n = if *kind == InputKind::QueryTensor { p.q_len } else { p.kv_len };
+                check_device(t, device)?;
+                if t.dtype != ElemType::I32 {
+                    return Err(wrong_type());
+                }
+                if t.shape != [p.batch, p.heads, n] {
+                    return Err(wrong_shape());
+                }
+                check_contiguous(t, "a pattern tensor input")?;
+            }
+            (InputKind::HeadScalar(ty), ArgDesc::HeadI32(n) | ArgDesc::HeadF32(n)) => {
+                let is_f32 = matches!(arg, ArgDesc::HeadF32(_));
+                if is_f32 != (ty == ScalarType::F32) {
+                    return Err(wrong_type());
+                }
+                if *n != p.heads {
+                    return Err(wrong_shape());
+                }
+            }
+            (InputKind::LaunchScalar(ScalarType::F32), ArgDesc::F32) => {}
+            (InputKind::LaunchScalar(ty), ArgDesc::I32) if ty != ScalarType::F32 => {}
+            (InputKind::BlockList { block }, ArgDesc::BlockList(t)) => {
+                check_device(t, device)?;
+                if t.dtype != ElemType::I32 {
+                    return Err(wrong_type());
+                }
+                let qb = p.q_len.div_ceil(block.max(1) as usize);
+                if t.shape.len() != 4 || t.shape[..3] != [p.batch, p.heads, qb] || t.shape[3] == 0 {
+                    return Err(wrong_shape());
+                }
+                check_len(&format!("the width of block list `{name}`"), t.shape[3], MAX_LEN, "W is an i32 kernel parameter")?;
+                check_contiguous(t, "a block list")?;
+            }
+            _ => return Err(wrong_type()),
+        }
+        order.push(index);
+    }
+    Ok(order)
+}
+
+/// One kernel parameter value, in ABI order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    Ptr(u64),
+    I64(i64),
+    I32(i32),
+    F32(f32),
+}
+
+/// Device addresses of the fixed tensors (of their first elements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardPointers {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub o: u64,
+    pub lse: u64,
+}
+
+/// The forward kernel's full parameter list. `strides` are q, k, v, o's
+/// (validated to fit i64); `inputs` the pattern inputs, already expanded.
+pub fn forward_args(
+    ptrs: ForwardPointers,
+    strides: [&[usize]; 4],
+    p: &Problem,
+    scale_log2: f32,
+    inputs: &[KernelArg],
+) -> Vec<KernelArg> {
+    let mut a = vec![
+        KernelArg::Ptr(ptrs.q),
+        KernelArg::Ptr(ptrs.k),
+        KernelArg::Ptr(ptrs.v),
+        KernelArg::Ptr(ptrs.o),
+        KernelArg::Ptr(ptrs.lse),
+    ];
+    for s in strides {
+        // (b, h, n); the last dimension is contiguous by validation.
+        a.extend(s.iter().take(3).map(|&x| KernelArg::I64(x as i64)));
+    }
+    a.extend([p.batch, p.heads, p.kv_heads, p.q_len, p.kv_len].map(|x| KernelArg::I32(x as i32)));
+    a.push(KernelArg::F32(scale_log2));
+    a.extend_from_slice(inputs);
+    a
+}
+
+/// (grid, block, dynamic shared bytes) of the forward kernel.
+pub fn forward_launch(m: &KernelManifest, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+    let grid_x = p.q_len.div_ceil(m.block_q as usize) as u32;
+    ((grid_x, p.heads as u32, p.batch as u32), (m.threads, 1, 1), m.shared_bytes)
+}
+
+/// One launch of the summary kernel over a run of rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SummaryLaunch {
+    pub first_row: usize,
+    pub rows: usize,
+    /// Elements from the start of src / dst to this launch's first row.
+    pub src_offset: usize,
+    pub dst_offset: usize,
+    pub grid: (u32, u32, u32),
+}
+
+/// Threads per block of the summary kernel (ABI).
+pub const SUMMARY_THREADS: u32 = 128;
+
+/// The summary launches for `rows` rows of `n` values in blocks of `block`:
+/// rows are the grid's y dimension, so more than 65535 (B·H) are split.
+pub fn summary_launches(rows: usize, n: usize, block: u32) -> Vec<SummaryLaunch> {
+    let nblocks = n.div_ceil(block.max(1) as usize);
+    let mut out = Vec::new();
+    let mut first = 0;
+    while first < rows {
+        let count = (rows - first).min(MAX_GRID_YZ);
+        out.push(SummaryLaunch {
+            first_row: first,
+            rows: count,
+            src_offset: first * n,
+            dst_offset: first * nblocks * 2,
+            grid: (nblocks as u32, count as u32, 1),
+        });
+        first += count;
+    }
+    out
+}
+
+/// Elements of the `(B, H, nblocks, 2)` summary of a tensor input.
+pub fn summary_len(p: &Problem, kind: InputKind, m: &KernelManifest) -> usize {
+    let (n, block) = if kind == InputKind::QueryTensor { (p.q_len, m.block_q) } else { (p.kv_len, m.block_k) };
+    p.batch * p.heads * n.div_ceil(block.max(1) as usize) * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lacuna_ir::{pattern, Arch, Dtype, KeySource, Pattern};
+
+    pattern! {
+        /// Every kind of input, for the ABI and binding tests.
+        pub AllKinds(q_pos: Q<i32>, k_pos: K<i32>, alpha: H<i32>, beta: H<f32>, W: i32, sel: Blocks<64>) =
+            q_pos[q] >= k_pos[k] && (q - k < alpha[h] + (beta[h] * W as f32) as i32 || sel[q, k]);
+
+        /// Plain causal.
+        pub Causal() = q >= k;
+    }
+
+    fn manifest_for(p: &PatternIr) -> KernelManifest {
+        KernelManifest {
+            entry: "lacuna_fwd".into(),
+            summary_entry: "block_minmax".into(),
+            pattern: p.name().into(),
+            ir_hash: p.content_hash(),
+            head_dim: 128,
+            dtype: Dtype::Bf16,
+            arch: Arch::Sm90a,
+            block_q: 128,
+            block_k: 64,
+            threads: 256,
+            shared_bytes: 96 * 1024,
+            key_source: KeySource::Scan,
+            params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
+        }
+    }
+
+    fn contiguous(name: &str, dtype: ElemType, shape: &[usize], buffer: u64) -> TensorDesc {
+        let n = numel(shape).unwrap_or(0);
+        TensorDesc {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+            buffer_len: n,
+            buffer,
+            device: 0,
+        }
+    }
+
+    struct Fwd {
+        m: KernelManifest,
+        q: TensorDesc,
+        k: TensorDesc,
+        v: TensorDesc,
+        o: TensorDesc,
+        lse: TensorDesc,
+    }
+
+    /// B=2, H=8, Hkv=2, Nq=300, Nk=500, D=128, bf16.
+    fn fwd() -> Fwd {
+        Fwd {
+            m: manifest_for(&AllKinds::ir()),
+            q: contiguous("q", ElemType::Bf16, &[2, 8, 300, 128], 1),
+            k: contiguous("k", ElemType::Bf16, &[2, 2, 500, 128], 2),
+            v: contiguous("v", ElemType::Bf16, &[2, 2, 500, 128], 3),
+            o: contiguous("o", ElemType::Bf16, &[2, 8, 300, 128], 4),
+            lse: contiguous("lse", ElemType::F32, &[2, 8, 300], 5),
+        }
+    }
+
+    impl Fwd {
+        fn run(&self) -> Result<Problem> {
+            validate_forward(&self.m, 0, &self.q, &self.k, &self.v, Some((&self.o, &self.lse)))
+        }
+    }
+
+    fn err(r: Result<Problem>) -> (RuntimeError, String) {
+        let e = r.expect_err("validation must refuse this");
+        let s = e.to_string();
+        (e, s)
+    }
+
+    #[test]
+    fn a_good_problem_passes_and_is_read_off_q_and_k() {
+        let f = fwd();
+        let p = f.run().expect("valid");
+        assert_eq!(p, Problem { batch: 2, heads: 8, kv_heads: 2, q_len: 300, kv_len: 500, head_dim: 128 });
+        assert_eq!(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None).expect("valid"), p);
+    }
+
+    #[test]
+    fn wrong_dtype() {
+        let mut f = fwd();
+        f.k.dtype = ElemType::F16;
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::Dtype { ref tensor, expected: ElemType::Bf16, got: ElemType::F16, .. } if tensor == "k"));
+        assert!(s.contains("k is fp16, but bf16 is needed"), "{s}");
+        let mut f = fwd();
+        f.lse.dtype = ElemType::Bf16;
+        assert!(matches!(f.run(), Err(RuntimeError::Dtype { expected: ElemType::F32, .. })));
+        let mut f = fwd();
+        f.o.dtype = ElemType::F16;
+        assert!(matches!(f.run(), Err(RuntimeError::Dtype { ref tensor, .. }) if tensor == "o"));
+    }
+
+    #[test]
+    fn wrong_head_dim_names_both_and_says_how_to_fix() {
+        let mut f = fwd();
+        for t in [&mut f.q, &mut f.o] {
+            *t = contiguous(&t.name.clone(), ElemType::Bf16, &[2, 8, 300, 64], t.buffer);
+        }
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::HeadDim { expected: 128, got: 64, .. }));
+        assert!(s.starts_with("kernel compiled for head_dim 128, got 64: compile one for 64 with"), "{s}");
+    }
+
+    #[test]
+    fn not_4d() {
+        let mut f = fwd();
+        f.q = contiguous("q", ElemType::Bf16, &[16, 300, 128], 1);
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::Shape { ref tensor, .. } if tensor == "q"));
+        assert!(s.contains("4-d (B, H, Nq, D)"), "{s}");
+    }
+
+    #[test]
+    fn nk_mismatch_between_k_and_v() {
+        let mut f = fwd();
+        f.v = contiguous("v", ElemType::Bf16, &[2, 2, 499, 128], 3);
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::Shape { ref tensor, ref got, .. } if tensor == "v" && got[2] == 499));
+        assert!(s.contains("shape of k [2, 2, 500, 128]"), "{s}");
+    }
+
+    #[test]
+    fn batch_mismatch_between_q_and_k() {
+        let mut f = fwd();
+        f.k = contiguous("k", ElemType::Bf16, &[3, 2, 500, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[3, 2, 500, 128], 3);
+        let (_, s) = err(f.run());
+        assert!(s.contains("batch size must be q's (2)"), "{s}");
+    }
+
+    #[test]
+    fn heads_not_a_multiple_of_kv_heads() {
+        let mut f = fwd();
+        f.k = contiguous("k", ElemType::Bf16, &[2, 3, 500, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[2, 3, 500, 128], 3);
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::HeadsNotMultiple { heads: 8, kv_heads: 3 }));
+        assert!(s.contains("multiple"), "{s}");
+    }
+
+    #[test]
+    fn empty_and_too_large_dimensions() {
+        let mut f = fwd();
+        f.q = contiguous("q", ElemType::Bf16, &[2, 8, 0, 128], 1);
+        let (_, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(s.contains("at least 1"), "{s}");
+        let mut f = fwd();
+        f.q = contiguous("q", ElemType::Bf16, &[70_000, 8, 1, 128], 1);
+        f.k = contiguous("k", ElemType::Bf16, &[70_000, 2, 1, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[70_000, 2, 1, 128], 3);
+        let (e, _) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value: 70_000, max: 65_535, .. }));
+        // Lengths past i32: checked before strides, which would also fail.
+        let mut f = fwd();
+        f.k = contiguous("k", ElemType::Bf16, &[1, 1, 1 << 31, 128], 2);
+        f.v = f.k.clone();
+        f.v.name = "v".into();
+        f.q = contiguous("q", ElemType::Bf16, &[1, 1, 1, 128], 1);
+        let (e, _) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value, .. } if value == 1 << 31));
+    }
+
+    #[test]
+    fn bad_strides() {
+        // Last dimension not contiguous.
+        let mut f = fwd();
+        f.q.strides = vec![8 * 300 * 256, 300 * 256, 256, 2];
+        f.q.buffer_len = 2 * 8 * 300 * 256;
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::Layout { ref tensor, .. } if tensor == "q"));
+        assert!(s.contains("stride 1"), "{s}");
+        // Strides that run past the buffer.
+        let mut f = fwd();
+        f.k.strides[2] = 129;
+        let (_, s) = err(f.run());
+        assert!(s.contains("past the end of its buffer"), "{s}");
+        // An offset that runs past the buffer.
+        let mut f = fwd();
+        f.v.offset = 1;
+        assert!(matches!(f.run(), Err(RuntimeError::Layout { ref tensor, .. }) if tensor == "v"));
+        // A stride that cannot be an i64 kernel parameter (size-1 dim, so in bounds otherwise).
+        let mut f = fwd();
+        f.q = contiguous("q", ElemType::Bf16, &[2, 1, 300, 128], 1);
+        f.q.strides[1] = usize::MAX;
+        f.k = contiguous("k", ElemType::Bf16, &[2, 1, 500, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[2, 1, 500, 128], 3);
+        let (_, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(s.contains("i64"), "{s}");
+        // Wrong number of strides.
+        let mut f = fwd();
+        f.q.strides.pop();
+        let (_, s) = err(f.run());
+        assert!(s.contains("4 dimensions but 3 strides"), "{s}");
+    }
+
+    #[test]
+    fn bnhd_views_are_accepted() {
+        // A (B, N, H, D) buffer seen as (B, H, N, D): strides (N*H*D, D, H*D, 1).
+        let (b, n, h, d) = (2, 300, 8, 128);
+        let mut f = fwd();
+        f.q.strides = vec![n * h * d, d, h * d, 1];
+        f.o.strides = vec![n * h * d, d, h * d, 1];
+        assert!(f.run().is_ok());
+        assert_eq!(extent(&f.q.shape, &f.q.strides, 0), Some(b * n * h * d));
+    }
+
+    #[test]
+    fn overlapping_or_aliased_outputs() {
+        let mut f = fwd();
+        f.o.strides = vec![0, 300 * 128, 128, 1];
+        let (_, s) = err(f.run());
+        assert!(s.contains("overlap"), "{s}");
+        let mut f = fwd();
+        f.o.buffer = f.q.buffer;
+        let (e, _) = err(f.run());
+        assert!(matches!(e, RuntimeError::Aliased { ref a, ref b } if a == "o" && b == "q"));
+        let mut f = fwd();
+        f.lse.buffer = f.o.buffer;
+        assert!(matches!(f.run(), Err(RuntimeError::Aliased { .. })));
+    }
+
+    #[test]
+    fn output_shapes() {
+        let mut f = fwd();
+        f.o = contiguous("o", ElemType::Bf16, &[2, 8, 301, 128], 4);
+        assert!(matches!(f.run(), Err(RuntimeError::Shape { ref tensor, .. }) if tensor == "o"));
+        let mut f = fwd();
+        f.lse = contiguous("lse", ElemType::F32, &[2, 2, 300], 5);
+        let (_, s) = err(f.run());
+        assert!(s.contains("[2, 8, 300] (B, H, Nq)"), "{s}");
+        let mut f = fwd();
+        f.lse.strides = vec![300, 2 * 300, 1];
+        let (_, s) = err(f.run());
+        assert!(s.contains("must be contiguous"), "{s}");
+    }
+
+    #[test]
+    fn wrong_device() {
+        let mut f = fwd();
+        f.v.device = 1;
+        assert!(matches!(f.run(), Err(RuntimeError::WrongDevice { expected: 0, got: 1, .. })));
+    }
+
+    #[test]
+    fn layout_helpers() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert!(is_contiguous(&[2, 1, 4], &[4, 999, 1]));
+        assert!(!is_contiguous(&[2, 3, 4], &[12, 1, 3]));
+        assert!(non_overlapping(&[2, 3, 4], &[12, 1, 3]));
+        assert!(!non_overlapping(&[2, 2], &[0, 3]));
+        assert!(!non_overlapping(&[4, 4], &[2, 1]));
+        assert_eq!(extent(&[2, 0], &[1, 1], 7), Some(0));
+        assert_eq!(layout_problem(&[3], &[usize::MAX / 2], 0, 10).map(|s| s.contains("overflow")), Some(true));
+    }
+
+    #[test]
+    fn scale_defaults_to_inverse_sqrt_d_in_exp2_form() {
+        let s = scale_log2(None, 64).expect("finite");
+        assert!((s - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-7);
+        assert_eq!(scale_log2(Some(2.0), 64).expect("finite"), 2.0 * std::f32::consts::LOG2_E);
+        assert!(scale_log2(Some(f32::NAN), 64).is_err());
+    }
+
+    // ---- manifest against pattern -------------------------------------------------
+
+    #[test]
+    fn manifest_matching_its_pattern_passes() {
+        let p = AllKinds::ir();
+        check_manifest(&manifest_for(&p), &p).expect("same pattern");
+    }
+
+    #[test]
+    fn manifest_for_another_pattern() {
+        let m = manifest_for(&Causal::ir());
+        let e = check_manifest(&m, &AllKinds::ir()).expect_err("other pattern");
+        assert!(matches!(e, RuntimeError::WrongPattern { ref ptx_pattern, ref pattern } if ptx_pattern == "Causal" && pattern == "AllKinds"));
+        assert!(e.to_string().contains("this PTX was compiled for pattern `Causal`"), "{e}");
+    }
+
+    #[test]
+    fn manifest_hash_mismatch_means_an_older_pattern() {
+        let p = AllKinds::ir();
+        let mut m = manifest_for(&p);
+        m.ir_hash ^= 1;
+        let e = check_manifest(&m, &p).expect_err("stale");
+        assert!(matches!(e, RuntimeError::StalePattern { .. }));
+        let s = e.to_string();
+        assert!(s.contains("older version of pattern `AllKinds`") && s.contains("lacuna compile"), "{s}");
+    }
+
+    #[test]
+    fn manifest_params_must_match_the_inputs() {
+        let p = AllKinds::ir();
+        let mut m = manifest_for(&p);
+        m.params.swap(0, 1);
+        let s = check_manifest(&m, &p).expect_err("reordered").to_string();
+        assert!(s.contains("input 0 is `k_pos: K<i32>` in the manifest but `q_pos: Q<i32>` in the pattern"), "{s}");
+        let mut m = manifest_for(&p);
+        m.params.pop();
+        let s = check_manifest(&m, &p).expect_err("short").to_string();
+        assert!(s.contains("lists 5 inputs, the pattern declares 6"), "{s}");
+    }
+
+    #[test]
+    fn manifest_roundtrip_through_ptx_then_check() {
+        let p = Causal::ir();
+        let text = manifest_for(&p).attach_to_ptx(".version 8.0\n.target sm_90a\n");
+        let m = KernelManifest::from_ptx(&text).expect("has a manifest");
+        check_manifest(&m, &p).expect("matches");
+        assert!(KernelManifest::from_ptx(".version 8.0\n").is_err());
+    }
+
+    #[test]
+    fn insane_manifests_are_refused() {
+        let p = Causal::ir();
+        let mut m = manifest_for(&p);
+        m.block_q = 0;
+        assert!(matches!(check_manifest(&m, &p), Err(RuntimeError::BadPtx { .. })));
+        let mut m = manifest_for(&p);
+        m.threads = 2048;
+        assert!(matches!(check_manifest(&m, &p), Err(RuntimeError::BadPtx { .. })));
+    }
+
+    // ---- pattern inputs -----------------------------------------------------------------
+
+    fn problem() -> Problem {
+        Problem { batch: 2, heads: 8, kv_heads: 2, q_len: 300, kv_len: 500, head_dim: 128 }
+    }
+
+    fn good_args() -> Vec<(String, ArgDesc)> {
+        vec![
+            ("k_pos".into(), ArgDesc::Tensor(contiguous("input `k_pos`", ElemType::I32, &[2, 8, 500], 11))),
+            ("q_pos".into(), ArgDesc::Tensor(contiguous("input `q_pos`", ElemType::I32, &[2, 8, 300], 10))),
+            ("alpha".into(), ArgDesc::HeadI32(8)),
+            ("beta".into(), ArgDesc::HeadF32(8)),
+            ("W".into(), ArgDesc::I32),
+            ("sel".into(), ArgDesc::BlockList(contiguous("input `sel`", ElemType::I32, &[2, 8, 5, 16], 12))),
+        ]
+    }
+
+    fn bind(args: &[(String, ArgDesc)]) -> Result<Vec<usize>> {
+        let m = manifest_for(&AllKinds::ir());
+        validate_inputs("AllKinds", &m.params, args, &problem(), 0)
+    }
+
+    fn set(args: &mut [(String, ArgDesc)], name: &str, v: ArgDesc) {
+        if let Some(slot) = args.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = v;
+        }
+    }
+
+    #[test]
+    fn inputs_are_matched_by_name_into_declaration_order() {
+        assert_eq!(bind(&good_args()).expect("all bound"), vec![1, 0, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn missing_input_names_it_and_its_shape() {
+        let mut a = good_args();
+        a.remove(1);
+        let e = bind(&a).expect_err("q_pos missing");
+        assert!(matches!(e, RuntimeError::MissingInput { ref name, method: "tensor", .. } if name == "q_pos"));
+        let s = e.to_string();
+        assert!(s.contains("needs input `q_pos`, an i32 tensor of shape [2, 8, 300] (B, H, Nq)"), "{s}");
+        assert!(s.contains("PatternArgs::tensor(\"q_pos\""), "{s}");
+    }
+
+    #[test]
+    fn unknown_input_lists_the_known_ones() {
+        let mut a = good_args();
+        a.push(("window".into(), ArgDesc::I32));
+        let e = bind(&a).expect_err("unknown");
+        let s = e.to_string();
+        assert!(matches!(e, RuntimeError::UnknownInput { .. }));
+        assert!(s.contains("no input `window`; its inputs are: q_pos, k_pos, alpha, beta, W, sel"), "{s}");
+    }
+
+    #[test]
+    fn duplicate_input() {
+        let mut a = good_args();
+        a.push(("W".into(), ArgDesc::I32));
+        assert!(matches!(bind(&a), Err(RuntimeError::DuplicateInput { ref name }) if name == "W"));
+    }
+
+    #[test]
+    fn mistyped_inputs() {
+        let mut a = good_args();
+        set(&mut a, "W", ArgDesc::F32);
+        let s = bind(&a).expect_err("f32 for i32").to_string();
+        assert_eq!(s, "input `W` must be an i32 scalar, got an f32 scalar bound with `.f32`");
+
+        let mut a = good_args();
+        set(&mut a, "beta", ArgDesc::HeadI32(8));
+        assert!(matches!(bind(&a), Err(RuntimeError::InputType { ref name, .. }) if name == "beta"));
+
+        let mut a = good_args();
+        set(&mut a, "q_pos", ArgDesc::Tensor(contiguous("input `q_pos`", ElemType::F32, &[2, 8, 300], 10)));
+        let s = bind(&a).expect_err("f32 tensor").to_string();
+        assert!(s.contains("got a tensor (f32, shape [2, 8, 300])"), "{s}");
+
+        let mut a = good_args();
+        set(&mut a, "alpha", ArgDesc::I32);
+        assert!(matches!(bind(&a), Err(RuntimeError::InputType { ref name, .. }) if name == "alpha"));
+
+        let mut a = good_args();
+        set(&mut a, "sel", ArgDesc::Tensor(contiguous("input `sel`", ElemType::I32, &[2, 8, 5, 16], 12)));
+        assert!(matches!(bind(&a), Err(RuntimeError::InputType { ref name, .. }) if name == "sel"));
+    }
+
+    #[test]
+    fn misshaped_inputs() {
+        // A key tensor sized like the queries.
+        let mut a = good_args();
+        set(&mut a, "k_pos", ArgDesc::Tensor(contiguous("input `k_pos`", ElemType::I32, &[2, 8, 300], 11)));
+        let s = bind(&a).expect_err("Nq for Nk").to_string();
+        assert_eq!(
+            s,
+            "input `k_pos` must be an i32 tensor of shape [2, 8, 500] (B, H, Nk), contiguous, \
+             got a tensor (i32, shape [2, 8, 300]) bound with `.tensor`"
+        );
+        // Per-head values for the kv heads instead of the query heads.
+        let mut a = good_args();
+        set(&mut a, "alpha", ArgDesc::HeadI32(2));
+        let s = bind(&a).expect_err("2 heads").to_string();
+        assert!(s.contains("must be 8 i32 values"), "{s}");
+        // Block list with the wrong number of query blocks (ceil(300/64) = 5).
+        let mut a = good_args();
+        set(&mut a, "sel", ArgDesc::BlockList(contiguous("input `sel`", ElemType::I32, &[2, 8, 3, 16], 12)));
+        let s = bind(&a).expect_err("3 query blocks").to_string();
+        assert!(s.contains("[2, 8, 5, W]"), "{s}");
+        // Block list with no slots.
+        let mut a = good_args();
+        set(&mut a, "sel", ArgDesc::BlockList(contiguous("input `sel`", ElemType::I32, &[2, 8, 5, 0], 12)));
+        assert!(matches!(bind(&a), Err(RuntimeError::InputShape { .. })));
+        // A transposed (non-contiguous) tensor input.
+        let mut t = contiguous("input `q_pos`", ElemType::I32, &[2, 8, 300], 10);
+        t.strides = vec![2400, 1, 8];
+        let mut a = good_args();
+        set(&mut a, "q_pos", ArgDesc::Tensor(t));
+        let s = bind(&a).expect_err("strided").to_string();
+        assert!(s.contains("must be contiguous"), "{s}");
+    }
+
+    #[test]
+    fn patterns_without_inputs_take_no_arguments() {
+        let m = manifest_for(&Causal::ir());
+        assert_eq!(validate_inputs("Causal", &m.params, &[], &problem(), 0).expect("none"), Vec::<usize>::new());
+        let e = validate_inputs("Causal", &m.params, &[("W".into(), ArgDesc::I32)], &problem(), 0).expect_err("extra");
+        assert!(e.to_string().contains("its inputs are: (none)"), "{e}");
+    }
+
+    // ---- launch ABI -------------------------------------------------------------------
+
+    #[test]
+    fn forward_parameter_list_follows_the_abi() {
+        let p = problem();
+        let ptrs = ForwardPointers { q: 0x100, k: 0x200, v: 0x300, o: 0x400, lse: 0x500 };
+        let qs = [1000, 100, 10, 1];
+        let ks = [2000, 200, 20, 1];
+        let vs = [3000, 300, 30, 1];
+        let os = [4000, 400, 40, 1];
+        let inputs = [KernelArg::Ptr(0x600), KernelArg::Ptr(0x700), KernelArg::I32(5)];
+        let a = forward_args(ptrs, [&qs, &ks, &vs, &os], &p, 0.5, &inputs);
+        use KernelArg::*;
+        assert_eq!(
+            a,
+            vec![
+                Ptr(0x100), Ptr(0x200), Ptr(0x300), Ptr(0x400), Ptr(0x500),
+                I64(1000), I64(100), I64(10),
+                I64(2000), I64(200), I64(20),
+                I64(3000), I64(300), I64(30),
+                I64(4000), I64(400), I64(40),
+                I32(2), I32(8), I32(2), I32(300), I32(500),
+                F32(0.5),
+                Ptr(0x600), Ptr(0x700), I32(5),
+            ]
+        );
+    }
+
+    #[test]
+    fn forward_grid_is_query_blocks_by_heads_by_batch() {
+        let m = manifest_for(&AllKinds::ir());
+        let (grid, block, smem) = forward_launch(&m, &problem());
+        assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3
+        assert_eq!(block, (256, 1, 1));
+        assert_eq!(smem, 96 * 1024);
+    }
+
+    #[test]
+    fn summary_launches_cover_all_rows_in_grid_sized_chunks() {
+        let one = summary_launches(16, 500, 64);
+        assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (8, 16, 1) }]);
+        let many = summary_launches(150_000, 10, 4);
+        assert_eq!(many.len(), 3);
+        assert_eq!(many.iter().map(|l| l.rows).sum::<usize>(), 150_000);
+        assert!(many.iter().all(|l| l.grid.1 as usize <= MAX_GRID_YZ && l.grid.0 == 3));
+        assert_eq!(many[1].first_row, 65_535);
+        assert_eq!(many[1].src_offset, 65_535 * 10);
+        assert_eq!(many[1].dst_offset, 65_535 * 3 * 2);
+        let m = manifest_for(&AllKinds::ir());
+        assert_eq!(summary_len(&problem(), InputKind::QueryTensor, &m), 2 * 8 * 3 * 2);
+        assert_eq!(summary_len(&problem(), InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
+    }
+}
