@@ -36,6 +36,8 @@ lacuna_ir::pattern! {
 
     pub IntMin() = q + -2147483648 < k - 2147483647i32 && -(q) <= --k;
 
+    pub Raw(r#type: Q<i32>) = r#type[q] >= 0 && r#q >= k;
+
     pub Heads(scale: H<f32>, off: H<i32>) = (k as f32) < scale[h] * -1.5 + (off[h] / 2 % 3) as f32 && !(h != 0 && q < k);
 }
 
@@ -184,6 +186,14 @@ fn docs_are_trimmed_and_joined() {
 }
 
 #[test]
+fn raw_identifiers_are_unraw() {
+    let ir = Raw::ir();
+    assert_eq!(ir.inputs()[0].name, "type");
+    assert_eq!(verify(&ir), Ok(()));
+    assert!(ir.to_string().contains("load type[q] : i32"), "{ir}");
+}
+
+#[test]
 fn hash_bucket_semantics() {
     let ir = HashBucket::ir();
     let dims = Dims::new(2, 1, 6, 5);
@@ -324,10 +334,7 @@ fn head_inputs_float_math() {
     let bindings = bind(
         &ir,
         Dims::new(1, 2, 9, 9),
-        vec![
-            ("scale", InputValue::F32Array { shape: vec![2], data: scale.clone() }),
-            ("off", i32s(&[2], off.clone())),
-        ],
+        vec![("scale", InputValue::F32Array { shape: vec![2], data: scale.clone() }), ("off", i32s(&[2], off.clone()))],
     );
     assert_mask(&ir, &bindings, |_, h, q, k| {
         (k as f32) < scale[h] * -1.5 + (off[h] / 2 % 3) as f32 && !(h != 0 && q < k)

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::{Attribute, BinOp, Expr, GenericArgument, Ident, Lit, PathArguments, Type, UnOp, Visibility};
 
 use crate::parse::{Header, Item, Param, PatternDef};
@@ -251,10 +252,7 @@ fn check_def(def: PatternDef, errors: &mut Errors) -> Pattern {
     let mask = scope.expr(&body);
     if let Some((_, ty)) = &mask {
         if *ty != Ty::Bool {
-            errors.at(
-                &body,
-                format!("this mask has type {ty}; a mask must be a bool expression such as `q >= k`"),
-            );
+            errors.at(&body, format!("this mask has type {ty}; a mask must be a bool expression such as `q >= k`"));
         }
     }
     let body = match mask {
@@ -274,9 +272,11 @@ fn check_def(def: PatternDef, errors: &mut Errors) -> Pattern {
 /// without a kind, so its uses are not reported again as unknown names.
 fn check_params(params: &[Param], errors: &mut Errors) -> Vec<(Ident, Option<Kind>)> {
     let mut inputs: Vec<(Ident, Option<Kind>)> = Vec::new();
-    let mut seen: Vec<&Ident> = Vec::new();
+    let mut seen: Vec<Ident> = Vec::new();
     for p in params {
-        let name = p.name.to_string();
+        // `r#type` declares the input `type`: the IR wants plain identifiers.
+        let ident = p.name.unraw();
+        let name = ident.to_string();
         if let Some((c, _, what)) = COORDS.iter().find(|(c, ..)| *c == name) {
             errors.at(
                 &p.name,
@@ -286,19 +286,18 @@ fn check_params(params: &[Param], errors: &mut Errors) -> Vec<(Ident, Option<Kin
             );
             continue;
         }
-        if seen.iter().any(|s| **s == p.name) {
+        if seen.contains(&ident) {
             errors.at(&p.name, format!("input `{name}` is declared twice; give each input its own name"));
             continue;
         }
-        seen.push(&p.name);
-        inputs.push((p.name.clone(), classify_type(&p.ty, errors)));
+        seen.push(ident.clone());
+        inputs.push((ident, classify_type(&p.ty, errors)));
     }
     inputs
 }
 
-const ALLOWED_TYPES: &str = "the input types are `Q<i32>` (one per query token), `K<i32>` (one per key token), \
-`H<i32>` or `H<f32>` (one per head), `i32` or `f32` (one per launch) and `Blocks<N>` (selected key blocks, \
-N a power of two from 16 to 1024)";
+const ALLOWED_TYPES: &str = "the input types are `Q<i32>` (per query token), `K<i32>` (per key token), \
+`H<i32>`/`H<f32>` (per head), `i32`/`f32` (per launch) and `Blocks<N>` (selected key blocks)";
 
 fn classify_type(ty: &Type, errors: &mut Errors) -> Option<Kind> {
     let unsupported = |errors: &mut Errors, hint: &str| {
@@ -353,9 +352,15 @@ fn classify_type(ty: &Type, errors: &mut Errors) -> Option<Kind> {
             unsupported(errors, " (pattern integers are i32: use `i32`)")
         }
         ("f64", []) => unsupported(errors, " (pattern floats are f32: use `f32`)"),
-        ("bool", []) => unsupported(errors, " (a bool input is not supported: pass an `i32` and compare it, e.g. `flag != 0`)"),
-        ("Q" | "K" | "H", []) => unsupported(errors, &format!(" (`{head}` needs its element type, e.g. `{head}<i32>`)")),
-        ("Blocks", _) => unsupported(errors, " (the block size of `Blocks<N>` must be an integer literal, e.g. `Blocks<64>`)"),
+        ("bool", []) => {
+            unsupported(errors, " (a bool input is not supported: pass an `i32` and compare it, e.g. `flag != 0`)")
+        }
+        ("Q" | "K" | "H", []) => {
+            unsupported(errors, &format!(" (`{head}` needs its element type, e.g. `{head}<i32>`)"))
+        }
+        ("Blocks", _) => {
+            unsupported(errors, " (the block size of `Blocks<N>` must be an integer literal, e.g. `Blocks<64>`)")
+        }
         _ => unsupported(errors, ""),
     }
 }
@@ -367,7 +372,7 @@ const SUPPORTED_FORMS: &str = "a mask is one expression built from literals, the
 inputs, operators, `as i32`/`as f32`, `min`/`max`/`abs` and `if c { a } else { b }`";
 
 /// A checked sub-expression, or `None` after an error was reported for it.
-type Checked1 = Option<(Node, Ty)>;
+type Typed = Option<(Node, Ty)>;
 
 struct Scope<'a> {
     inputs: &'a [(Ident, Option<Kind>)],
@@ -375,19 +380,22 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn error<T: ToTokens>(&mut self, tokens: T, msg: impl fmt::Display) -> Checked1 {
+    fn error<T: ToTokens>(&mut self, tokens: T, msg: impl fmt::Display) -> Typed {
         self.errors.at(tokens, msg);
         None
     }
 
-    fn expr(&mut self, e: &Expr) -> Checked1 {
+    fn expr(&mut self, e: &Expr) -> Typed {
         match e {
             Expr::Lit(l) => self.literal(&l.lit, false, e),
             Expr::Paren(p) => self.expr(&p.expr),
             Expr::Group(g) => self.expr(&g.expr),
             Expr::Path(p) => {
                 let Some(ident) = single_ident(&p.path, p.qself.is_some()) else {
-                    return self.error(e, format!("paths are not supported; name an input or a coordinate; {SUPPORTED_FORMS}"));
+                    return self.error(
+                        e,
+                        format!("paths are not supported; name an input or a coordinate; {SUPPORTED_FORMS}"),
+                    );
                 };
                 self.name(ident)
             }
@@ -401,20 +409,29 @@ impl Scope<'_> {
             Expr::Assign(a) => {
                 self.expr(&a.left);
                 self.expr(&a.right);
-                self.error(a.eq_token, format!("`=` assigns and is not supported; to compare use `==`; {SUPPORTED_OPERATORS}"))
+                self.error(
+                    a.eq_token,
+                    format!("`=` assigns and is not supported; to compare use `==`; {SUPPORTED_OPERATORS}"),
+                )
             }
-            Expr::Range(_) => self.error(e, "ranges (`a..b`) are not supported; to test membership write `lo <= x && x < hi`"),
+            Expr::Range(_) => {
+                self.error(e, "ranges (`a..b`) are not supported; to test membership write `lo <= x && x < hi`")
+            }
             other => self.error(other, format!("{} is not supported in a pattern; {SUPPORTED_FORMS}", describe(other))),
         }
     }
 
-    fn literal(&mut self, lit: &Lit, negated: bool, whole: &Expr) -> Checked1 {
+    fn literal(&mut self, lit: &Lit, negated: bool, whole: &Expr) -> Typed {
         match lit {
             Lit::Int(i) => {
                 if !matches!(i.suffix(), "" | "i32") {
                     return self.error(
                         i,
-                        format!("integer literals are i32: write `{}` or `{}i32`, not `{i}`", i.base10_digits(), i.base10_digits()),
+                        format!(
+                            "integer literals are i32: write `{}` or `{}i32`, not `{i}`",
+                            i.base10_digits(),
+                            i.base10_digits()
+                        ),
                     );
                 }
                 let v = i.base10_parse::<u64>().ok().map(|v| if negated { -(v as i128) } else { v as i128 });
@@ -436,7 +453,11 @@ impl Scope<'_> {
                 if !matches!(f.suffix(), "" | "f32") {
                     return self.error(
                         f,
-                        format!("float literals are f32: write `{}` or `{}f32`, not `{f}`", f.base10_digits(), f.base10_digits()),
+                        format!(
+                            "float literals are f32: write `{}` or `{}f32`, not `{f}`",
+                            f.base10_digits(),
+                            f.base10_digits()
+                        ),
                     );
                 }
                 match f.base10_parse::<f32>() {
@@ -459,15 +480,17 @@ impl Scope<'_> {
 
     /// `Some((index, None))` for an input whose declaration is in error.
     fn lookup(&self, ident: &Ident) -> Option<(usize, Option<Kind>)> {
-        self.inputs.iter().position(|(n, _)| n == ident).map(|i| (i, self.inputs[i].1))
+        let ident = ident.unraw();
+        self.inputs.iter().position(|(n, _)| *n == ident).map(|i| (i, self.inputs[i].1))
     }
 
     fn coord(ident: &Ident) -> Option<Coord> {
+        let ident = ident.unraw();
         COORDS.iter().find(|(n, ..)| ident == n).map(|(_, c, _)| *c)
     }
 
     /// A bare name: a coordinate or a launch scalar.
-    fn name(&mut self, ident: &Ident) -> Checked1 {
+    fn name(&mut self, ident: &Ident) -> Typed {
         if let Some(c) = Self::coord(ident) {
             return Some((Node::Coord(c), Ty::I32));
         }
@@ -476,14 +499,18 @@ impl Scope<'_> {
             Some((i, Some(Kind::Launch(t)))) => Some((Node::Read(i), t)),
             Some((_, Some(kind))) => self.error(
                 ident,
-                format!("`{ident}` is {}; read it as `{}`", kind.describe(), kind.access_form(&ident.to_string())),
+                format!(
+                    "`{ident}` is {}; read it as `{}`",
+                    kind.describe(),
+                    kind.access_form(&ident.unraw().to_string())
+                ),
             ),
             None => self.unknown(ident, "i32"),
         }
     }
 
     /// `as_type` is the declaration suggested for a new input, from how it is used.
-    fn unknown(&mut self, ident: &Ident, as_type: &str) -> Checked1 {
+    fn unknown(&mut self, ident: &Ident, as_type: &str) -> Typed {
         let name = ident.to_string();
         let inputs: Vec<String> = self.inputs.iter().map(|(n, _)| n.to_string()).collect();
         let candidates = inputs.iter().map(String::as_str).chain(COORDS.iter().map(|(n, ..)| *n));
@@ -493,7 +520,9 @@ impl Scope<'_> {
             format!("the inputs are {}", inputs.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
         };
         let msg = match closest(&name, candidates) {
-            Some(s) => format!("unknown name `{name}`; did you mean `{s}`? ({known}; the coordinates are `b`, `h`, `q`, `k`)"),
+            Some(s) => {
+                format!("unknown name `{name}`; did you mean `{s}`? ({known}; the coordinates are `b`, `h`, `q`, `k`)")
+            }
             None => format!(
                 "unknown name `{name}`: {known} and the coordinates are `b`, `h`, `q`, `k`; \
                  to use a new value, declare it as an input (e.g. `{name}: {as_type}`)"
@@ -502,7 +531,7 @@ impl Scope<'_> {
         self.error(ident, msg)
     }
 
-    fn index(&mut self, ix: &syn::ExprIndex) -> Checked1 {
+    fn index(&mut self, ix: &syn::ExprIndex) -> Typed {
         let Expr::Path(base) = &*ix.expr else {
             self.expr(&ix.expr);
             return self.error(ix, format!("only inputs can be indexed (as `pos[q]`); {SUPPORTED_FORMS}"));
@@ -512,7 +541,8 @@ impl Scope<'_> {
         };
         if let Some(c) = Self::coord(ident) {
             let what = COORDS.iter().find(|(_, cc, _)| *cc == c).map_or("", |(.., w)| w);
-            return self.error(ix, format!("`{ident}` is a coordinate ({what}, an i32) and cannot be indexed; use `{ident}`"));
+            return self
+                .error(ix, format!("`{ident}` is a coordinate ({what}, an i32) and cannot be indexed; use `{ident}`"));
         }
         let Some((i, kind)) = self.lookup(ident) else {
             let names = index_names(&ix.index);
@@ -527,17 +557,15 @@ impl Scope<'_> {
         };
         // An input whose declaration is in error was reported there.
         let kind = kind?;
-        let name = ident.to_string();
+        let name = ident.unraw().to_string();
         let want: &[&str] = match kind {
             Kind::Query => &["q"],
             Kind::Key => &["k"],
             Kind::Head(_) => &["h"],
             Kind::Blocks(_) => &["q", "k"],
             Kind::Launch(_) => {
-                return self.error(
-                    ix,
-                    format!("`{name}` is {} and is not indexed; use it bare: `{name}`", kind.describe()),
-                )
+                return self
+                    .error(ix, format!("`{name}` is {} and is not indexed; use it bare: `{name}`", kind.describe()))
             }
         };
         if index_names(&ix.index) == want {
@@ -550,7 +578,7 @@ impl Scope<'_> {
         )
     }
 
-    fn unary(&mut self, u: &syn::ExprUnary) -> Checked1 {
+    fn unary(&mut self, u: &syn::ExprUnary) -> Typed {
         let op = match u.op {
             UnOp::Neg(_) => {
                 if let Expr::Lit(l) = &*u.expr {
@@ -576,21 +604,23 @@ impl Scope<'_> {
         self.unary_typed(op, a, t, u.op)
     }
 
-    fn unary_typed<T: ToTokens>(&mut self, op: UnaryOp, a: Node, t: Ty, op_tokens: T) -> Checked1 {
+    fn unary_typed<T: ToTokens>(&mut self, op: UnaryOp, a: Node, t: Ty, op_tokens: T) -> Typed {
         match (op, t) {
             (UnaryOp::Not, Ty::Bool) | (UnaryOp::Neg | UnaryOp::Abs, Ty::I32 | Ty::F32) => {
                 Some((Node::Unary(op, Box::new(a)), t))
             }
             (UnaryOp::Not, _) => self.error(
                 op_tokens,
-                format!("`!` needs a bool, found {t}; to negate a number use `-`, to test it compare it (e.g. `x == 0`)"),
+                format!(
+                    "`!` needs a bool, found {t}; to negate a number use `-`, to test it compare it (e.g. `x == 0`)"
+                ),
             ),
             (UnaryOp::Neg, _) => self.error(op_tokens, "`-` is not defined on bool; to negate a condition use `!`"),
             (UnaryOp::Abs, _) => self.error(op_tokens, "`abs` is not defined on bool; it takes an i32 or an f32"),
         }
     }
 
-    fn binary(&mut self, b: &syn::ExprBinary) -> Checked1 {
+    fn binary(&mut self, b: &syn::ExprBinary) -> Typed {
         use BinOp as B;
         let op = match b.op {
             B::Add(_) => Some(BinaryOp::Add),
@@ -617,7 +647,9 @@ impl Scope<'_> {
                 "|" => " (for a logical or use `||`)",
                 "^" => " (for a logical xor use `!=` between two bools)",
                 "<<" | ">>" => " (multiply or divide by a power of two instead)",
-                s if s.ends_with('=') => " (a pattern is a pure expression; compound assignment has nothing to assign to)",
+                s if s.ends_with('=') => {
+                    " (a pattern is a pure expression; compound assignment has nothing to assign to)"
+                }
                 _ => "",
             };
             return self.error(b.op, format!("operator `{sym}` is not supported{hint}; {SUPPORTED_OPERATORS}"));
@@ -636,12 +668,11 @@ impl Scope<'_> {
         (a, ta, ea): (Node, Ty, &Expr),
         (c, tc, ec): (Node, Ty, &Expr),
         whole: T,
-    ) -> Checked1 {
+    ) -> Typed {
         let ty = if op.is_logical() {
             if ta != Ty::Bool || tc != Ty::Bool {
-                let msg = format!(
-                    "`{sym}` needs two booleans, found {ta} and {tc}; compare numbers first (e.g. `x > 0`)"
-                );
+                let msg =
+                    format!("`{sym}` needs two booleans, found {ta} and {tc}; compare numbers first (e.g. `x > 0`)");
                 return match (ta == Ty::Bool, tc == Ty::Bool) {
                     (true, false) => self.error(ec, msg),
                     (false, true) => self.error(ea, msg),
@@ -684,7 +715,7 @@ impl Scope<'_> {
         Some((Node::Binary(op, Box::new(a), Box::new(c)), ty))
     }
 
-    fn cast(&mut self, c: &syn::ExprCast) -> Checked1 {
+    fn cast(&mut self, c: &syn::ExprCast) -> Typed {
         let inner = self.expr(&c.expr);
         let to = match &*c.ty {
             Type::Path(t) if t.qself.is_none() && t.path.is_ident("i32") => Ty::I32,
@@ -703,7 +734,7 @@ impl Scope<'_> {
         Some((Node::Cast(to, Box::new(a)), to))
     }
 
-    fn call(&mut self, c: &syn::ExprCall) -> Checked1 {
+    fn call(&mut self, c: &syn::ExprCall) -> Typed {
         let name = match &*c.func {
             Expr::Path(p) => single_ident(&p.path, p.qself.is_some()).map(|i| (i.to_string(), i)),
             _ => None,
@@ -728,7 +759,7 @@ impl Scope<'_> {
         self.builtin(&name, &args, c, &c.func)
     }
 
-    fn method(&mut self, m: &syn::ExprMethodCall) -> Checked1 {
+    fn method(&mut self, m: &syn::ExprMethodCall) -> Typed {
         let name = m.method.to_string();
         if !matches!(name.as_str(), "min" | "max" | "abs") || m.turbofish.is_some() {
             self.expr(&m.receiver);
@@ -745,12 +776,17 @@ impl Scope<'_> {
     }
 
     /// `min`/`max`/`abs`, with the receiver of a method call as first argument.
-    fn builtin<T: ToTokens, N: ToTokens>(&mut self, name: &str, args: &[&Expr], whole: T, name_tokens: N) -> Checked1 {
+    fn builtin<T: ToTokens, N: ToTokens>(&mut self, name: &str, args: &[&Expr], whole: T, name_tokens: N) -> Typed {
         let arity = if name == "abs" { 1 } else { 2 };
-        let checked: Vec<Checked1> = args.iter().map(|a| self.expr(a)).collect();
+        let checked: Vec<Typed> = args.iter().map(|a| self.expr(a)).collect();
         if args.len() != arity {
-            let form = if name == "abs" { "`abs(a)` or `a.abs()`".to_string() } else { format!("`{name}(a, b)` or `a.{name}(b)`") };
-            return self.error(whole, format!("`{name}` takes {arity} argument{}: {form}", if arity == 1 { "" } else { "s" }));
+            let form = if name == "abs" {
+                "`abs(a)` or `a.abs()`".to_string()
+            } else {
+                format!("`{name}(a, b)` or `a.{name}(b)`")
+            };
+            return self
+                .error(whole, format!("`{name}` takes {arity} argument{}: {form}", if arity == 1 { "" } else { "s" }));
         }
         let mut vals = Vec::new();
         for c in checked {
@@ -766,7 +802,7 @@ impl Scope<'_> {
         self.binary_typed(op, name, (a, ta, args[0]), (c, tc, args[1]), whole)
     }
 
-    fn if_else(&mut self, i: &syn::ExprIf) -> Checked1 {
+    fn if_else(&mut self, i: &syn::ExprIf) -> Typed {
         let cond = self.expr(&i.cond);
         let then = self.block(&i.then_branch);
         let otherwise = match &i.else_branch {
@@ -780,7 +816,10 @@ impl Scope<'_> {
         };
         let (c, tc) = cond?;
         if tc != Ty::Bool {
-            return self.error(&i.cond, format!("the condition of `if` must be a bool, found {tc}; compare it (e.g. `x > 0`)"));
+            return self.error(
+                &i.cond,
+                format!("the condition of `if` must be a bool, found {tc}; compare it (e.g. `x > 0`)"),
+            );
         }
         let (a, ta) = then?;
         let (b, tb) = otherwise?;
@@ -794,7 +833,7 @@ impl Scope<'_> {
     }
 
     /// A branch `{ expr }`: exactly one expression, no statements.
-    fn block(&mut self, b: &syn::Block) -> Checked1 {
+    fn block(&mut self, b: &syn::Block) -> Typed {
         match b.stmts.as_slice() {
             [syn::Stmt::Expr(e, None)] => self.expr(e),
             _ => self.error(b, "a branch of `if` must hold exactly one expression, as in `if c { a } else { b }`"),
@@ -872,4 +911,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("q_bucket", "q_bucket"), 0);
+        assert_eq!(edit_distance("q_buckt", "q_bucket"), 1);
+        assert_eq!(edit_distance("k_bucket", "q_bucket"), 1);
+        assert_eq!(edit_distance("windw", "window"), 1);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn closest_suggests_only_likely_typos() {
+        let names = ["q_bucket", "k_pos", "b", "h", "q", "k"];
+        assert_eq!(closest("q_buckt", names.into_iter()), Some("q_bucket"));
+        assert_eq!(closest("Q", names.into_iter()), Some("q"));
+        assert_eq!(closest("kpos", names.into_iter()), Some("k_pos"));
+        // One letter is one edit away from every coordinate: no suggestion.
+        assert_eq!(closest("x", names.into_iter()), None);
+        assert_eq!(closest("window", names.into_iter()), None);
+    }
 }

@@ -8,6 +8,7 @@
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 
 use crate::check::{BinaryOp, Body, Checked, Coord, Kind, Node, Pattern, Ty, UnaryOp};
 
@@ -22,7 +23,7 @@ pub fn expand(checked: Checked) -> TokenStream {
 
 fn pattern(p: &Pattern) -> TokenStream {
     let Pattern { docs, vis, name, doc, body } = p;
-    let name_str = name.to_string();
+    let name_str = name.unraw().to_string();
     let ir_body = match body {
         Some(body) => builder_calls(&name_str, doc, body),
         // Unreachable: the invocation that declared it failed to compile.

@@ -35,7 +35,10 @@ pub struct PatternDef {
 pub enum Item {
     Parsed(PatternDef),
     /// Did not parse; `header` is set when at least `docs vis Name` did.
-    Broken { header: Option<Header>, error: syn::Error },
+    Broken {
+        header: Option<Header>,
+        error: syn::Error,
+    },
 }
 
 /// Parses a whole invocation. Never fails as a whole: errors live in the items.
@@ -95,9 +98,9 @@ fn tuple_multi_indices(input: TokenStream) -> TokenStream {
 fn parse_header(input: ParseStream) -> syn::Result<Header> {
     let attrs = input.call(Attribute::parse_outer)?;
     let vis: Visibility = input.parse()?;
-    let name: Ident = input.parse().map_err(|e| {
-        syn::Error::new(e.span(), "expected a pattern name, as in `pub Causal() = q >= k;`")
-    })?;
+    let name: Ident = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), "expected a pattern name, as in `pub Causal() = q >= k;`"))?;
     Ok(Header { attrs, vis, name })
 }
 
@@ -119,7 +122,10 @@ fn parse_def(input: ParseStream) -> syn::Result<PatternDef> {
     syn::parenthesized!(content in input);
     let params = Punctuated::<Param, Token![,]>::parse_terminated_with(&content, parse_param)?;
     input.parse::<Token![=]>().map_err(|e| {
-        syn::Error::new(e.span(), format!("expected `=` and the mask after the inputs, as in `{}() = q >= k;`", header.name))
+        syn::Error::new(
+            e.span(),
+            format!("expected `=` and the mask after the inputs, as in `{}() = q >= k;`", header.name),
+        )
     })?;
     let body: Expr = input.parse()?;
     if !input.is_empty() {

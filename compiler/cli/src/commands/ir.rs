@@ -1,9 +1,9 @@
 //! `lacuna ir`: a pattern's IR text, content hash and closed-form key range,
 //! then the verifier. Also owns how a key range is described in words, which
-//! `lacuna mask` reuses.
+//! `lacuna mask` and `lacuna tour` reuse.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use lacuna_ir::{KeyRange, Node, PatternIr};
@@ -32,15 +32,20 @@ pub fn run(args: &IrArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             }
         }
     }
-    write!(out, "{ir}")?;
-    writeln!(out, "content hash: {:016x}", ir.content_hash())?;
-    writeln!(out, "key range: {}", key_range_text(&ir))?;
+    write_ir(out, &ir)?;
     if !bound.is_empty() {
         writeln!(out, "params: {}", bound.join(", "))?;
     }
     verified(&ir)?;
     writeln!(out, "verify: ok")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The IR text, its content hash and its key range: what `lacuna ir` and `lacuna tour` print first.
+pub fn write_ir(out: &mut dyn Write, ir: &PatternIr) -> io::Result<()> {
+    write!(out, "{ir}")?;
+    writeln!(out, "content hash: {:016x}", ir.content_hash())?;
+    writeln!(out, "key range: {}", key_range_text(ir))
 }
 
 /// Runs the verifier and turns its list of violations into one error.

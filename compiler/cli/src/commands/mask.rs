@@ -1,13 +1,15 @@
 //! `lacuna mask`: binds a pattern's inputs (files, then `--param`, then
 //! examples), runs the block analysis and prints the block mask as text,
 //! JSON or PNG, optionally checked against brute force. Generates no code.
+//! Binding and the size limits are shared with `lacuna tour`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lacuna_ir::{BindError, Bindings, BlockMask, Dims, InputKind, InputValue, TileShape};
+use lacuna_ir::{BindError, Bindings, BlockMask, Dims, InputKind, InputValue, PatternIr, TileShape};
+use lacuna_patterns::StandardPattern;
 use serde::Serialize;
 
 use crate::commands::ir::{key_range_text, verified};
@@ -22,7 +24,7 @@ const MAX_ELEMENTS: u128 = 1 << 28;
 /// The block mask holds at most this many tiles.
 const MAX_TILES: u128 = 1 << 28;
 /// `--check` visits every element; beyond this it would run for hours.
-const MAX_CHECK: u128 = 1 << 31;
+pub const MAX_CHECK: u128 = 1 << 31;
 
 /// Where an input's value came from, for the `inputs:` lines.
 enum Source {
@@ -52,16 +54,74 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     verified(&ir)?;
     let dims = Dims::new(args.batch, args.heads, args.q_len, args.kv_len.unwrap_or(args.q_len));
     let tiles = TileShape::new(args.block_q, args.block_k);
-    let tensors = ir.inputs().iter().filter(|d| matches!(d.kind, InputKind::QueryTensor | InputKind::KeyTensor)).count();
-    check_size(dims, tiles, tensors)?;
-    let check_elements = (dims.batch as u128) * (dims.heads as u128) * (dims.q_len as u128) * (dims.kv_len as u128);
+    check_size(&ir, dims, tiles)?;
+    let check_elements = element_count(dims);
     if args.check && check_elements > MAX_CHECK {
         return Err(CliError::CheckTooLarge { elements: check_elements });
     }
 
-    // Bind: files first, then --param values, then examples for the rest.
-    let files = params::collect(&args.inputs, "--input")?;
-    let param_values = params::collect(&args.params, "--param")?;
+    let Bound { bindings, inputs_text } = bind_inputs(pattern, &ir, dims, &args.inputs, &args.params, args.seed)?;
+
+    let mask = lacuna_ir::analyze(&ir, &bindings, tiles)?;
+    let check = args.check.then(|| lacuna_ir::check_against_brute_force(&ir, &bindings, &mask));
+    let png = match &args.png {
+        Some(path) => Some((path, picture::write_png(&mask, path)?)),
+        None => None,
+    };
+
+    let mut err = io::stderr();
+    if args.json {
+        serde_json::to_writer(&mut *out, &to_json(&mask))?;
+        writeln!(out)?;
+        if let Some((path, info)) = png {
+            let _ = writeln!(err, "{}", png_line(path, info));
+        }
+        if let Some(c) = check {
+            let _ = writeln!(err, "{c}");
+        }
+    } else {
+        let d = dims;
+        writeln!(out, "pattern {}: B={} H={} Nq={} Nk={}, tiles of {} x {}", pattern.name, d.batch, d.heads, d.q_len, d.kv_len, tiles.block_q, tiles.block_k)?;
+        write!(out, "{inputs_text}")?;
+        writeln!(out, "key range: {}", key_range_text(&ir))?;
+        write!(out, "{}", picture::text(&mask, MAX_PICTURES))?;
+        writeln!(out, "{}", visited_line(&mask))?;
+        if let Some((path, info)) = png {
+            writeln!(out, "{}", png_line(path, info))?;
+        }
+        if let Some(c) = check {
+            writeln!(out, "{c}")?;
+        }
+    }
+    match check {
+        Some(c) if !c.is_sound() => {
+            let _ = writeln!(err, "error: the block mask is unsound for `{}`: a kernel using it would compute wrong results; this is a bug in lacuna, please report it with this command line", pattern.name);
+            Ok(ExitCode::from(1))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// A pattern's inputs bound for one problem shape, with the `input NAME: ...`
+/// lines that say where each value came from.
+pub struct Bound {
+    pub bindings: Bindings,
+    pub inputs_text: String,
+}
+
+/// Binds a pattern's inputs: `--input` files first, then `--param` values,
+/// then example values (from `seed`) for the rest. `lacuna tour` passes no
+/// files and no params, so every input is an example.
+pub fn bind_inputs(
+    pattern: &StandardPattern,
+    ir: &PatternIr,
+    dims: Dims,
+    inputs: &[(String, String)],
+    params: &[(String, String)],
+    seed: u64,
+) -> Result<Bound, CliError> {
+    let files = params::collect(inputs, "--input")?;
+    let param_values = params::collect(params, "--param")?;
     let mut given: BTreeMap<String, InputValue> = BTreeMap::new();
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     for (name, file) in &files {
@@ -94,7 +154,7 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             }
         }
     }
-    let examples = lacuna_patterns::example_inputs(pattern, dims, &param_values, &given, args.seed)?;
+    let examples = lacuna_patterns::example_inputs(pattern, dims, &param_values, &given, seed)?;
     let mut values = given;
     for (name, v) in examples {
         if let std::collections::btree_map::Entry::Vacant(slot) = values.entry(name) {
@@ -102,59 +162,20 @@ pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             slot.insert(v);
         }
     }
-    let inputs_text = describe_inputs(&ir, &values, &sources, args.seed);
-    let bindings = Bindings::new(&ir, dims, values).map_err(|source| {
+    let inputs_text = describe_inputs(ir, &values, &sources, seed);
+    let bindings = Bindings::new(ir, dims, values).map_err(|source| {
         let file = bind_error_input(&source).and_then(|n| match sources.get(n) {
             Some(Source::File(p)) => Some(p.clone()),
             _ => None,
         });
         CliError::Bind { source, file }
     })?;
-
-    let mask = lacuna_ir::analyze(&ir, &bindings, tiles)?;
-    let check = args.check.then(|| lacuna_ir::check_against_brute_force(&ir, &bindings, &mask));
-    let png = match &args.png {
-        Some(path) => Some((path, picture::write_png(&mask, path)?)),
-        None => None,
-    };
-
-    let mut err = io::stderr();
-    if args.json {
-        serde_json::to_writer(&mut *out, &to_json(&mask))?;
-        writeln!(out)?;
-        if let Some((path, info)) = png {
-            let _ = writeln!(err, "{}", png_line(path, info));
-        }
-        if let Some(c) = check {
-            let _ = writeln!(err, "{c}");
-        }
-    } else {
-        let d = dims;
-        writeln!(out, "pattern {}: B={} H={} Nq={} Nk={}, tiles of {} x {}", pattern.name, d.batch, d.heads, d.q_len, d.kv_len, tiles.block_q, tiles.block_k)?;
-        write!(out, "{inputs_text}")?;
-        writeln!(out, "key range: {}", key_range_text(&ir))?;
-        write!(out, "{}", picture::text(&mask, MAX_PICTURES))?;
-        let total = (d.batch * d.heads) as u128 * d.q_len as u128 * d.kv_len as u128;
-        let visited = mask.visited_elements() as u128;
-        writeln!(out, "visited: {:.1}% of the {} elements", 100.0 * visited as f64 / total as f64, total)?;
-        if let Some((path, info)) = png {
-            writeln!(out, "{}", png_line(path, info))?;
-        }
-        if let Some(c) = check {
-            writeln!(out, "{c}")?;
-        }
-    }
-    match check {
-        Some(c) if !c.is_sound() => {
-            let _ = writeln!(err, "error: the block mask is unsound for `{}`: a kernel using it would compute wrong results; this is a bug in lacuna, please report it with this command line", pattern.name);
-            Ok(ExitCode::from(1))
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    Ok(Bound { bindings, inputs_text })
 }
 
 /// Refuses problems whose inputs or tile list would not fit in memory here.
-fn check_size(dims: Dims, tiles: TileShape, tensor_inputs: usize) -> Result<(), CliError> {
+pub fn check_size(ir: &PatternIr, dims: Dims, tiles: TileShape) -> Result<(), CliError> {
+    let tensor_inputs = ir.inputs().iter().filter(|d| matches!(d.kind, InputKind::QueryTensor | InputKind::KeyTensor)).count();
     let bh = dims.batch as u128 * dims.heads as u128;
     let elements = bh * (dims.q_len as u128 + dims.kv_len as u128);
     if tensor_inputs > 0 && elements > MAX_ELEMENTS {
@@ -185,7 +206,19 @@ fn bind_error_input(e: &BindError) -> Option<&str> {
     }
 }
 
-fn describe_inputs(ir: &lacuna_ir::PatternIr, values: &BTreeMap<String, InputValue>, sources: &BTreeMap<String, Source>, seed: u64) -> String {
+/// B·H·Nq·Nk: the elements a brute-force check evaluates.
+pub fn element_count(dims: Dims) -> u128 {
+    dims.batch as u128 * dims.heads as u128 * dims.q_len as u128 * dims.kv_len as u128
+}
+
+/// `visited: P% of the N elements`: the share of the attention matrix inside kept tiles.
+pub fn visited_line(mask: &BlockMask) -> String {
+    let total = element_count(mask.dims);
+    let visited = mask.visited_elements() as u128;
+    format!("visited: {:.1}% of the {} elements", 100.0 * visited as f64 / total as f64, total)
+}
+
+fn describe_inputs(ir: &PatternIr, values: &BTreeMap<String, InputValue>, sources: &BTreeMap<String, Source>, seed: u64) -> String {
     let mut s = String::new();
     for d in ir.inputs() {
         let Some(v) = values.get(&d.name) else { continue };

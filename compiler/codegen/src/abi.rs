@@ -1,0 +1,146 @@
+//! The kernel ABI: entry names and the forward kernel's parameter list, in
+//! the one place both the LLVM signature and the manifest are built from.
+//! The runtime is written against this order; changing it is a breaking change.
+
+use lacuna_ir::{InputKind, KernelParam, PatternIr, ScalarType};
+
+use crate::plan::KernelPlan;
+
+/// Entry name of the per-block min/max summary kernel.
+pub const SUMMARY_ENTRY: &str = "block_minmax";
+
+/// The type of one kernel parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbiType {
+    /// `ptr addrspace(1)`.
+    GlobalPtr,
+    I32,
+    I64,
+    F32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbiParam {
+    pub name: String,
+    pub ty: AbiType,
+}
+
+/// The forward kernel's parameters, and where each pattern input starts.
+#[derive(Clone, Debug)]
+pub struct ForwardAbi {
+    pub params: Vec<AbiParam>,
+    /// Index into `params` of the first parameter of input `i`.
+    pub input_start: Vec<usize>,
+}
+
+/// Indices of the fixed parameters.
+pub mod fixed {
+    pub const Q: usize = 0;
+    pub const K: usize = 1;
+    pub const V: usize = 2;
+    pub const O: usize = 3;
+    pub const LSE: usize = 4;
+    /// `q_stride_b, q_stride_h, q_stride_n`, then the same for k, v, o.
+    pub const STRIDES: usize = 5;
+    pub const BATCH: usize = 17;
+    pub const HEADS: usize = 18;
+    pub const KV_HEADS: usize = 19;
+    pub const Q_LEN: usize = 20;
+    pub const KV_LEN: usize = 21;
+    pub const SCALE_LOG2: usize = 22;
+    pub const COUNT: usize = 23;
+}
+
+impl ForwardAbi {
+    pub fn new(p: &PatternIr) -> Self {
+        let mut params = Vec::new();
+        let mut push = |name: String, ty: AbiType| params.push(AbiParam { name, ty });
+        for t in ["q", "k", "v", "o"] {
+            push(t.into(), AbiType::GlobalPtr);
+        }
+        push("lse".into(), AbiType::GlobalPtr);
+        for t in ["q", "k", "v", "o"] {
+            for d in ["b", "h", "n"] {
+                push(format!("{t}_stride_{d}"), AbiType::I64);
+            }
+        }
+        for n in ["batch", "heads", "kv_heads", "q_len", "kv_len"] {
+            push(n.into(), AbiType::I32);
+        }
+        push("scale_log2".into(), AbiType::F32);
+        debug_assert_eq!(params.len(), fixed::COUNT);
+        let mut input_start = Vec::new();
+        for d in p.inputs() {
+            input_start.push(params.len());
+            let name = d.name.clone();
+            match d.kind {
+                InputKind::QueryTensor | InputKind::KeyTensor => {
+                    params.push(AbiParam { name: name.clone(), ty: AbiType::GlobalPtr });
+                    params.push(AbiParam { name: format!("{name}_summary"), ty: AbiType::GlobalPtr });
+                }
+                InputKind::HeadScalar(_) => params.push(AbiParam { name, ty: AbiType::GlobalPtr }),
+                InputKind::LaunchScalar(ScalarType::F32) => params.push(AbiParam { name, ty: AbiType::F32 }),
+                InputKind::LaunchScalar(_) => params.push(AbiParam { name, ty: AbiType::I32 }),
+                InputKind::BlockList { .. } => {
+                    params.push(AbiParam { name: name.clone(), ty: AbiType::GlobalPtr });
+                    params.push(AbiParam { name: format!("{name}_width"), ty: AbiType::I32 });
+                }
+            }
+        }
+        Self { params, input_start }
+    }
+}
+
+/// The manifest's view of the inputs (one entry per pattern input, in order).
+pub fn manifest_params(p: &PatternIr) -> Vec<KernelParam> {
+    p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect()
+}
+
+/// `fwd_<pattern name in snake case>_d<D>_<bf16|fp16>`.
+pub fn forward_entry(p: &PatternIr, plan: &KernelPlan) -> String {
+    format!("fwd_{}_d{}_{}", snake_case(p.name()), plan.head_dim, plan.dtype.name())
+}
+
+/// `HashBucket` → `hash_bucket`, `MoA` → `mo_a`, `Causal_and_Window` →
+/// `causal_and_window`; anything not alphanumeric becomes `_`.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = if i > 0 { chars[i - 1] } else { '_' };
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let boundary = prev.is_ascii_lowercase() || prev.is_ascii_digit() || (prev.is_ascii_uppercase() && next_lower);
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let trimmed = out.trim_matches('_');
+    if trimmed.is_empty() {
+        "pattern".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn snake_case_names() {
+        assert_eq!(snake_case("Causal"), "causal");
+        assert_eq!(snake_case("HashBucket"), "hash_bucket");
+        assert_eq!(snake_case("SlidingWindow"), "sliding_window");
+        assert_eq!(snake_case("MoA"), "mo_a");
+        assert_eq!(snake_case("QKDropCompact"), "qk_drop_compact");
+        assert_eq!(snake_case("Causal_and_Window"), "causal_and_window");
+        assert_eq!(snake_case("Top2K"), "top2_k");
+    }
+}

@@ -1,0 +1,327 @@
+//! `AttentionKernel`: a generated forward kernel loaded on one GPU, and its
+//! launch. Owns the ABI glue: summary kernels into reusable scratch, per-head
+//! values uploaded, then the forward kernel, all on the Gpu's stream with no
+//! host round trip. Every check happens (in `validate`) before anything is
+//! launched; a kernel given a wrong shape would read out of bounds silently.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cudarc::driver::sys::CUfunction_attribute;
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use lacuna_ir::{InputKind, KernelManifest, KernelParam, PatternIr};
+
+use crate::args::{ArgValue, PatternArgs};
+use crate::error::{Result, RuntimeError};
+use crate::gpu::{arch_runs_on, Gpu};
+use crate::tensor::{DeviceTensor, ElemType};
+use crate::validate::{
+    check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
+    validate_inputs, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+};
+
+/// Dynamic shared memory a kernel may use without opting in.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// Per-launch options.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ForwardOptions {
+    /// Softmax scale; `None` means 1/sqrt(head_dim).
+    pub scale: Option<f32>,
+}
+
+/// Device buffers the kernel keeps between launches, one slot per manifest
+/// parameter (summaries of tensor inputs, per-head values). They only grow;
+/// reuse is safe because every user of a slot runs on the same stream.
+#[derive(Default)]
+struct Scratch {
+    slots: Vec<Option<CudaSlice<i32>>>,
+}
+
+impl Scratch {
+    /// A buffer of at least `len` i32 in slot `i`, and its device address.
+    fn slot(&mut self, gpu: &Gpu, i: usize, len: usize) -> Result<(&mut CudaSlice<i32>, u64)> {
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        let slot = &mut self.slots[i];
+        let big_enough = slot.as_ref().is_some_and(|b| b.len() >= len);
+        if !big_enough {
+            // Dropping the old buffer frees it in stream order (or after a
+            // sync), so a launch still reading it is unaffected.
+            let fresh = gpu
+                .stream()
+                .alloc_zeros::<i32>(len.max(1))
+                .map_err(RuntimeError::driver(format!("allocating {len} i32 of kernel scratch")))?;
+            *slot = Some(fresh);
+        }
+        match slot {
+            Some(buf) => {
+                let ptr = buf.device_ptr(gpu.stream()).0;
+                Ok((buf, ptr))
+            }
+            None => Err(internal("scratch slot vanished")),
+        }
+    }
+}
+
+/// An invariant of this crate broke; reported, not panicked.
+fn internal(what: &str) -> RuntimeError {
+    RuntimeError::BadPtx { problem: format!("hit an internal error in lacuna-runtime ({what}); please report it") }
+}
+
+/// A Lacuna forward kernel loaded on a GPU.
+pub struct AttentionKernel {
+    gpu: Gpu,
+    manifest: KernelManifest,
+    pattern: String,
+    // Kept so the functions' module stays loaded.
+    _module: Arc<CudaModule>,
+    forward: CudaFunction,
+    summary: CudaFunction,
+    scratch: Mutex<Scratch>,
+}
+
+impl std::fmt::Debug for AttentionKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AttentionKernel({} on {:?})", self.manifest.entry, self.gpu)
+    }
+}
+
+fn no_nul(what: &str, s: &str) -> Result<()> {
+    // cudarc turns these into C strings and panics on an interior NUL.
+    if s.contains('\0') {
+        return Err(RuntimeError::BadPtx { problem: format!("{what} contains a NUL byte") });
+    }
+    Ok(())
+}
+
+impl AttentionKernel {
+    /// Loads self-describing PTX (first line `// lacuna-manifest: {json}`)
+    /// made for `pattern`, after checking that it was made for it, for this
+    /// GPU, and within its limits.
+    pub fn from_ptx(gpu: &Gpu, ptx_with_manifest: &str, pattern: &PatternIr) -> Result<AttentionKernel> {
+        let manifest = KernelManifest::from_ptx(ptx_with_manifest)?;
+        check_manifest(&manifest, pattern)?;
+        let (major, minor) = gpu.compute_capability();
+        if let Err(hint) = arch_runs_on(manifest.arch, major, minor) {
+            return Err(RuntimeError::ArchMismatch {
+                arch: manifest.arch.name(),
+                device: gpu.name().into(),
+                major,
+                minor,
+                hint,
+            });
+        }
+        if manifest.shared_bytes > gpu.max_shared_bytes().max(DEFAULT_SHARED_LIMIT) {
+            return Err(RuntimeError::KernelTooBig {
+                what: "bytes of shared memory per block",
+                needed: manifest.shared_bytes,
+                max: gpu.max_shared_bytes(),
+                device: gpu.name().into(),
+            });
+        }
+        no_nul("the PTX text", ptx_with_manifest)?;
+        no_nul("the forward entry name", &manifest.entry)?;
+        no_nul("the summary entry name", &manifest.summary_entry)?;
+        let module = gpu.context().load_module(Ptx::from_src(ptx_with_manifest)).map_err(RuntimeError::driver(format!(
+            "loading the PTX of pattern `{}` (the driver JIT-compiles it for {}; \
+             CUDA_ERROR_UNSUPPORTED_PTX_VERSION means the driver is older than the PTX)",
+            manifest.pattern,
+            gpu.name()
+        )))?;
+        let function = |name: &str| {
+            module.load_function(name).map_err(RuntimeError::driver(format!("finding entry `{name}` in the PTX")))
+        };
+        let forward = function(&manifest.entry)?;
+        let summary = function(&manifest.summary_entry)?;
+        if manifest.shared_bytes > DEFAULT_SHARED_LIMIT {
+            gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
+            forward
+                .set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    manifest.shared_bytes as i32,
+                )
+                .map_err(RuntimeError::driver(format!(
+                    "allowing {} bytes of dynamic shared memory for `{}`",
+                    manifest.shared_bytes, manifest.entry
+                )))?;
+        }
+        Ok(AttentionKernel {
+            gpu: gpu.clone(),
+            pattern: pattern.name().into(),
+            manifest,
+            _module: module,
+            forward,
+            summary,
+            scratch: Mutex::new(Scratch::default()),
+        })
+    }
+
+    pub fn manifest(&self) -> &KernelManifest {
+        &self.manifest
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Registers per thread of the forward kernel, as the driver JIT made it.
+    pub fn num_regs(&self) -> Result<i32> {
+        self.forward.num_regs().map_err(RuntimeError::driver("reading the kernel's register count"))
+    }
+
+    /// Local (spill) memory per thread of the forward kernel, in bytes.
+    pub fn local_size_bytes(&self) -> Result<i32> {
+        self.forward.local_size_bytes().map_err(RuntimeError::driver("reading the kernel's local memory size"))
+    }
+
+    /// Attention of q (B, H, Nq, D) over k, v (B, Hkv, Nk, D) under the
+    /// pattern; returns o (contiguous, q's shape and dtype) and the
+    /// log-sum-exp (f32, (B, H, Nq)). Asynchronous: synchronize (or download)
+    /// to see errors the kernel itself raises.
+    pub fn forward(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        args: &PatternArgs<'_>,
+        opts: ForwardOptions,
+    ) -> Result<(DeviceTensor, DeviceTensor)> {
+        // Validate before allocating, so a bad call costs nothing.
+        let p = validate_forward(&self.manifest, self.gpu.ordinal(), &q.desc("q"), &k.desc("k"), &v.desc("v"), None)?;
+        let mut o = DeviceTensor::zeros(&self.gpu, q.dtype(), q.shape())?;
+        let mut lse = DeviceTensor::zeros(&self.gpu, ElemType::F32, &[p.batch, p.heads, p.q_len])?;
+        self.forward_into(q, k, v, args, &mut o, &mut lse, opts)?;
+        Ok((o, lse))
+    }
+
+    /// [`AttentionKernel::forward`] into caller-provided outputs; `o` may be
+    /// strided (e.g. a (B, N, H, D) buffer viewed with `transpose(1, 2)`),
+    /// `lse` must be contiguous (B, H, Nq) f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_into(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        args: &PatternArgs<'_>,
+        o: &mut DeviceTensor,
+        lse: &mut DeviceTensor,
+        opts: ForwardOptions,
+    ) -> Result<()> {
+        let m = &self.manifest;
+        let (qd, kd, vd, od, ld) = (q.desc("q"), k.desc("k"), v.desc("v"), o.desc("o"), lse.desc("lse"));
+        let p = validate_forward(m, self.gpu.ordinal(), &qd, &kd, &vd, Some((&od, &ld)))?;
+        let order = validate_inputs(&self.pattern, &m.params, &args.describe(), &p, self.gpu.ordinal())?;
+        let scale_log2 = scale_log2(opts.scale, p.head_dim)?;
+
+        // Held until the forward launch is queued: the scratch addresses
+        // passed to it must not be replaced by a concurrent caller first.
+        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inputs = Vec::new();
+        for (slot, (KernelParam::Input { name, kind }, &index)) in m.params.iter().zip(&order).enumerate() {
+            let value = &args.entries.get(index).ok_or_else(|| internal("argument index out of range"))?.1;
+            match (*kind, value) {
+                (InputKind::QueryTensor | InputKind::KeyTensor, ArgValue::Tensor(t)) => {
+                    let (n, block) =
+                        if *kind == InputKind::QueryTensor { (p.q_len, m.block_q) } else { (p.kv_len, m.block_k) };
+                    let (_, dst) = scratch.slot(&self.gpu, slot, summary_len(&p, *kind, m))?;
+                    let src = t.device_ptr();
+                    self.launch_summary(name, src, dst, p.batch * p.heads, n, block)?;
+                    inputs.extend([KernelArg::Ptr(src), KernelArg::Ptr(dst)]);
+                }
+                (InputKind::HeadScalar(_), ArgValue::HeadI32(vals)) => {
+                    inputs.push(KernelArg::Ptr(self.upload_head(&mut scratch, slot, name, vals)?));
+                }
+                (InputKind::HeadScalar(_), ArgValue::HeadF32(vals)) => {
+                    // The kernel reads f32; the bits travel unchanged in an i32 buffer.
+                    let bits: Vec<i32> = vals.iter().map(|x| x.to_bits() as i32).collect();
+                    inputs.push(KernelArg::Ptr(self.upload_head(&mut scratch, slot, name, &bits)?));
+                }
+                (InputKind::LaunchScalar(_), ArgValue::I32(x)) => inputs.push(KernelArg::I32(*x)),
+                (InputKind::LaunchScalar(_), ArgValue::F32(x)) => inputs.push(KernelArg::F32(*x)),
+                (InputKind::BlockList { .. }, ArgValue::BlockList(t)) => {
+                    let width = t.shape().get(3).copied().ok_or_else(|| internal("block list rank"))?;
+                    inputs.extend([KernelArg::Ptr(t.device_ptr()), KernelArg::I32(width as i32)]);
+                }
+                _ => return Err(internal("an input passed validation with the wrong kind")),
+            }
+        }
+        let ptrs = ForwardPointers {
+            q: q.device_ptr(),
+            k: k.device_ptr(),
+            v: v.device_ptr(),
+            o: o.device_ptr(),
+            lse: lse.device_ptr(),
+        };
+        let all = forward_args(ptrs, [q.strides(), k.strides(), v.strides(), o.strides()], &p, scale_log2, &inputs);
+        let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
+        let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };
+        self.launch(&self.forward, &all, cfg).map_err(RuntimeError::driver(format!(
+            "launching `{}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared) for {}",
+            m.entry,
+            block_dim.0,
+            describe(&p)
+        )))?;
+        drop(scratch);
+        Ok(())
+    }
+
+    fn upload_head(&self, scratch: &mut Scratch, slot: usize, name: &str, vals: &[i32]) -> Result<u64> {
+        let (buf, ptr) = scratch.slot(&self.gpu, slot, vals.len())?;
+        // Stream-ordered after any earlier launch that reads this slot.
+        self.gpu
+            .stream()
+            .memcpy_htod(vals, buf)
+            .map_err(RuntimeError::driver(format!("copying per-head input `{name}` to the device")))?;
+        Ok(ptr)
+    }
+
+    /// `block_minmax` over `rows` rows of `n` i32 at `src` into `dst`.
+    fn launch_summary(&self, name: &str, src: u64, dst: u64, rows: usize, n: usize, block: u32) -> Result<()> {
+        for l in summary_launches(rows, n, block) {
+            let args = [
+                KernelArg::Ptr(src + (l.src_offset * 4) as u64),
+                KernelArg::Ptr(dst + (l.dst_offset * 4) as u64),
+                KernelArg::I32(l.rows as i32),
+                KernelArg::I32(n as i32),
+                KernelArg::I32(block as i32),
+            ];
+            let cfg = LaunchConfig { grid_dim: l.grid, block_dim: (SUMMARY_THREADS, 1, 1), shared_mem_bytes: 0 };
+            self.launch(&self.summary, &args, cfg).map_err(RuntimeError::driver(format!(
+                "launching `{}` for input `{name}` (rows {}..{}, grid {:?})",
+                self.manifest.summary_entry,
+                l.first_row,
+                l.first_row + l.rows,
+                l.grid
+            )))?;
+        }
+        Ok(())
+    }
+
+    fn launch(&self, f: &CudaFunction, args: &[KernelArg], cfg: LaunchConfig) -> Result<(), cudarc::driver::DriverError> {
+        let stream = self.gpu.stream();
+        let mut b = stream.launch_builder(f);
+        for a in args {
+            match a {
+                KernelArg::Ptr(x) => b.arg(x),
+                KernelArg::I64(x) => b.arg(x),
+                KernelArg::I32(x) => b.arg(x),
+                KernelArg::F32(x) => b.arg(x),
+            };
+        }
+        // SAFETY: the parameter list is the generated kernel's ABI
+        // (`validate::forward_args`, tested), every pointer is to a live
+        // allocation whose extent validation checked against the shapes the
+        // kernel will index, and `args` outlives the call.
+        unsafe { b.launch(cfg) }.map(|_| ())
+    }
+}
+
+fn describe(p: &Problem) -> String {
+    format!(
+        "B={} H={} Hkv={} Nq={} Nk={} D={}",
+        p.batch, p.heads, p.kv_heads, p.q_len, p.kv_len, p.head_dim
+    )
+}
