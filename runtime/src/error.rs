@@ -56,8 +56,9 @@ pub enum RuntimeError {
     Dtype { tensor: String, expected: ElemType, got: ElemType, hint: String },
     #[error("{tensor} has shape {got:?}; {expected}")]
     Shape { tensor: String, got: Vec<usize>, expected: String },
-    #[error("kernel compiled for head_dim {expected}, got {got} (from {tensor}): compile one for {got} with \
-             `lacuna compile --head-dim {got}` (or `AttentionKernel::compile(.., {got}, ..)` with the jit feature)")]
+    #[error("kernel compiled for head_dim {expected}, got {got}: compile one for {got} with \
+             `lacuna compile --head-dim {got}` (or `AttentionKernel::compile(.., {got}, ..)` with the jit feature); \
+             head_dim is the last dimension of {tensor}")]
     HeadDim { tensor: String, expected: u32, got: usize },
     #[error("q has {heads} heads and k/v have {kv_heads}: the number of query heads must be a multiple of the \
              number of key/value heads (grouped-query attention)")]
@@ -86,6 +87,9 @@ pub enum RuntimeError {
     InputType { name: String, expected: String, got: String },
     #[error("input `{name}` must be {expected}, got {got}")]
     InputShape { name: String, expected: String, got: String },
+
+    #[error("internal error in lacuna-runtime ({what}); please report it with the pattern and shapes")]
+    Internal { what: String },
 
     // ---- compiling on first use (jit feature) --------------------------------------
     #[error("could not compile pattern `{pattern}` for head_dim {head_dim} {dtype} on {arch}: {message}")]

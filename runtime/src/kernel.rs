@@ -17,7 +17,7 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
-    validate_inputs, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+    validate_inputs, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
 
 /// Dynamic shared memory a kernel may use without opting in.
@@ -67,7 +67,7 @@ impl Scratch {
 
 /// An invariant of this crate broke; reported, not panicked.
 fn internal(what: &str) -> RuntimeError {
-    RuntimeError::BadPtx { problem: format!("hit an internal error in lacuna-runtime ({what}); please report it") }
+    RuntimeError::Internal { what: what.into() }
 }
 
 /// A Lacuna forward kernel loaded on a GPU.
@@ -266,6 +266,17 @@ impl AttentionKernel {
         )))?;
         drop(scratch);
         Ok(())
+    }
+
+    /// The per-block `[min, max]` summary the forward kernel is given for a
+    /// tensor input, made by the module's summary kernel: `values` i32
+    /// (B, H, N) contiguous, in blocks of `block` → i32 (B, H, ceil(N/block), 2).
+    /// For checking the summary kernel against the CPU and for debugging.
+    pub fn block_summary(&self, values: &DeviceTensor, block: u32) -> Result<DeviceTensor> {
+        let (b, h, n) = validate_summary_input(&values.desc("values"), block, self.gpu.ordinal())?;
+        let out = DeviceTensor::zeros(&self.gpu, ElemType::I32, &[b, h, n.div_ceil(block as usize), 2])?;
+        self.launch_summary("values", values.device_ptr(), out.device_ptr(), b * h, n, block)?;
+        Ok(out)
     }
 
     fn upload_head(&self, scratch: &mut Scratch, slot: usize, name: &str, vals: &[i32]) -> Result<u64> {

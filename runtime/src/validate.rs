@@ -47,7 +47,7 @@ pub const MAX_GRID_YZ: usize = 65_535;
 
 /// Row-major strides of a contiguous tensor.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
@@ -227,6 +227,8 @@ pub fn validate_forward(
             });
         }
     }
+    // `%` rather than is_multiple_of: the workspace supports Rust 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
     if p.heads % p.kv_heads != 0 {
         return Err(RuntimeError::HeadsNotMultiple { heads: p.heads, kv_heads: p.kv_heads });
     }
@@ -554,6 +556,26 @@ pub fn summary_len(p: &Problem, kind: InputKind, m: &KernelManifest) -> usize {
     p.batch * p.heads * n.div_ceil(block.max(1) as usize) * 2
 }
 
+/// Checks a tensor given to [`crate::AttentionKernel::block_summary`];
+/// returns (B, H, N).
+pub fn validate_summary_input(t: &TensorDesc, block: u32, device: usize) -> Result<(usize, usize, usize)> {
+    check_device(t, device)?;
+    check_dtype(t, ElemType::I32, " (summaries are of i32 pattern inputs)")?;
+    if t.shape.len() != 3 || t.shape.contains(&0) {
+        return Err(RuntimeError::Shape {
+            tensor: t.name.clone(),
+            got: t.shape.clone(),
+            expected: "it must be 3-d (B, H, N) with every dimension at least 1".into(),
+        });
+    }
+    if block == 0 {
+        return Err(RuntimeError::InputShape { name: "block".into(), expected: "at least 1".into(), got: "0".into() });
+    }
+    check_len("N", t.shape[2], MAX_LEN, "lengths are i32 kernel parameters")?;
+    check_contiguous(t, "a summarised tensor")?;
+    Ok((t.shape[0], t.shape[1], t.shape[2]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,7 +838,7 @@ mod tests {
         assert!(!non_overlapping(&[2, 2], &[0, 3]));
         assert!(!non_overlapping(&[4, 4], &[2, 1]));
         assert_eq!(extent(&[2, 0], &[1, 1], 7), Some(0));
-        assert_eq!(layout_problem(&[3], &[usize::MAX / 2], 0, 10).map(|s| s.contains("overflow")), Some(true));
+        assert_eq!(layout_problem(&[4], &[usize::MAX / 2], 0, 10).map(|s| s.contains("overflow")), Some(true));
     }
 
     #[test]
@@ -1041,6 +1063,17 @@ mod tests {
                 Ptr(0x600), Ptr(0x700), I32(5),
             ]
         );
+    }
+
+    #[test]
+    fn summary_inputs_are_checked() {
+        let t = contiguous("values", ElemType::I32, &[2, 3, 100], 1);
+        assert_eq!(validate_summary_input(&t, 64, 0).expect("valid"), (2, 3, 100));
+        assert!(matches!(validate_summary_input(&t, 0, 0), Err(RuntimeError::InputShape { .. })));
+        let f = contiguous("values", ElemType::F32, &[2, 3, 100], 1);
+        assert!(matches!(validate_summary_input(&f, 64, 0), Err(RuntimeError::Dtype { .. })));
+        let d4 = contiguous("values", ElemType::I32, &[2, 3, 100, 1], 1);
+        assert!(matches!(validate_summary_input(&d4, 64, 0), Err(RuntimeError::Shape { .. })));
     }
 
     #[test]

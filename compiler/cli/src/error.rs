@@ -66,6 +66,18 @@ pub enum CliError {
     #[error("the picture would be {width} x {height} tiles, too large for a PNG here; use larger --block-q / --block-k, fewer heads or a smaller batch")]
     PictureTooLarge { width: usize, height: usize },
 
+    #[error("unknown dtype `{given}`; use bf16 or fp16")]
+    UnknownDtype { given: String },
+
+    #[error("unknown arch `{given}`; use sm_80 (Ampere and later) or sm_90a (Hopper)")]
+    UnknownArch { given: String },
+
+    #[error("cannot compile `{pattern}` with head_dim {head_dim}: {source}")]
+    Codegen { pattern: String, head_dim: u32, source: lacuna_codegen::CodegenError },
+
+    #[error("cannot create the directory `{}`: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+
     #[error("cannot write `{}`: {source}", path.display())]
     WriteFile { path: PathBuf, source: io::Error },
 

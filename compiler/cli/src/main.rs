@@ -30,7 +30,11 @@ enum Command {
     Ir(IrArgs),
     /// Classify every tile of a pattern's attention matrix as Empty / Partial / Full.
     Mask(MaskArgs),
-    // `compile`, `run`, `selftest` and `bench` come here, each implemented in its own commands/*.rs.
+    /// Plan and generate a pattern's forward kernel; print the plan, the LLVM IR or the PTX.
+    Compile(CompileArgs),
+    /// Every standard pattern from IR to PTX: IR, key range, block mask, brute-force check, kernels, ptxas.
+    Tour(TourArgs),
+    // `run`, `selftest` and `bench` come here, each implemented in its own commands/*.rs.
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +88,63 @@ pub struct MaskArgs {
     pub check: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    /// A standard pattern (see `lacuna patterns`).
+    pub pattern: String,
+    /// Head dimension D: a multiple of 16 from 16 to 256 (64 and 128 are tuned).
+    #[arg(long, value_name = "D")]
+    pub head_dim: u32,
+    /// Element type of Q, K, V and O: bf16 or fp16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// GPU target: sm_80 (Ampere) or sm_90a (Hopper).
+    #[arg(long, default_value = "sm_90a")]
+    pub arch: String,
+    /// Query rows per CTA, instead of the planner's choice.
+    #[arg(long, value_name = "N")]
+    pub block_q: Option<u32>,
+    /// Key rows per pipeline stage, instead of the planner's choice.
+    #[arg(long, value_name = "N")]
+    pub block_k: Option<u32>,
+    /// Warps per CTA, instead of the planner's choice.
+    #[arg(long, value_name = "N")]
+    pub warps: Option<u32>,
+    /// Depth of the K/V pipeline, instead of the planner's choice.
+    #[arg(long, value_name = "N")]
+    pub stages: Option<u32>,
+    /// The stage to print.
+    #[arg(long, value_enum, default_value = "ptx")]
+    pub emit: Emit,
+    /// Write the output to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// A stage `lacuna compile` can print.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// The kernel plan (tile shape, warps, pipeline, shared memory, key source) and the launch manifest.
+    Plan,
+    /// LLVM IR as lacuna emits it (verified, before LLVM's optimisation pipeline).
+    Llvm,
+    /// PTX, preceded by its `// lacuna-manifest:` line.
+    Ptx,
+}
+
+#[derive(Args, Debug)]
+pub struct TourArgs {
+    /// Directory for the PTX files (`<pattern>_d<D>.ptx`).
+    #[arg(long, value_name = "DIR", default_value = "target/lacuna-tour")]
+    pub out: PathBuf,
+    /// Tokens per (batch, head) in the block-mask examples.
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = params::parse_positive)]
+    pub q_len: usize,
+    /// Do not assemble the PTX with ptxas.
+    #[arg(long)]
+    pub no_ptxas: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = io::stdout();
@@ -92,6 +153,8 @@ fn main() -> ExitCode {
         Command::Patterns => commands::patterns::run(&mut out),
         Command::Ir(args) => commands::ir::run(args, &mut out),
         Command::Mask(args) => commands::mask::run(args, &mut out),
+        Command::Compile(args) => commands::compile::run(args, &mut out),
+        Command::Tour(args) => commands::tour::run(args, &mut out),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(CliError::Output));
     match result {

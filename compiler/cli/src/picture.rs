@@ -1,5 +1,6 @@
-//! Pictures of a block mask: the text form (capped at a few (b, h) panels)
-//! and a PNG with one small square per tile. Computes nothing about the mask.
+//! Pictures of a block mask: the text form (capped at a few (b, h) panels,
+//! or heads side by side for `lacuna tour`) and a PNG with one small square
+//! per tile. Computes nothing about the mask.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -30,6 +31,30 @@ pub fn text(mask: &BlockMask, max_panels: usize) -> String {
     let c = mask.counts();
     let _ = writeln!(s, "tiles: {} empty (.), {} partial (+), {} full (#)", c.empty, c.partial, c.full);
     s
+}
+
+/// The heads of a one-batch mask drawn next to each other under `h=0 h=1 ...`,
+/// then the counts; None when there is more than one batch or the row would
+/// be wider than `max_width` characters (use [`text`] then).
+pub fn heads_side_by_side(mask: &BlockMask, max_width: usize) -> Option<String> {
+    let heads = mask.dims.heads;
+    let labels: Vec<String> = (0..heads).map(|h| format!("h={h}")).collect();
+    let col = labels.iter().map(String::len).max().unwrap_or(0).max(mask.k_blocks);
+    if mask.dims.batch != 1 || 2 + heads * (col + 2) > max_width {
+        return None;
+    }
+    let mut s = String::new();
+    let row = |cells: Vec<String>| format!("  {}", cells.iter().map(|c| format!("{c:col$}")).collect::<Vec<_>>().join("  ")).trim_end().to_string();
+    let _ = writeln!(s, "{}", row(labels));
+    for qb in 0..mask.q_blocks {
+        let cells = (0..heads)
+            .map(|h| mask.head(0, h)[qb * mask.k_blocks..][..mask.k_blocks].iter().map(|c| c.symbol()).collect())
+            .collect();
+        let _ = writeln!(s, "{}", row(cells));
+    }
+    let c = mask.counts();
+    let _ = writeln!(s, "tiles: {} empty (.), {} partial (+), {} full (#)", c.empty, c.partial, c.full);
+    Some(s)
 }
 
 /// What `write_png` produced.

@@ -280,3 +280,129 @@ fn f32_head_input_reads_an_f32_npy() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("holds dtype '<f4', expected i32"), "{}", stderr(&o));
 }
+
+/// The manifest a self-describing PTX file starts with, parsed.
+fn manifest_of(ptx: &str) -> serde_json::Value {
+    let first = ptx.lines().next().unwrap_or_default();
+    let json = first.strip_prefix("// lacuna-manifest: ").unwrap_or_else(|| panic!("first line is not the manifest: {first}"));
+    serde_json::from_str(json).expect("the manifest line is JSON")
+}
+
+#[test]
+fn compile_emit_plan_prints_the_plan() {
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("kernel plan: sm_90a bf16, head_dim 64\n"), "{out}");
+    assert!(out.contains("  tile: block_q 128 x block_k 64\n"), "{out}");
+    assert!(out.contains("  key source: closed form, k in [0, q]"), "{out}");
+    // No PTX on stdout for the plan stage.
+    assert!(!out.contains(".entry") && !out.contains("lacuna-manifest"), "{out}");
+
+    // Overrides replace the planner's fields and are re-checked.
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan", "--block-k", "32", "--stages", "2", "--dtype", "fp16", "--arch", "sm_80"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("kernel plan: sm_80 fp16, head_dim 64\n"), "{out}");
+    assert!(out.contains("block_k 32") && out.contains("pipeline: 2 stages"), "{out}");
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan", "--warps", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("invalid kernel plan"), "{}", stderr(&o));
+}
+
+#[test]
+fn compile_ptx_to_a_file_carries_the_manifest_and_the_entry() {
+    let dir = temp_dir("compile-ptx");
+    let path = dir.join("hash_bucket.ptx");
+    let o = lacuna(&["compile", "hash-bucket", "--head-dim", "128", "--emit", "ptx", "-o", path.to_str().expect("utf-8 path")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ptx = std::fs::read_to_string(&path).expect("PTX written");
+    let m = manifest_of(&ptx);
+    assert_eq!(m["head_dim"], 128);
+    assert_eq!(m["arch"], "Sm90a");
+    assert_eq!(m["dtype"], "Bf16");
+    assert_eq!(m["key_source"], "Scan", "hash-bucket has no closed-form key range");
+    let entry = m["entry"].as_str().expect("entry name");
+    let summary = m["summary_entry"].as_str().expect("summary entry name");
+    assert!(ptx.contains(&format!(".entry {entry}(")), "no `.entry {entry}(` in the PTX");
+    assert!(ptx.contains(&format!(".entry {summary}(")), "no `.entry {summary}(` in the PTX");
+    assert!(ptx.lines().any(|l| l.trim() == ".target sm_90a"), "no `.target sm_90a` line");
+    assert_eq!(m["params"].as_array().map(Vec::len), Some(4), "four pattern inputs");
+    // stdout says where the file went, and carries no PTX.
+    let out = stdout(&o);
+    assert!(out.contains("hash_bucket.ptx") && out.contains(entry), "{out}");
+    assert!(!out.contains(".entry"), "{out}");
+}
+
+#[test]
+fn compile_refuses_bad_head_dims_and_names() {
+    for d in ["72", "264"] {
+        let o = lacuna(&["compile", "causal", "--head-dim", d]);
+        assert_eq!(o.status.code(), Some(2), "head dim {d}");
+        let err = stderr(&o);
+        assert!(err.starts_with("error: cannot compile `causal` with head_dim "), "{err}");
+        assert!(err.contains(&format!("head_dim {d} is not supported")) && err.contains("multiple of 16"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--dtype", "fp8"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown dtype `fp8`; use bf16 or fp16"), "{}", stderr(&o));
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--arch", "sm_75"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown arch `sm_75`") && stderr(&o).contains("sm_90a"), "{}", stderr(&o));
+}
+
+#[test]
+fn tour_without_ptxas_writes_a_ptx_per_pattern_and_head_dim() {
+    let dir = temp_dir("tour");
+    let o = lacuna(&["tour", "--no-ptxas", "--q-len", "256", "--out", dir.0.to_str().expect("utf-8 path")]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    let out = stdout(&o);
+    let names = ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa"];
+    for name in names {
+        assert!(out.contains(&format!("\n== {name}: ")), "no section for {name}:\n{out}");
+        for d in [64, 128] {
+            let path = dir.join(&format!("{name}_d{d}.ptx"));
+            let ptx = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let m = manifest_of(&ptx);
+            assert_eq!(m["head_dim"], d, "{}", path.display());
+            let entry = m["entry"].as_str().expect("entry name");
+            assert!(ptx.contains(&format!(".entry {entry}(")), "{}", path.display());
+            // The summary table has one row per kernel, with the file's size.
+            let row = out.lines().find(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.first() == Some(&name) && cells.get(1) == Some(&d.to_string().as_str())
+            });
+            let row = row.unwrap_or_else(|| panic!("no summary row for {name} D={d}:\n{out}"));
+            assert!(row.ends_with(&format!(" {}", ptx.len())), "{row}");
+        }
+    }
+    assert_eq!(out.matches("unsound: 0 empty tiles that attend, 0 full tiles that mask").count(), names.len(), "{out}");
+    assert!(out.contains("ptxas:       skipped (--no-ptxas)"), "{out}");
+    // Causal at N=256 with 128-row tiles: per head, one full tile and two partial ones.
+    assert!(out.contains("tiles: 2 empty (.), 4 partial (+), 2 full (#)"), "{out}");
+}
+
+#[test]
+fn tour_assembles_with_ptxas_or_says_how_to_install_it() {
+    let dir = temp_dir("tour-ptxas");
+    let o = lacuna(&["tour", "--q-len", "128", "--out", dir.0.to_str().expect("utf-8 path")]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}\n{out}", stderr(&o));
+    if out.contains("ptxas:       not found") {
+        // Without ptxas the tour still succeeds, says how to get it, and has no registers column.
+        assert!(out.contains("`./dev test` installs it"), "{out}");
+        assert!(!out.contains("registers"), "{out}");
+        return;
+    }
+    assert_eq!(out.matches(" registers, no spills, shared 0 B static + ").count(), 16, "{out}");
+    let header = out.lines().find(|l| l.trim_start().starts_with("pattern ") && l.contains("registers")).expect("summary header");
+    assert!(header.contains("spills st/ld"), "{header}");
+    let rows: Vec<Vec<&str>> = out.lines().skip_while(|l| *l != header).skip(1).map(|l| l.split_whitespace().collect()).take_while(|c: &Vec<&str>| c.len() == 6).collect();
+    assert_eq!(rows.len(), 16, "{out}");
+    for cells in rows {
+        let registers: u32 = cells[3].parse().unwrap_or_else(|_| panic!("registers in {cells:?}"));
+        assert!((1..=255).contains(&registers), "{cells:?}");
+        assert_eq!(cells[4], "0/0", "{cells:?}");
+    }
+}

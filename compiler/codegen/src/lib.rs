@@ -1,1 +1,76 @@
-//! Code generation: pattern IR + KernelPlan -> LLVM IR -> PTX.
+//! Code generation: pattern IR + [`KernelPlan`] → LLVM IR → PTX. The only
+//! crate that links LLVM.
+//!
+//! The stages, in order (each a module):
+//! - [`plan`]: tile shape, warps, pipeline depth, key source; checked first.
+//! - `lower`: the kernel skeleton, where the tile list becomes a loop over key
+//!   blocks (`lower/forward.rs`), fed by the key-block source (`lower/keys.rs`)
+//!   and the cp.async pipeline (`lower/pipeline.rs`); plus the summary kernel.
+//! - `predicate`: where the pattern IR becomes LLVM: the element test and the
+//!   in-kernel tile classifier.
+//! - `mma` / `intrinsics`: tensor-core fragments and typed NVVM wrappers.
+//! - `emit`: LLVM module → PTX through the NVPTX target machine.
+//! - [`ptxas`]: assemble PTX without a GPU to check registers and spills.
+
+mod abi;
+mod cx;
+mod emit;
+mod error;
+mod intrinsics;
+mod lower;
+mod mma;
+pub mod plan;
+mod predicate;
+pub mod ptxas;
+
+use inkwell::context::Context;
+
+pub use lacuna_ir::{Arch, Dtype, KernelManifest, KeySource};
+
+pub use abi::{snake_case, SUMMARY_ENTRY};
+pub use error::CodegenError;
+pub use plan::KernelPlan;
+
+use lacuna_ir::PatternIr;
+
+/// One compiled pattern: the module holds the forward kernel
+/// (`manifest.entry`) and the summary kernel (`manifest.summary_entry`).
+#[derive(Clone, Debug)]
+pub struct CompiledKernel {
+    pub plan: KernelPlan,
+    pub manifest: KernelManifest,
+    /// The module as lacuna emitted it, verified, before LLVM's `default<O3>`
+    /// (stable across LLVM releases, readable: values are named).
+    pub llvm_ir: String,
+    pub ptx: String,
+}
+
+/// Compiles `p` with `plan` to PTX for `plan.arch`.
+pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, CodegenError> {
+    lacuna_ir::verify(p).map_err(|errors| CodegenError::InvalidPattern { pattern: p.name().to_string(), errors })?;
+    plan.validate()?;
+    let entry = abi::forward_entry(p, plan);
+    let tm = emit::target_machine(plan.arch)?;
+    let ctx = Context::create();
+    let module = lower::lower_module(&ctx, p, plan, &entry)?;
+    emit::prepare(&module, &tm);
+    emit::verify(&module, "verification of the generated IR")?;
+    let llvm_ir = module.print_to_string().to_string();
+    let ptx = emit::to_ptx(&module, &tm)?;
+    let manifest = KernelManifest {
+        entry,
+        summary_entry: SUMMARY_ENTRY.to_string(),
+        pattern: p.name().to_string(),
+        ir_hash: p.content_hash(),
+        head_dim: plan.head_dim,
+        dtype: plan.dtype,
+        arch: plan.arch,
+        block_q: plan.block_q,
+        block_k: plan.block_k,
+        threads: plan.threads(),
+        shared_bytes: plan.shared_bytes(),
+        key_source: plan.key_source.clone(),
+        params: abi::manifest_params(p),
+    };
+    Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
+}

@@ -66,7 +66,7 @@ impl KernelPlan {
     /// Q fragments stay in registers across key blocks when they cost at most
     /// 32 registers; otherwise they are re-read from shared memory per block.
     pub fn q_in_registers(&self) -> bool {
-        self.slabs_per_warp() * self.head_dim <= 128
+        self.slabs_per_warp() * self.head_dim <= 64
     }
 
     /// Bytes of one shared-memory row of `head_dim` halves, padded.

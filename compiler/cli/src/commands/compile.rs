@@ -1,0 +1,101 @@
+//! `lacuna compile`: plans one pattern's forward kernel, applies the command
+//! line's overrides, generates it and prints one stage (the plan, LLVM IR, or
+//! PTX headed by its manifest). Planning and lowering belong to
+//! `lacuna-codegen`; this file turns names into values and picks what to print.
+//! `lacuna tour` compiles through [`compile_kernel`] too.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use lacuna_codegen::{CompiledKernel, KernelPlan};
+use lacuna_ir::{Arch, Dtype, PatternIr};
+
+use crate::commands::ir::verified;
+use crate::error::CliError;
+use crate::{CompileArgs, Emit};
+
+pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let pattern = lacuna_patterns::find(&args.pattern)?;
+    let ir = (pattern.ir)();
+    verified(&ir)?;
+    let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;
+    let arch = Arch::parse(&args.arch).ok_or_else(|| CliError::UnknownArch { given: args.arch.clone() })?;
+    let overrides = PlanOverrides { block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
+    let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
+    let text = match args.emit {
+        Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
+        Emit::Llvm => with_newline(kernel.llvm_ir.clone()),
+        Emit::Ptx => ptx_file_text(&kernel),
+    };
+    match &args.output {
+        None => out.write_all(text.as_bytes())?,
+        Some(path) => {
+            write_file(path, &text)?;
+            writeln!(out, "wrote {} ({} bytes): {} of kernel {}", path.display(), text.len(), stage_name(args.emit), kernel.manifest.entry)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Plan fields given on the command line; `None` keeps the planner's choice.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlanOverrides {
+    pub block_q: Option<u32>,
+    pub block_k: Option<u32>,
+    pub warps: Option<u32>,
+    pub stages: Option<u32>,
+}
+
+/// Plans with `KernelPlan::for_pattern`, applies `overrides` and generates
+/// the kernel; `compile` re-checks the changed plan, so a bad override comes
+/// back as a codegen error that names the field.
+pub fn compile_kernel(
+    pattern: &str,
+    ir: &PatternIr,
+    head_dim: u32,
+    dtype: Dtype,
+    arch: Arch,
+    overrides: &PlanOverrides,
+) -> Result<CompiledKernel, CliError> {
+    let err = |source| CliError::Codegen { pattern: pattern.into(), head_dim, source };
+    let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(err)?;
+    if let Some(v) = overrides.block_q {
+        plan.block_q = v;
+    }
+    if let Some(v) = overrides.block_k {
+        plan.block_k = v;
+    }
+    if let Some(v) = overrides.warps {
+        plan.warps = v;
+    }
+    if let Some(v) = overrides.stages {
+        plan.stages = v;
+    }
+    lacuna_codegen::compile(ir, &plan).map_err(err)
+}
+
+/// The PTX with its `// lacuna-manifest:` line first, which is what the
+/// runtime's `KernelManifest::from_ptx` reads back.
+pub fn ptx_file_text(kernel: &CompiledKernel) -> String {
+    with_newline(kernel.manifest.attach_to_ptx(&kernel.ptx))
+}
+
+pub fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|source| CliError::WriteFile { path: path.to_path_buf(), source })
+}
+
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+fn stage_name(emit: Emit) -> &'static str {
+    match emit {
+        Emit::Plan => "the plan and manifest",
+        Emit::Llvm => "the LLVM IR",
+        Emit::Ptx => "the PTX and manifest",
+    }
+}

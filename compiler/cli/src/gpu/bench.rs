@@ -1,0 +1,137 @@
+//! `lacuna bench`: times the forward kernel (block summaries included) over a
+//! grid of shapes and patterns; prints a table and writes JSON. Peers
+//! (PyTorch SDPA, FlexAttention) run beside it from bench/peers.py in the
+//! same GPU session. A program, not a test: nothing here asserts a time.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
+use lacuna_runtime::{ElemType, DeviceTensor, ForwardOptions, Gpu};
+
+use super::{load_kernel, upload_rounded, DeviceInputs, Noise};
+use crate::error::CliError;
+
+/// One benchmarked configuration of a standard pattern.
+struct Variant {
+    label: &'static str,
+    pattern: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    /// Fraction of tokens kept (QK-drop compacts the sequence to this).
+    keep: f64,
+}
+
+const VARIANTS: &[Variant] = &[
+    Variant { label: "causal", pattern: "causal", params: &[], keep: 1.0 },
+    Variant { label: "window1024", pattern: "sliding-window", params: &[("W", "1024"), ("sink", "0")], keep: 1.0 },
+    Variant { label: "moa", pattern: "moa", params: &[], keep: 1.0 },
+    Variant { label: "hash8", pattern: "hash-bucket", params: &[("buckets", "8")], keep: 1.0 },
+    Variant { label: "hash32", pattern: "hash-bucket", params: &[("buckets", "32")], keep: 1.0 },
+    Variant { label: "qkdrop50", pattern: "qk-drop", params: &[("drop", "0.5")], keep: 0.5 },
+    Variant { label: "qkdrop80", pattern: "qk-drop", params: &[("drop", "0.8")], keep: 0.2 },
+];
+
+#[derive(serde::Serialize)]
+struct Row {
+    pattern: String,
+    batch: usize,
+    heads: usize,
+    n: usize,
+    compacted_len: usize,
+    head_dim: u32,
+    ms: f64,
+    visited_fraction: f64,
+    tflops_visited: f64,
+    tflops_causal_equiv: f64,
+    plan: String,
+}
+
+pub struct BenchArgs<'a> {
+    pub ns: &'a [usize],
+    pub head_dims: &'a [u32],
+    pub patterns: Option<&'a [String]>,
+    pub reps: usize,
+    pub json_out: Option<&'a Path>,
+}
+
+pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let gpu = Gpu::new(0)?;
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
+    w(out, format!("lacuna bench on {} ({} SMs), bf16, forward, block summaries included", gpu.name(), gpu.sm_count()))?;
+    w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
+    let mut rows = Vec::new();
+    for &d in args.head_dims {
+        let batch = if d <= 64 { 4 } else { 2 };
+        let heads = 16;
+        for variant in VARIANTS {
+            if let Some(only) = args.patterns {
+                if !only.iter().any(|p| p == variant.label) {
+                    continue;
+                }
+            }
+            let sp = lacuna_patterns::find(variant.pattern)?;
+            let ir = (sp.ir)();
+            let (plan, kernel) = load_kernel(&gpu, &ir, d, Dtype::Bf16)?;
+            for &n in args.ns {
+                let len = ((n as f64) * variant.keep).round() as usize;
+                let dims = Dims::new(batch, heads, len, len);
+                let params: BTreeMap<String, String> = variant.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), 11)?;
+                // Visited tiles, counted on batch 0 (example inputs are generated batch by batch).
+                let dims0 = Dims::new(1, heads, len, len);
+                let values0 = lacuna_patterns::example_inputs(sp, dims0, &params, &BTreeMap::new(), 11)?;
+                let mask = analyze(&ir, &Bindings::new(&ir, dims0, values0)?, TileShape::new(plan.block_q as usize, plan.block_k as usize))?;
+                let visited_fraction = mask.visited_elements() as f64 / (heads * len * len) as f64;
+
+                let mut noise = Noise::new(n as u64 + d as u64);
+                let shape = [batch, heads, len, d as usize];
+                let numel = batch * heads * len * d as usize;
+                let (q, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
+                let (k, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
+                let (v, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
+                let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
+                let launch_args = inputs.args();
+                let mut o = DeviceTensor::zeros(&gpu, ElemType::Bf16, &shape)?;
+                let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[batch, heads, len])?;
+                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, ForwardOptions::default());
+                for _ in 0..3 {
+                    launch()?;
+                }
+                gpu.synchronize()?;
+                let mut times = Vec::with_capacity(args.reps);
+                for _ in 0..args.reps.max(1) {
+                    times.push(gpu.time_ms(&mut launch)? as f64);
+                }
+                times.sort_by(f64::total_cmp);
+                let ms = times[times.len() / 2];
+                let visited_flops = 4.0 * d as f64 * visited_fraction * (heads * len * len) as f64 * batch as f64;
+                let causal_flops = 2.0 * d as f64 * (n * n) as f64 * (batch * heads) as f64;
+                let row = Row {
+                    pattern: variant.label.into(),
+                    batch,
+                    heads,
+                    n,
+                    compacted_len: len,
+                    head_dim: d,
+                    ms,
+                    visited_fraction,
+                    tflops_visited: visited_flops / ms / 1e9,
+                    tflops_causal_equiv: causal_flops / ms / 1e9,
+                    plan: format!("{}x{} tiles, {} warps, {} stages", plan.block_q, plan.block_k, plan.warps, plan.stages),
+                };
+                w(out, format!(
+                    "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1}",
+                    row.pattern, d, n, batch, ms, 100.0 * visited_fraction, row.tflops_visited, row.tflops_causal_equiv
+                ))?;
+                rows.push(row);
+            }
+        }
+    }
+    if let Some(path) = args.json_out {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.name(), "rows": rows })).unwrap_or_default();
+        std::fs::write(path, text).map_err(|e| CliError::Write { path: path.to_path_buf(), source: e })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,100 @@
+//! What the GPU subcommands (`run`, `selftest`, `bench`) share: compiling a
+//! standard pattern for the GPU at hand, uploading its inputs, random data.
+//! Everything here needs a GPU at run time but builds anywhere.
+
+pub mod bench;
+pub mod selftest;
+
+use std::collections::BTreeMap;
+
+use half::{bf16, f16};
+use lacuna_codegen::KernelPlan;
+use lacuna_ir::{Dtype, InputKind, InputValue, PatternIr};
+use lacuna_runtime::{AttentionKernel, DeviceTensor, Gpu, PatternArgs};
+
+use crate::error::CliError;
+
+/// Compiles `ir` for this GPU and loads it.
+pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<(KernelPlan, AttentionKernel), CliError> {
+    let arch = gpu.arch()?;
+    let plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch)?;
+    let compiled = lacuna_codegen::compile(ir, &plan)?;
+    let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
+    Ok((plan, kernel))
+}
+
+/// Device copies of a pattern's array inputs; scalars stay on the host.
+pub struct DeviceInputs {
+    tensors: Vec<(String, DeviceTensor)>,
+    values: BTreeMap<String, InputValue>,
+}
+
+impl DeviceInputs {
+    pub fn upload(gpu: &Gpu, ir: &PatternIr, values: &BTreeMap<String, InputValue>) -> Result<Self, CliError> {
+        let mut tensors = Vec::new();
+        for d in ir.inputs() {
+            if let (InputKind::QueryTensor | InputKind::KeyTensor | InputKind::BlockList { .. }, Some(InputValue::I32Array { shape, data })) =
+                (d.kind, values.get(&d.name))
+            {
+                tensors.push((d.name.clone(), DeviceTensor::from_host_i32(gpu, data, shape)?));
+            }
+        }
+        Ok(Self { tensors, values: values.clone() })
+    }
+
+    /// The launch arguments, by name.
+    pub fn args(&self) -> PatternArgs<'_> {
+        let mut args = PatternArgs::new();
+        for (name, t) in &self.tensors {
+            args = if t.shape().len() == 4 { args.block_list(name, t) } else { args.tensor(name, t) };
+        }
+        for (name, v) in &self.values {
+            args = match v {
+                InputValue::I32(x) => args.i32(name, *x),
+                InputValue::F32(x) => args.f32(name, *x),
+                InputValue::I32Array { shape, data } if shape.len() == 1 => args.head_i32(name, data),
+                InputValue::F32Array { data, .. } => args.head_f32(name, data),
+                InputValue::I32Array { .. } => args,
+            };
+        }
+        args
+    }
+}
+
+/// A small deterministic generator for test and benchmark data.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+/// Uploads `data` in `dtype`, returning the tensor and the values it really
+/// holds (rounded), which is what the reference must see.
+pub fn upload_rounded(gpu: &Gpu, data: &[f32], shape: &[usize], dtype: Dtype) -> Result<(DeviceTensor, Vec<f32>), CliError> {
+    Ok(match dtype {
+        Dtype::Bf16 => {
+            let h: Vec<bf16> = data.iter().map(|&x| bf16::from_f32(x)).collect();
+            let rounded = h.iter().map(|x| x.to_f32()).collect();
+            (DeviceTensor::from_host_bf16(gpu, &h, shape)?, rounded)
+        }
+        Dtype::F16 => {
+            let h: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+            let rounded = h.iter().map(|x| x.to_f32()).collect();
+            (DeviceTensor::from_host_f16(gpu, &h, shape)?, rounded)
+        }
+    })
+}

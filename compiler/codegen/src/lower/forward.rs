@@ -1,0 +1,534 @@
+//! The forward kernel skeleton: where the tile list becomes a loop.
+//!
+//! ```text
+//! entry:    CTA coordinates, base pointers, launch-uniform predicate values,
+//!           the CTA's key-block candidates (keys.rs); Q tile → shared;
+//!           prologue: classify ahead and issue the first stages-1 K/V blocks
+//! kv_loop:  while the oldest pending block exists:
+//!             wait for it; issue the next non-empty block into the freed slot;
+//!             S = Q·Kᵀ (mma.rs); if Partial or ragged: element test (predicate.rs);
+//!             online softmax (exp2 form); O += P·V
+//! epilogue: O / l in dtype, lse in natural log; an all-masked row gives 0 and -inf
+//! ```
+
+use inkwell::attributes::AttributeLoc;
+use inkwell::context::Context;
+use inkwell::module::Module;
+use inkwell::types::BasicMetadataTypeEnum;
+use inkwell::values::{BasicValue, PointerValue};
+use inkwell::{FloatPredicate as FP, IntPredicate as IP};
+
+use lacuna_ir::{InputKind, PatternIr};
+
+use crate::abi::{fixed, AbiType, ForwardAbi};
+use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
+use crate::error::Result;
+use crate::lower::keys::{next_block, KeyBlocks};
+use crate::lower::pipeline::{copy_tile, dynamic_smem, SmemLayout, TileCopy};
+use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
+use crate::plan::KernelPlan;
+use crate::predicate::{InputArg, PredEnv, Predicate, TileRange};
+
+/// PTX calling convention of a kernel entry (`ptx_kernel`).
+pub(crate) const PTX_KERNEL_CC: u32 = 71;
+
+/// The query block this CTA owns. The one place grid order is decided: a
+/// heaviest-first (or persistent) schedule replaces this mapping.
+fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>) -> Result<IV<'ctx>> {
+    Ok(named(cx.ctaid('x')?, "qb"))
+}
+
+/// Online-softmax state of one accumulator row (per thread: a partial row sum).
+#[derive(Clone, Copy)]
+struct RowState<'ctx> {
+    /// Running max of the scaled scores (log2 units); -inf while all masked.
+    m: FV<'ctx>,
+    /// This thread's share of the running sum of 2^(s - m).
+    l: FV<'ctx>,
+}
+
+/// Values carried around the key-block loop, flattened for phis.
+struct LoopState<'ctx> {
+    slot: IV<'ctx>,
+    cursor: IV<'ctx>,
+    /// Pending (classified, loading) blocks, oldest first: (kb or -1, partial).
+    pending: Vec<(IV<'ctx>, IV<'ctx>)>,
+    /// `[slab][d n8 tile]`.
+    o: Vec<Vec<Acc<'ctx>>>,
+    /// `[slab][0: row g, 1: row g + 8]`.
+    rows: Vec<[RowState<'ctx>; 2]>,
+}
+
+impl<'ctx> LoopState<'ctx> {
+    fn flatten(&self) -> Vec<BV<'ctx>> {
+        let mut v: Vec<BV<'ctx>> = vec![self.slot.into(), self.cursor.into()];
+        for (kb, partial) in &self.pending {
+            v.push((*kb).into());
+            v.push((*partial).into());
+        }
+        for slab in &self.o {
+            for acc in slab {
+                v.extend(acc.iter().map(|x| BV::from(*x)));
+            }
+        }
+        for r in &self.rows {
+            for s in r {
+                v.push(s.m.into());
+                v.push(s.l.into());
+            }
+        }
+        v
+    }
+
+    fn unflatten(&self, v: &[BV<'ctx>]) -> Self {
+        let mut it = v.iter();
+        let mut next = || *it.next().expect("same shape");
+        let slot = next().into_int_value();
+        let cursor = next().into_int_value();
+        let pending = self.pending.iter().map(|_| (next().into_int_value(), next().into_int_value())).collect();
+        let o = self
+            .o
+            .iter()
+            .map(|slab| slab.iter().map(|_| [0; 4].map(|_| next().into_float_value())).collect())
+            .collect();
+        let rows = self
+            .rows
+            .iter()
+            .map(|_| [0; 2].map(|_| RowState { m: next().into_float_value(), l: next().into_float_value() }))
+            .collect();
+        Self { slot, cursor, pending, o, rows }
+    }
+}
+
+/// Builds the forward kernel `entry` into `module`.
+pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<()> {
+    let abi = ForwardAbi::new(p);
+    let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
+    let param_types: Vec<BasicMetadataTypeEnum<'ctx>> = abi
+        .params
+        .iter()
+        .map(|a| match a.ty {
+            AbiType::GlobalPtr => gptr.into(),
+            AbiType::I32 => ctx.i32_type().into(),
+            AbiType::I64 => ctx.i64_type().into(),
+            AbiType::F32 => ctx.f32_type().into(),
+        })
+        .collect();
+    let func = module.add_function(entry, ctx.void_type().fn_type(&param_types, false), None);
+    func.set_call_conventions(PTX_KERNEL_CC);
+    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &plan.threads().to_string()));
+    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.minctasm", &min_ctas_per_sm(plan).to_string()));
+    let noalias = ctx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("noalias"), 0);
+    for (i, a) in abi.params.iter().enumerate() {
+        let v = func.get_nth_param(i as u32).expect("declared above");
+        v.set_name(&a.name);
+        if a.ty == AbiType::GlobalPtr {
+            func.add_attribute(AttributeLoc::Param(i as u32), noalias);
+        }
+    }
+    let cx = Cx::new(ctx, module, func);
+    Forward::emit(&cx, p, plan, &abi)
+}
+
+/// Two CTAs per SM when 128 threads at up to 255 registers and the shared
+/// memory of two both fit; otherwise one.
+fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
+    let by_regs = 65536 / (plan.threads() * 255);
+    let by_smem = KernelPlan::shared_limit(plan.arch) / plan.shared_bytes().max(1);
+    by_regs.min(by_smem).clamp(1, 2)
+}
+
+/// Everything fixed for the CTA, shared by the loop body and the epilogue.
+struct Forward<'p, 'a, 'ctx> {
+    cx: &'p Cx<'a, 'ctx>,
+    plan: &'p KernelPlan,
+    tile: WarpTile,
+    pred: Predicate<'p, 'ctx>,
+    keys: KeyBlocks<'ctx>,
+    qtile: TileRange<'ctx>,
+    smem: PointerValue<'ctx>,
+    layout: SmemLayout,
+    lanes: LaneOffsets<'ctx>,
+    tid: IV<'ctx>,
+    /// Thread-in-group `t` and group `g` of the mma layouts.
+    t4: IV<'ctx>,
+    g: IV<'ctx>,
+    /// This warp's first query row inside the CTA's tile.
+    warp_row0: IV<'ctx>,
+    q_len: IV<'ctx>,
+    kv_len: IV<'ctx>,
+    scale_log2: FV<'ctx>,
+    k_copy: TileCopy<'ctx>,
+    v_copy: TileCopy<'ctx>,
+}
+
+impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
+    fn emit(cx: &'p Cx<'a, 'ctx>, p: &'p PatternIr, plan: &'p KernelPlan, abi: &ForwardAbi) -> Result<()> {
+        let param = |i: usize| cx.func.get_nth_param(i as u32).expect("ABI parameter");
+        let ptr = |i: usize| param(i).into_pointer_value();
+        let int = |i: usize| param(i).into_int_value();
+        let (bq, bk) = (plan.block_q as i32, plan.block_k as i32);
+
+        // ---- CTA coordinates ----
+        let tid = named(cx.tid_x()?, "tid");
+        let lane = cx.and(tid, cx.i32(31))?;
+        let warp = cx.lshr(tid, cx.i32(5))?;
+        let g = named(cx.lshr(lane, cx.i32(2))?, "g");
+        let t4 = named(cx.and(lane, cx.i32(3))?, "t");
+        let qb = query_block_index(cx)?;
+        let h = named(cx.ctaid('y')?, "h");
+        let b = named(cx.ctaid('z')?, "b");
+        let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
+        let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
+        // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
+        // runtime rejects) must not become a division by zero here.
+        let group = cx.smax(cx.udiv(heads, cx.smax(kv_heads, cx.i32(1))?)?, cx.i32(1))?;
+        let kvh = named(cx.udiv(h, group)?, "kv_head");
+
+        let q0 = named(cx.mul(qb, cx.i32(bq))?, "q0");
+        let run = cx.block("cta");
+        let done = cx.block("cta.idle");
+        cx.cond_br(cx.icmp(IP::SLT, q0, q_len)?, run, done)?;
+        cx.at(done);
+        cx.ret_void()?;
+        cx.at(run);
+        let q1 = named(cx.sub(cx.smin(cx.add(q0, cx.i32(bq))?, q_len)?, cx.i32(1))?, "q1");
+        let k_blocks = named(cx.udiv(cx.add(kv_len, cx.i32(bk - 1))?, cx.i32(bk))?, "k_blocks");
+        let q_blocks = cx.udiv(cx.add(q_len, cx.i32(bq - 1))?, cx.i32(bq))?;
+
+        // ---- base pointers of this (b, h) ----
+        let stride = |tensor: usize, dim: usize| int(fixed::STRIDES + 3 * tensor + dim);
+        let elem = cx.ctx.i16_type();
+        let base = |tensor: usize, head: IV<'ctx>| -> Result<PointerValue<'ctx>> {
+            let off = cx.add(cx.mul(cx.sext64(b)?, stride(tensor, 0))?, cx.mul(cx.sext64(head)?, stride(tensor, 1))?)?;
+            cx.gep(elem, ptr([fixed::Q, fixed::K, fixed::V, fixed::O][tensor]), off)
+        };
+        let (q_bh, k_bh, v_bh) = (base(0, h)?, base(1, kvh)?, base(2, kvh)?);
+        let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
+
+        // ---- the predicate's launch-uniform values, then the key-block candidates ----
+        let inputs = p
+            .inputs()
+            .iter()
+            .zip(&abi.input_start)
+            .map(|(d, &i)| match d.kind {
+                InputKind::QueryTensor | InputKind::KeyTensor => InputArg::Tensor { values: ptr(i), summary: ptr(i + 1) },
+                InputKind::HeadScalar(_) => InputArg::HeadScalar(ptr(i)),
+                InputKind::LaunchScalar(_) => InputArg::LaunchScalar(param(i)),
+                InputKind::BlockList { block } => InputArg::BlockList { list: ptr(i), width: int(i + 1), block },
+            })
+            .collect();
+        let env = PredEnv { b, h, bh, q_len, kv_len, q_blocks, k_blocks, inputs };
+        let pred = Predicate::new(cx, p, env)?;
+        let qtile = TileRange { lo: q0, hi: q1, block: qb };
+        let keys = KeyBlocks::new(cx, p, plan, &pred, &qtile, q_len, kv_len, k_blocks)?;
+
+        let smem = dynamic_smem(cx);
+        let layout = SmemLayout::new(plan);
+        let slabs = plan.slabs_per_warp();
+        let warp_row0 = cx.mul(warp, cx.i32((16 * slabs) as i32))?;
+        let this = Forward {
+            cx,
+            plan,
+            tile: WarpTile { dtype: plan.dtype, slabs, head_dim: plan.head_dim, block_k: plan.block_k, row_bytes: layout.row_bytes },
+            pred,
+            keys,
+            qtile,
+            smem,
+            lanes: LaneOffsets::new(cx, lane, layout.row_bytes)?,
+            layout,
+            tid,
+            t4,
+            g,
+            warp_row0,
+            q_len,
+            kv_len,
+            scale_log2,
+            k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem },
+            v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem },
+        };
+
+        // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
+        let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))? };
+        copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q)?;
+        cx.cp_async_commit()?;
+        let mut cursor = cx.i32(0);
+        let mut pending = Vec::new();
+        for slot in 0..plan.stages - 1 {
+            let next = next_block(cx, plan, &this.keys, &this.pred, &this.qtile, kv_len, cursor)?;
+            this.issue_kv(next.kb, cx.i32(slot as i32))?;
+            cursor = next.cursor;
+            pending.push((next.kb, next.partial));
+        }
+        // Q has landed once at most stages-1 groups are still in flight.
+        cx.cp_async_wait(plan.stages - 1)?;
+        cx.barrier()?;
+        let q_lane = cx.byte_gep(smem, cx.add(cx.i32(this.layout.q as i32), cx.add(cx.mul(warp_row0, cx.i32(this.layout.row_bytes as i32))?, this.lanes.a)?)?)?;
+        let qfrags = if plan.q_in_registers() {
+            let frags = (0..slabs)
+                .map(|s| (0..plan.head_dim / 16).map(|kk| mma::load_a(cx, q_lane, this.layout.row_bytes, s, kk)).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?;
+            QFrags::Registers(frags)
+        } else {
+            QFrags::Shared { lane_base: q_lane, row_bytes: this.layout.row_bytes }
+        };
+
+        let zero = cx.f32(0.0);
+        let init = LoopState {
+            slot: cx.i32(0),
+            cursor,
+            pending,
+            o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize],
+            rows: vec![[RowState { m: cx.f32(f32::NEG_INFINITY), l: zero }; 2]; slabs as usize],
+        };
+        let last = this.kv_loop(init, &qfrags)?;
+        this.epilogue(&last, ptr(fixed::O), ptr(fixed::LSE), b, h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
+    }
+
+    /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0`, then commits
+    /// a group (always, so group counting stays uniform).
+    fn issue_kv(&self, kb: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
+        let cx = self.cx;
+        cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| {
+            let row0 = cx.mul(kb, cx.i32(self.plan.block_k as i32))?;
+            let k_dst = self.layout.slot(cx, self.smem, slot)?;
+            let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
+            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k)?;
+            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)
+        })?;
+        cx.cp_async_commit()
+    }
+
+    /// The key-block loop; returns the state after the last block.
+    fn kv_loop(&self, init: LoopState<'ctx>, q: &QFrags<'ctx>) -> Result<LoopState<'ctx>> {
+        let cx = self.cx;
+        let stages = self.plan.stages as i32;
+        let pre = cx.current();
+        let (head, body, exit) = (cx.block("kv_loop"), cx.block("kv_loop.body"), cx.block("kv_loop.end"));
+        cx.br(head)?;
+        cx.at(head);
+        let init_flat = init.flatten();
+        let phis = init_flat.iter().map(|v| cx.b.build_phi(v.get_type(), "")).collect::<Result<Vec<_>, _>>()?;
+        for (phi, v) in phis.iter().zip(&init_flat) {
+            phi.add_incoming(&[(v, pre)]);
+        }
+        let state = init.unflatten(&phis.iter().map(|p| p.as_basic_value()).collect::<Vec<_>>());
+        let (kb, partial) = state.pending[0];
+        named(kb, "kb");
+        cx.cond_br(cx.icmp(IP::SGE, kb, cx.i32(0))?, body, exit)?;
+
+        cx.at(body);
+        // Block kb's group is complete once at most stages-2 newer groups are pending;
+        // the barrier also means every warp is done with the slot refilled below.
+        cx.cp_async_wait(self.plan.stages - 2)?;
+        cx.barrier()?;
+        let next = next_block(cx, self.plan, &self.keys, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
+        let is_first = cx.icmp(IP::EQ, state.slot, cx.i32(0))?;
+        let refill = cx.select_int(is_first, cx.i32(stages - 1), cx.sub(state.slot, cx.i32(1))?)?;
+        self.issue_kv(next.kb, refill)?;
+
+        let slot_ptr = self.layout.slot(cx, self.smem, state.slot)?;
+        let k_lane = cx.byte_gep(slot_ptr, self.lanes.b_k)?;
+        let v_lane = cx.byte_gep(slot_ptr, cx.add(cx.i32(self.layout.v_in_slot as i32), self.lanes.b_v)?)?;
+
+        // Masking: Partial tiles and the ragged last block run the element test. It runs
+        // before S exists, so the predicate never competes with the accumulators for
+        // registers: one bit per score of this thread, applied after the product.
+        let bk = cx.i32(self.plan.block_k as i32);
+        let k0 = named(cx.mul(kb, bk)?, "k0");
+        let ragged = cx.icmp(IP::SGT, cx.add(k0, bk)?, self.kv_len)?;
+        let test = named(cx.or(partial, ragged)?, "element_test");
+        let words = self.mask_words();
+        let all: Vec<BV<'ctx>> = (0..words).map(|_| cx.i32(-1).into()).collect();
+        let keep = cx.if_then_values(test, "mask", all, |cx, _| {
+            Ok(self.mask_bits(cx, kb, k0)?.into_iter().map(BV::from).collect())
+        })?;
+
+        // S = Q·Kᵀ, scaled into log2 units; masked scores become -inf.
+        let s = mma::qk(cx, self.tile, q, k_lane)?;
+        let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
+        let flat = flat
+            .iter()
+            .map(|v| Ok(cx.fmul(v.into_float_value(), self.scale_log2)?.into()))
+            .collect::<Result<Vec<BV<'ctx>>>>()?;
+        let masked = cx.if_then_values(test, "apply_mask", flat, |cx, vals| {
+            let ninf = cx.f32(f32::NEG_INFINITY);
+            vals.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let word = keep[i / 32].into_int_value();
+                    let bit = cx.and(cx.lshr(word, cx.i32((i % 32) as i32))?, cx.i32(1))?;
+                    let on = cx.icmp(IP::NE, bit, cx.i32(0))?;
+                    Ok(cx.select_f32(on, v.into_float_value(), ninf)?.into())
+                })
+                .collect()
+        })?;
+        let mut it = masked.into_iter();
+        let s: Vec<Vec<Acc<'ctx>>> = s
+            .iter()
+            .map(|slab| slab.iter().map(|_| [0; 4].map(|_| it.next().expect("same shape").into_float_value())).collect())
+            .collect();
+
+        // Online softmax, then O += P·V.
+        let mut o = state.o.clone();
+        let mut rows = state.rows.clone();
+        let mut p_frags = Vec::with_capacity(s.len());
+        for (sl, slab) in s.iter().enumerate() {
+            let mut p: Vec<Acc<'ctx>> = slab.clone();
+            for r in 0..2 {
+                let (new, alpha) = self.softmax_row(&mut p, r, rows[sl][r])?;
+                rows[sl][r] = new;
+                for acc in o[sl].iter_mut() {
+                    acc[2 * r] = cx.fmul(acc[2 * r], alpha)?;
+                    acc[2 * r + 1] = cx.fmul(acc[2 * r + 1], alpha)?;
+                }
+            }
+            p_frags.push(mma::p_as_a(cx, self.plan.dtype, &p)?);
+        }
+        let v_tile = self.tile;
+        mma::pv(cx, v_tile, &p_frags, v_lane, &mut o)?;
+
+        let wrap = cx.icmp(IP::EQ, state.slot, cx.i32(stages - 1))?;
+        let slot = cx.select_int(wrap, cx.i32(0), cx.add(state.slot, cx.i32(1))?)?;
+        let mut pending: Vec<(IV<'ctx>, IV<'ctx>)> = state.pending[1..].to_vec();
+        pending.push((next.kb, next.partial));
+        let after = LoopState { slot, cursor: next.cursor, pending, o, rows };
+        let latch = cx.current();
+        cx.br(head)?;
+        for (phi, v) in phis.iter().zip(after.flatten()) {
+            phi.add_incoming(&[(&v, latch)]);
+        }
+        cx.at(exit);
+        Ok(state)
+    }
+
+    /// Scores per thread: `[slab][n8 tile][4]`, in that order.
+    fn scores_per_thread(&self) -> u32 {
+        self.plan.slabs_per_warp() * self.plan.block_k / 8 * 4
+    }
+
+    fn mask_words(&self) -> u32 {
+        self.scores_per_thread().div_ceil(32)
+    }
+
+    /// The element test for this thread's scores of key block `kb`: bit i of
+    /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
+    /// i.e. the predicate holds and the key is inside kv_len.
+    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>) -> Result<Vec<IV<'ctx>>> {
+        let bk = self.plan.block_k;
+        let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
+        let ktile = TileRange { lo: k0, hi: k1, block: kb };
+        let slabs = self.plan.slabs_per_warp();
+        // Rows of this thread: slab s, r = 0 (row g) or 1 (row g + 8).
+        let mut row_vals = Vec::new();
+        for s in 0..slabs {
+            for r in 0..2 {
+                let local = cx.add(self.warp_row0, cx.add(self.g, cx.i32((16 * s + 8 * r) as i32))?)?;
+                let q = cx.add(self.qtile.lo, local)?;
+                row_vals.push(self.pred.row_side(cx, q, &ktile)?);
+            }
+        }
+        // Columns of this thread: n8 tile j, e = 0 or 1 (column 2t + e).
+        let mut col_vals = Vec::new();
+        let two_t = cx.mul(self.t4, cx.i32(2))?;
+        for j in 0..bk / 8 {
+            for e in 0..2 {
+                let k = cx.add(k0, cx.add(two_t, cx.i32((8 * j + e) as i32))?)?;
+                let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
+                col_vals.push((self.pred.col_side(cx, k, &ktile)?, inside));
+            }
+        }
+        let per_slab = (bk / 8 * 4) as usize;
+        let mut words = vec![cx.i32(0); self.mask_words() as usize];
+        for i in 0..self.scores_per_thread() as usize {
+            let (s, rest) = (i / per_slab, i % per_slab);
+            let (j, c) = (rest / 4, rest % 4);
+            let (r, e) = (c / 2, c % 2);
+            let row = &row_vals[s * 2 + r];
+            let (col, inside) = &col_vals[j * 2 + e];
+            let keep = cx.and(self.pred.element(cx, row, col)?, *inside)?;
+            let bit = cx.shl(cx.zext(keep, cx.i32t())?, cx.i32((i % 32) as i32))?;
+            words[i / 32] = cx.or(words[i / 32], bit)?;
+        }
+        Ok(words)
+    }
+
+    /// One row's online-softmax step over this block: rewrites the row's scores
+    /// in `p` to probabilities 2^(s - m'), returns the new state and the factor
+    /// 2^(m - m') by which the row's O and l are rescaled.
+    fn softmax_row(&self, p: &mut [Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(RowState<'ctx>, FV<'ctx>)> {
+        let cx = self.cx;
+        let (a, b) = (2 * r, 2 * r + 1);
+        let mut mx = cx.f32(f32::NEG_INFINITY);
+        for acc in p.iter() {
+            mx = cx.fmax(mx, cx.fmax(acc[a], acc[b])?)?;
+        }
+        // The 4 lanes of a group share the row.
+        mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 1)?)?;
+        mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 2)?)?;
+        let m = cx.fmax(old.m, mx)?;
+        // All masked so far: use 0 in the exponent so -inf - -inf never makes NaN.
+        let m_use = cx.select_f32(cx.fcmp(FP::OEQ, m, cx.f32(f32::NEG_INFINITY))?, cx.f32(0.0), m)?;
+        let alpha = cx.ex2(cx.fsub(old.m, m_use)?)?;
+        let mut sum = cx.f32(0.0);
+        for acc in p.iter_mut() {
+            for i in [a, b] {
+                acc[i] = cx.ex2(cx.fsub(acc[i], m_use)?)?;
+                sum = cx.fadd(sum, acc[i])?;
+            }
+        }
+        let l = cx.fma(old.l, alpha, sum)?;
+        Ok((RowState { m, l }, alpha))
+    }
+
+    /// O / l (0 for an all-masked row) in dtype for rows < q_len, and
+    /// lse = (m + log2 l) · ln 2 (-inf for an all-masked row).
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(&self, st: &LoopState<'ctx>, o: PointerValue<'ctx>, lse: PointerValue<'ctx>, b: IV<'ctx>, h: IV<'ctx>, heads: IV<'ctx>, osb: IV<'ctx>, osh: IV<'ctx>, osn: IV<'ctx>) -> Result<()> {
+        let cx = self.cx;
+        let elem = cx.ctx.i16_type();
+        let o_off = cx.add(cx.mul(cx.sext64(b)?, osb)?, cx.mul(cx.sext64(h)?, osh)?)?;
+        let o_bh = cx.gep(elem, o, o_off)?;
+        let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
+        let lse_row0 = cx.mul(bh, cx.sext64(self.q_len)?)?;
+        let two_t = cx.mul(self.t4, cx.i32(2))?;
+        let zero = cx.f32(0.0);
+        for (sl, rows) in st.rows.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                let mut l = row.l;
+                l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
+                l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
+                let any = cx.fcmp(FP::OGT, l, zero)?;
+                let inv = cx.select_f32(any, cx.fdiv(cx.f32(1.0), l)?, zero)?;
+                let local = cx.add(self.warp_row0, cx.add(self.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
+                let q = cx.add(self.qtile.lo, local)?;
+                let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
+                let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
+                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| {
+                    let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(q)?, osn)?)?;
+                    for (n, acc) in st.o[sl].iter().enumerate() {
+                        let packed = cx.pack_half2(self.plan.dtype, cx.fmul(acc[2 * r], inv)?, cx.fmul(acc[2 * r + 1], inv)?)?;
+                        let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
+                        cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, packed)?;
+                    }
+                    cx.if_then(cx.icmp(IP::EQ, self.t4, cx.i32(0))?, "store_lse", |cx| {
+                        cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(q)?)?)?, lse_v)
+                    })
+                })?;
+            }
+        }
+        cx.ret_void()
+    }
+}
+
+/// `[Result<T>; 4]` → `Result<[T; 4]>`.
+trait TryMapAll<T> {
+    fn try_map_all(self) -> Result<[T; 4]>;
+}
+
+impl<T: Copy> TryMapAll<T> for [Result<T>; 4] {
+    fn try_map_all(self) -> Result<[T; 4]> {
+        let [a, b, c, d] = self;
+        Ok([a?, b?, c?, d?])
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared memory and the copy pipeline: where the Q tile and the `stages`
+//! K/V slots live in dynamic shared memory, and the cp.async.cg 16-byte
+//! copies that fill them (rows past the sequence end are zero-filled).
+//!
+//! Layout (bytes from the start of dynamic shared memory), rows padded by
+//! 16 B so ldmatrix is bank-conflict free:
+//! `[Q: block_q rows][slot 0: K block_k rows, V block_k rows][slot 1] ...`
+
+use inkwell::module::Linkage;
+use inkwell::values::PointerValue;
+use inkwell::IntPredicate as IP;
+
+use crate::cx::{Cx, IV, SHARED};
+use crate::error::Result;
+use crate::plan::KernelPlan;
+
+pub(crate) const SMEM_SYMBOL: &str = "lacuna_smem";
+
+/// The dynamic shared-memory array (`.extern .shared .align 16 .b8 lacuna_smem[]`).
+pub(crate) fn dynamic_smem<'ctx>(cx: &Cx<'_, 'ctx>) -> PointerValue<'ctx> {
+    let g = cx.module.get_global(SMEM_SYMBOL).unwrap_or_else(|| {
+        let g = cx.module.add_global(cx.ctx.i8_type().array_type(0), Some(inkwell::AddressSpace::from(SHARED)), SMEM_SYMBOL);
+        g.set_linkage(Linkage::External);
+        g.set_alignment(16);
+        g
+    });
+    g.as_pointer_value()
+}
+
+/// Byte offsets of the tiles in dynamic shared memory.
+pub(crate) struct SmemLayout {
+    pub row_bytes: u32,
+    pub q: u32,
+    pub first_slot: u32,
+    pub slot_bytes: u32,
+    /// The V tile's offset inside a slot.
+    pub v_in_slot: u32,
+    pub stages: u32,
+}
+
+impl SmemLayout {
+    pub fn new(plan: &KernelPlan) -> Self {
+        Self {
+            row_bytes: plan.smem_row_bytes(),
+            q: 0,
+            first_slot: plan.q_tile_bytes(),
+            slot_bytes: plan.stage_bytes(),
+            v_in_slot: plan.block_k * plan.smem_row_bytes(),
+            stages: plan.stages,
+        }
+    }
+
+    /// Start of pipeline slot `slot` (a runtime index in 0..stages).
+    pub fn slot<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
+        let off = cx.add(cx.i32(self.first_slot as i32), cx.mul(slot, cx.i32(self.slot_bytes as i32))?)?;
+        cx.byte_gep(smem, off)
+    }
+}
+
+/// One global → shared tile copy: `rows` rows of `head_dim` halves starting at
+/// row `row0` of a `(len, head_dim)` matrix with row stride `stride` elements.
+pub(crate) struct TileCopy<'ctx> {
+    /// Row 0 of this (batch, head)'s matrix in global memory (element pointer).
+    pub src: PointerValue<'ctx>,
+    pub stride: IV<'ctx>,
+    pub len: IV<'ctx>,
+    pub dst: PointerValue<'ctx>,
+}
+
+/// Issues the cp.async copies of one tile, spread over all threads of the CTA
+/// (no commit: the caller groups tiles). Rows at or past `len` are zero-filled
+/// from a valid address (row 0), so no byte outside the tensor is read.
+pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
+    let chunks_per_row = plan.head_dim / 8;
+    let threads = plan.threads();
+    let total = rows * chunks_per_row;
+    let row_bytes = plan.smem_row_bytes() as i32;
+    let elem = cx.ctx.i16_type();
+    for it in 0..total.div_ceil(threads) {
+        let (row, chunk) = if threads % chunks_per_row == 0 {
+            // Each thread keeps its chunk; rows advance by threads / chunks_per_row per round.
+            let r = cx.add(cx.udiv(tid, cx.i32(chunks_per_row as i32))?, cx.i32((it * threads / chunks_per_row) as i32))?;
+            (r, cx.urem(tid, cx.i32(chunks_per_row as i32))?)
+        } else {
+            let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
+            (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?)
+        };
+        let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
+            let grow = cx.add(row0, row)?;
+            let valid = cx.icmp(IP::SLT, grow, t.len)?;
+            let src_row = cx.select_int(valid, grow, cx.i32(0))?;
+            let elem_off = cx.add(cx.mul(cx.sext64(src_row)?, t.stride)?, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)?;
+            let src = cx.gep(elem, t.src, elem_off)?;
+            let dst_off = cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(chunk, cx.i32(16))?)?;
+            let dst = cx.byte_gep(t.dst, dst_off)?;
+            let size = cx.select_int(valid, cx.i32(16), cx.i32(0))?;
+            cx.cp_async_16(dst, src, size)
+        };
+        if (it + 1) * threads > total {
+            let inside = cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32))?;
+            cx.if_then(inside, "copy.tail", issue)?;
+        } else {
+            issue(cx)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,847 @@
+//! Where the pattern IR becomes LLVM: the element test (exact `eval.rs`
+//! semantics per score) and the in-kernel tile classifier (the interval
+//! domain of `interval.rs` / `analysis.rs::classify_tile`, evaluated on the
+//! GPU from per-block summaries).
+//!
+//! Every node is evaluated once where its value is fixed: launch-uniform
+//! nodes (b, h, scalars) once per CTA, row nodes (q, Q tensors) once per
+//! query row, column nodes (k, K tensors) once per key column, and only the
+//! rest per element. The classifier may be coarser than the host's (any
+//! non-finite float endpoint widens to the full range) but never unsound.
+
+use inkwell::values::PointerValue;
+use inkwell::{FloatPredicate as FP, IntPredicate as IP};
+
+use lacuna_ir::{BinaryOp, Coord, InputKind, Node, NodeId, PatternIr, ScalarType, UnaryOp};
+
+use crate::cx::{Cx, BV, FV, IV};
+use crate::error::Result;
+
+/// One pattern input as the kernel receives it.
+#[derive(Clone, Copy)]
+pub(crate) enum InputArg<'ctx> {
+    /// `(B, H, N)` values and `(B, H, nblocks, 2)` per-block [min, max].
+    Tensor { values: PointerValue<'ctx>, summary: PointerValue<'ctx> },
+    /// `(H,)` values.
+    HeadScalar(PointerValue<'ctx>),
+    LaunchScalar(BV<'ctx>),
+    /// `(B, H, ceil(Nq / block), width)` listed key blocks, -1 = unused.
+    BlockList { list: PointerValue<'ctx>, width: IV<'ctx>, block: u32 },
+}
+
+/// Launch values the predicate reads besides its inputs.
+pub(crate) struct PredEnv<'ctx> {
+    pub b: IV<'ctx>,
+    pub h: IV<'ctx>,
+    /// `b * heads + h` as i64: the row of every `(B, H, ...)` input.
+    pub bh: IV<'ctx>,
+    pub q_len: IV<'ctx>,
+    pub kv_len: IV<'ctx>,
+    /// Query blocks and key blocks of the kernel's tiling (summary row lengths).
+    pub q_blocks: IV<'ctx>,
+    pub k_blocks: IV<'ctx>,
+    pub inputs: Vec<InputArg<'ctx>>,
+}
+
+/// A value of the predicate language, in registers.
+#[derive(Clone, Copy)]
+pub(crate) enum Val<'ctx> {
+    I(IV<'ctx>),
+    F(FV<'ctx>),
+    B(IV<'ctx>),
+}
+
+impl<'ctx> Val<'ctx> {
+    fn i(self) -> IV<'ctx> {
+        match self {
+            Val::I(v) | Val::B(v) => v,
+            Val::F(_) => unreachable!("verified types: expected an integer"),
+        }
+    }
+    fn f(self) -> FV<'ctx> {
+        match self {
+            Val::F(v) => v,
+            _ => unreachable!("verified types: expected f32"),
+        }
+    }
+}
+
+/// What a node's value depends on besides launch-uniform values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dep {
+    row: bool,
+    col: bool,
+}
+
+impl Dep {
+    const UNIFORM: Dep = Dep { row: false, col: false };
+    fn join(self, o: Dep) -> Dep {
+        Dep { row: self.row || o.row, col: self.col || o.col }
+    }
+}
+
+/// A tile's rows (or keys) `[lo, hi]`, clipped to the length, and its block index.
+#[derive(Clone, Copy)]
+pub(crate) struct TileRange<'ctx> {
+    pub lo: IV<'ctx>,
+    pub hi: IV<'ctx>,
+    pub block: IV<'ctx>,
+}
+
+/// What the mask can be over a tile: `may_true` false ⇒ Empty, `may_false`
+/// false ⇒ Full, both ⇒ Partial.
+#[derive(Clone, Copy)]
+pub(crate) struct TileClass<'ctx> {
+    pub may_true: IV<'ctx>,
+    pub may_false: IV<'ctx>,
+}
+
+/// Values of the row-dependent nodes for one query row.
+pub(crate) struct RowVals<'ctx> {
+    vals: Vec<Option<Val<'ctx>>>,
+    /// Per input: for block lists, the bitmask of listed key list-blocks of this tile.
+    list_mask: Vec<Option<IV<'ctx>>>,
+}
+
+/// Values of the column-dependent nodes for one key column.
+pub(crate) struct ColVals<'ctx> {
+    vals: Vec<Option<Val<'ctx>>>,
+    /// Per input: for block lists, the bit of this key's list-block in the row mask.
+    list_bit: Vec<Option<IV<'ctx>>>,
+}
+
+pub(crate) struct Predicate<'p, 'ctx> {
+    p: &'p PatternIr,
+    dep: Vec<Dep>,
+    /// Exact values of the launch-uniform nodes (computed once, in the entry block).
+    uniform: Vec<Option<Val<'ctx>>>,
+    env: PredEnv<'ctx>,
+}
+
+impl<'p, 'ctx> Predicate<'p, 'ctx> {
+    /// Computes every launch-uniform node at the builder's position.
+    pub fn new(cx: &Cx<'_, 'ctx>, p: &'p PatternIr, env: PredEnv<'ctx>) -> Result<Self> {
+        let mut dep = Vec::with_capacity(p.nodes().len());
+        for (_, node) in p.nodes() {
+            let d = match *node {
+                Node::Coord(Coord::Q) => Dep { row: true, col: false },
+                Node::Coord(Coord::K) => Dep { row: false, col: true },
+                Node::Coord(_) | Node::ConstI32(_) | Node::ConstF32(_) | Node::ConstBool(_) => Dep::UNIFORM,
+                Node::Input(id) => match p.input(id).kind {
+                    InputKind::QueryTensor => Dep { row: true, col: false },
+                    InputKind::KeyTensor => Dep { row: false, col: true },
+                    InputKind::HeadScalar(_) | InputKind::LaunchScalar(_) => Dep::UNIFORM,
+                    InputKind::BlockList { .. } => Dep { row: true, col: true },
+                },
+                Node::Unary(_, a) | Node::Cast(_, a) => dep[a.index()],
+                Node::Binary(_, a, b) => dep[a.index()].join(dep[b.index()]),
+                Node::Select(c, a, b) => dep[c.index()].join(dep[a.index()]).join(dep[b.index()]),
+            };
+            dep.push(d);
+        }
+        let mut this = Self { p, dep, uniform: Vec::new(), env };
+        let mut uniform: Vec<Option<Val<'ctx>>> = Vec::with_capacity(this.dep.len());
+        for (id, node) in p.nodes() {
+            let v = if this.dep[id.index()] == Dep::UNIFORM {
+                Some(match *node {
+                    Node::Coord(Coord::B) => Val::I(this.env.b),
+                    Node::Coord(Coord::H) => Val::I(this.env.h),
+                    Node::Input(input) => this.scalar_input(cx, input.index(), p.ty(id))?,
+                    _ => this.op(cx, node, &|n: NodeId| uniform[n.index()].expect("operand is uniform"))?,
+                })
+            } else {
+                None
+            };
+            uniform.push(v);
+        }
+        this.uniform = uniform;
+        Ok(this)
+    }
+
+    /// The i32 value of a launch-uniform node (closed-form key-range terms).
+    pub fn uniform_i32(&self, id: NodeId) -> Option<IV<'ctx>> {
+        match self.uniform.get(id.index()).copied().flatten() {
+            Some(Val::I(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The block-list inputs: (input index, list, width, list block size).
+    fn block_lists(&self) -> impl Iterator<Item = (usize, PointerValue<'ctx>, IV<'ctx>, u32)> + '_ {
+        self.env.inputs.iter().enumerate().filter_map(|(i, a)| match *a {
+            InputArg::BlockList { list, width, block } => Some((i, list, width, block)),
+            _ => None,
+        })
+    }
+
+    fn scalar_input(&self, cx: &Cx<'_, 'ctx>, input: usize, ty: ScalarType) -> Result<Val<'ctx>> {
+        let raw = match self.env.inputs[input] {
+            InputArg::HeadScalar(ptr) => {
+                let elem: inkwell::types::BasicTypeEnum = if ty == ScalarType::F32 { cx.f32t().into() } else { cx.i32t().into() };
+                let at = cx.gep(elem, ptr, self.env.h)?;
+                cx.load(elem, at)?
+            }
+            InputArg::LaunchScalar(v) => v,
+            _ => unreachable!("only scalars are launch-uniform"),
+        };
+        Ok(match ty {
+            ScalarType::F32 => Val::F(raw.into_float_value()),
+            ScalarType::I32 => Val::I(raw.into_int_value()),
+            // A bool scalar arrives as an i32; non-zero is true.
+            ScalarType::Bool => Val::B(cx.icmp(IP::NE, raw.into_int_value(), cx.i32(0))?),
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // Element semantics (eval.rs): one op on exact values.
+    // ------------------------------------------------------------------
+
+    /// Applies a non-leaf node to exact operand values.
+    fn op(&self, cx: &Cx<'_, 'ctx>, node: &Node, get: &dyn Fn(NodeId) -> Val<'ctx>) -> Result<Val<'ctx>> {
+        Ok(match *node {
+            Node::ConstI32(v) => Val::I(cx.i32(v)),
+            Node::ConstF32(v) => Val::F(cx.f32(v)),
+            Node::ConstBool(v) => Val::B(cx.bool(v)),
+            Node::Unary(op, a) => elem_unary(cx, op, get(a))?,
+            Node::Binary(op, a, b) => elem_binary(cx, op, get(a), get(b))?,
+            Node::Cast(to, a) => elem_cast(cx, to, get(a))?,
+            Node::Select(c, a, b) => {
+                let (x, y) = (get(a), get(b));
+                let c = get(c).i();
+                match (x, y) {
+                    (Val::F(x), Val::F(y)) => Val::F(cx.select_f32(c, x, y)?),
+                    (Val::B(x), Val::B(y)) => Val::B(cx.select_int(c, x, y)?),
+                    (x, y) => Val::I(cx.select_int(c, x.i(), y.i())?),
+                }
+            }
+            Node::Coord(_) | Node::Input(_) => unreachable!("leaves are handled by the caller"),
+        })
+    }
+
+    /// Row-dependent nodes for query row `q` of a tile whose keys are `k`.
+    pub fn row_side(&self, cx: &Cx<'_, 'ctx>, q: IV<'ctx>, k: &TileRange<'ctx>) -> Result<RowVals<'ctx>> {
+        let want = |d: Dep| d.row && !d.col;
+        let q_clamped = cx.smin(q, cx.sub(self.env.q_len, cx.i32(1))?)?;
+        let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
+        for (id, node) in self.p.nodes() {
+            let d = self.dep[id.index()];
+            let v = if d == Dep::UNIFORM {
+                self.uniform[id.index()]
+            } else if want(d) {
+                Some(match *node {
+                    Node::Coord(Coord::Q) => Val::I(q),
+                    Node::Input(input) => Val::I(self.tensor_value(cx, input.index(), q_clamped, self.env.q_len)?),
+                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("row operand"))?,
+                })
+            } else {
+                None
+            };
+            vals.push(v);
+        }
+        let mut list_mask = vec![None; self.env.inputs.len()];
+        for (i, list, width, block) in self.block_lists() {
+            let lq = cx.udiv(q_clamped, cx.i32(block as i32))?;
+            let (lk0, nk) = list_key_span(cx, k, block)?;
+            list_mask[i] = Some(self.list_row_mask(cx, list, width, block, lq, lk0, nk)?);
+        }
+        Ok(RowVals { vals, list_mask })
+    }
+
+    /// Column-dependent nodes for key `k` of the tile `tile`.
+    pub fn col_side(&self, cx: &Cx<'_, 'ctx>, k: IV<'ctx>, tile: &TileRange<'ctx>) -> Result<ColVals<'ctx>> {
+        let want = |d: Dep| d.col && !d.row;
+        let k_clamped = cx.smin(k, cx.sub(self.env.kv_len, cx.i32(1))?)?;
+        let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
+        for (id, node) in self.p.nodes() {
+            let d = self.dep[id.index()];
+            let v = if d == Dep::UNIFORM {
+                self.uniform[id.index()]
+            } else if want(d) {
+                Some(match *node {
+                    Node::Coord(Coord::K) => Val::I(k),
+                    Node::Input(input) => Val::I(self.tensor_value(cx, input.index(), k_clamped, self.env.kv_len)?),
+                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("column operand"))?,
+                })
+            } else {
+                None
+            };
+            vals.push(v);
+        }
+        let mut list_bit = vec![None; self.env.inputs.len()];
+        for (i, _, _, block) in self.block_lists() {
+            let (lk0, _) = list_key_span(cx, tile, block)?;
+            let lk = cx.udiv(k, cx.i32(block as i32))?;
+            list_bit[i] = Some(cx.sub(lk, lk0)?);
+        }
+        Ok(ColVals { vals, list_bit })
+    }
+
+    /// The mask at one element (i1), from its row and column values.
+    pub fn element(&self, cx: &Cx<'_, 'ctx>, row: &RowVals<'ctx>, col: &ColVals<'ctx>) -> Result<IV<'ctx>> {
+        let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
+        for (id, node) in self.p.nodes() {
+            let d = self.dep[id.index()];
+            let v = match (d.row, d.col) {
+                (false, false) => self.uniform[id.index()],
+                (true, false) => row.vals[id.index()],
+                (false, true) => col.vals[id.index()],
+                (true, true) => Some(match *node {
+                    Node::Input(input) => {
+                        let (mask, bit) = (row.list_mask[input.index()], col.list_bit[input.index()]);
+                        let (Some(mask), Some(bit)) = (mask, bit) else { unreachable!("block lists have row masks") };
+                        let shifted = cx.lshr(mask, bit)?;
+                        let one = cx.and(shifted, cx.i32(1))?;
+                        Val::B(cx.icmp(IP::NE, one, cx.i32(0))?)
+                    }
+                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("element operand"))?,
+                }),
+            };
+            vals.push(v);
+        }
+        Ok(vals[self.p.root().index()].expect("root evaluated").i())
+    }
+
+    /// `values[b, h, idx]` of a tensor input (idx already clamped into range).
+    fn tensor_value(&self, cx: &Cx<'_, 'ctx>, input: usize, idx: IV<'ctx>, len: IV<'ctx>) -> Result<IV<'ctx>> {
+        let InputArg::Tensor { values, .. } = self.env.inputs[input] else { unreachable!("a tensor input") };
+        let row = cx.mul(self.env.bh, cx.sext64(len)?)?;
+        let at = cx.add(row, cx.sext64(idx)?)?;
+        cx.load_i32(cx.gep(cx.i32t(), values, at)?)
+    }
+
+    /// Bit `j` set when key list-block `lk0 + j` (j < nk) is listed for query list-block `lq`.
+    #[allow(clippy::too_many_arguments)]
+    fn list_row_mask(&self, cx: &Cx<'_, 'ctx>, list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, lq: IV<'ctx>, lk0: IV<'ctx>, nk: IV<'ctx>) -> Result<IV<'ctx>> {
+        // Row (b, h, lq) of the (B, H, ceil(q_len / block), width) list.
+        let n_lq = cx.udiv(cx.add(self.env.q_len, cx.i32(block as i32 - 1))?, cx.i32(block as i32))?;
+        let rows = cx.add(cx.mul(self.env.bh, cx.sext64(n_lq)?)?, cx.sext64(lq)?)?;
+        let row = cx.gep(cx.i32t(), list, cx.mul(rows, cx.sext64(width)?)?)?;
+        let masks = cx.for_range(cx.i32(0), width, vec![cx.i32(0).into()], "list", |cx, w, carried| {
+            let entry = cx.load_i32(cx.gep(cx.i32t(), row, cx.sext64(w)?)?)?;
+            // Unused slots (-1) and blocks outside the tile fall outside [0, nk).
+            let j = cx.sub(entry, lk0)?;
+            let inside = cx.and(cx.icmp(IP::SGE, j, cx.i32(0))?, cx.icmp(IP::SLT, j, nk)?)?;
+            let bit = cx.shl(cx.i32(1), cx.select_int(inside, j, cx.i32(0))?)?;
+            let bit = cx.select_int(inside, bit, cx.i32(0))?;
+            Ok(vec![cx.or(carried[0].into_int_value(), bit)?.into()])
+        })?;
+        Ok(masks[0].into_int_value())
+    }
+
+    // ------------------------------------------------------------------
+    // The tile classifier: interval evaluation (interval.rs) on the GPU.
+    // ------------------------------------------------------------------
+
+    /// Classifies the tile (query rows `q`, keys `k`); block indices select the summaries.
+    pub fn classify(&self, cx: &Cx<'_, 'ctx>, q: &TileRange<'ctx>, k: &TileRange<'ctx>) -> Result<TileClass<'ctx>> {
+        let mut vals: Vec<Abs<'ctx>> = Vec::with_capacity(self.dep.len());
+        for (id, node) in self.p.nodes() {
+            let v = if let Some(u) = self.uniform[id.index()] {
+                Abs::Point(u)
+            } else {
+                match *node {
+                    Node::Coord(Coord::Q) => Abs::int_range(cx, q.lo, q.hi)?,
+                    Node::Coord(Coord::K) => Abs::int_range(cx, k.lo, k.hi)?,
+                    Node::Input(input) => match self.env.inputs[input.index()] {
+                        InputArg::Tensor { summary, .. } => {
+                            let is_q = self.p.input(input).kind == InputKind::QueryTensor;
+                            let (tile, blocks) = if is_q { (q, self.env.q_blocks) } else { (k, self.env.k_blocks) };
+                            let rowb = cx.mul(self.env.bh, cx.sext64(blocks)?)?;
+                            let at = cx.mul(cx.add(rowb, cx.sext64(tile.block)?)?, cx.i64(2))?;
+                            let lo = cx.load_i32(cx.gep(cx.i32t(), summary, at)?)?;
+                            let hi = cx.load_i32(cx.gep(cx.i32t(), summary, cx.add(at, cx.i64(1))?)?)?;
+                            Abs::int_range(cx, lo, hi)?
+                        }
+                        InputArg::BlockList { list, width, block } => self.list_tile(cx, list, width, block, q, k)?,
+                        _ => unreachable!("scalars are uniform"),
+                    },
+                    Node::Unary(op, a) => abs_unary(cx, op, vals[a.index()])?,
+                    Node::Binary(op, a, b) => abs_binary(cx, op, vals[a.index()], vals[b.index()])?,
+                    Node::Cast(to, a) => abs_cast(cx, to, vals[a.index()])?,
+                    Node::Select(c, a, b) => abs_select(cx, vals[c.index()], vals[a.index()], vals[b.index()])?,
+                    Node::Coord(_) | Node::ConstI32(_) | Node::ConstF32(_) | Node::ConstBool(_) => {
+                        unreachable!("uniform nodes are points")
+                    }
+                }
+            };
+            vals.push(v);
+        }
+        let (t, f) = vals[self.p.root().index()].tri(cx)?;
+        Ok(TileClass { may_true: t, may_false: f })
+    }
+
+    /// `sel[q, k]` over a tile: True when every (list q-block, list k-block)
+    /// pair under it is listed, False when none is, else Unknown.
+    fn list_tile(&self, cx: &Cx<'_, 'ctx>, list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, q: &TileRange<'ctx>, k: &TileRange<'ctx>) -> Result<Abs<'ctx>> {
+        let lb = cx.i32(block as i32);
+        let (lq0, lq1) = (cx.udiv(q.lo, lb)?, cx.add(cx.udiv(q.hi, lb)?, cx.i32(1))?);
+        let (lk0, nk) = list_key_span(cx, k, block)?;
+        let all_bits = cx.sub(cx.shl(cx.i32(1), nk)?, cx.i32(1))?;
+        let init = vec![cx.bool(false).into(), cx.bool(true).into()];
+        let out = cx.for_range(lq0, lq1, init, "listq", |cx, lq, c| {
+            let mask = self.list_row_mask(cx, list, width, block, lq, lk0, nk)?;
+            let any = cx.or(c[0].into_int_value(), cx.icmp(IP::NE, mask, cx.i32(0))?)?;
+            let all = cx.and(c[1].into_int_value(), cx.icmp(IP::EQ, mask, all_bits)?)?;
+            Ok(vec![any.into(), all.into()])
+        })?;
+        let (any, all) = (out[0].into_int_value(), out[1].into_int_value());
+        // True: (1, 0); False: (0, 1); Unknown: (1, 1).
+        Ok(Abs::Tri { t: any, f: cx.not(all)? })
+    }
+}
+
+/// The key list-blocks a key tile touches: first one and how many (≤ 17 < 32 bits).
+fn list_key_span<'ctx>(cx: &Cx<'_, 'ctx>, k: &TileRange<'ctx>, block: u32) -> Result<(IV<'ctx>, IV<'ctx>)> {
+    let lb = cx.i32(block as i32);
+    let lk0 = cx.udiv(k.lo, lb)?;
+    let lk1 = cx.udiv(k.hi, lb)?;
+    Ok((lk0, cx.add(cx.sub(lk1, lk0)?, cx.i32(1))?))
+}
+
+// ----------------------------------------------------------------------
+// Exact element operations (eval.rs).
+// ----------------------------------------------------------------------
+
+fn elem_unary<'ctx>(cx: &Cx<'_, 'ctx>, op: UnaryOp, a: Val<'ctx>) -> Result<Val<'ctx>> {
+    Ok(match (op, a) {
+        (UnaryOp::Not, Val::B(x)) => Val::B(cx.not(x)?),
+        (UnaryOp::Neg, Val::I(x)) => Val::I(cx.sub(cx.i32(0), x)?),
+        (UnaryOp::Neg, Val::F(x)) => Val::F(cx.fneg(x)?),
+        // wrapping_abs: |MIN| = MIN.
+        (UnaryOp::Abs, Val::I(x)) => Val::I(cx.select_int(cx.icmp(IP::SLT, x, cx.i32(0))?, cx.sub(cx.i32(0), x)?, x)?),
+        (UnaryOp::Abs, Val::F(x)) => Val::F(cx.fabs(x)?),
+        _ => unreachable!("verified types"),
+    })
+}
+
+fn elem_binary<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: Val<'ctx>, b: Val<'ctx>) -> Result<Val<'ctx>> {
+    use BinaryOp::*;
+    Ok(match (a, b) {
+        (Val::B(x), Val::B(y)) => Val::B(match op {
+            And => cx.and(x, y)?,
+            Or => cx.or(x, y)?,
+            Eq => cx.icmp(IP::EQ, x, y)?,
+            Ne => cx.icmp(IP::NE, x, y)?,
+            _ => unreachable!("verified types"),
+        }),
+        (Val::I(x), Val::I(y)) => match op {
+            Eq | Ne | Lt | Le | Gt | Ge => Val::B(cx.icmp(int_pred(op), x, y)?),
+            Add => Val::I(cx.add(x, y)?),
+            Sub => Val::I(cx.sub(x, y)?),
+            Mul => Val::I(cx.mul(x, y)?),
+            Min => Val::I(cx.smin(x, y)?),
+            Max => Val::I(cx.smax(x, y)?),
+            Div | Rem => {
+                // x / 0 = x % 0 = 0, and MIN / -1 wraps to MIN (MIN % -1 = 0): divide
+                // by 1 in both cases so the hardware never sees them.
+                let zero = cx.icmp(IP::EQ, y, cx.i32(0))?;
+                let overflow = cx.and(cx.icmp(IP::EQ, x, cx.i32(i32::MIN))?, cx.icmp(IP::EQ, y, cx.i32(-1))?)?;
+                let safe = cx.select_int(cx.or(zero, overflow)?, cx.i32(1), y)?;
+                if op == Div {
+                    Val::I(cx.select_int(zero, cx.i32(0), cx.sdiv(x, safe)?)?)
+                } else {
+                    Val::I(cx.srem(x, safe)?)
+                }
+            }
+            And | Or => unreachable!("verified types"),
+        },
+        (Val::F(x), Val::F(y)) => match op {
+            Eq | Ne | Lt | Le | Gt | Ge => Val::B(cx.fcmp(float_pred(op), x, y)?),
+            Add => Val::F(cx.fadd(x, y)?),
+            Sub => Val::F(cx.fsub(x, y)?),
+            Mul => Val::F(cx.fmul(x, y)?),
+            Div => Val::F(cx.fdiv(x, y)?),
+            Min => Val::F(cx.fmin(x, y)?),
+            Max => Val::F(cx.fmax(x, y)?),
+            Rem | And | Or => unreachable!("verified types"),
+        },
+        _ => unreachable!("verified types"),
+    })
+}
+
+fn elem_cast<'ctx>(cx: &Cx<'_, 'ctx>, to: ScalarType, a: Val<'ctx>) -> Result<Val<'ctx>> {
+    Ok(match (to, a) {
+        (ScalarType::F32, Val::I(x)) => Val::F(cx.sitofp(x)?),
+        (ScalarType::F32, Val::B(x)) => Val::F(cx.sitofp(cx.zext(x, cx.i32t())?)?),
+        (ScalarType::I32, Val::F(x)) => Val::I(cx.fptosi_sat(x)?),
+        (ScalarType::I32, Val::B(x)) => Val::I(cx.zext(x, cx.i32t())?),
+        (_, v) => v,
+    })
+}
+
+fn int_pred(op: BinaryOp) -> IP {
+    match op {
+        BinaryOp::Eq => IP::EQ,
+        BinaryOp::Ne => IP::NE,
+        BinaryOp::Lt => IP::SLT,
+        BinaryOp::Le => IP::SLE,
+        BinaryOp::Gt => IP::SGT,
+        BinaryOp::Ge => IP::SGE,
+        _ => unreachable!("{op:?} is not a comparison"),
+    }
+}
+
+/// Rust's float comparisons: ordered, except `!=`, which is true on NaN.
+fn float_pred(op: BinaryOp) -> FP {
+    match op {
+        BinaryOp::Eq => FP::OEQ,
+        BinaryOp::Ne => FP::UNE,
+        BinaryOp::Lt => FP::OLT,
+        BinaryOp::Le => FP::OLE,
+        BinaryOp::Gt => FP::OGT,
+        BinaryOp::Ge => FP::OGE,
+        _ => unreachable!("{op:?} is not a comparison"),
+    }
+}
+
+// ----------------------------------------------------------------------
+// The interval domain, in registers.
+// ----------------------------------------------------------------------
+
+/// An abstract value over a tile.
+#[derive(Clone, Copy)]
+enum Abs<'ctx> {
+    /// Launch-uniform: the exact value.
+    Point(Val<'ctx>),
+    /// `[lo, hi]` in i64, always inside the i32 range.
+    Int { lo: IV<'ctx>, hi: IV<'ctx> },
+    /// `[lo, hi]`, and whether NaN is possible too.
+    Float { lo: FV<'ctx>, hi: FV<'ctx>, nan: IV<'ctx> },
+    /// `t`: may be true; `f`: may be false.
+    Tri { t: IV<'ctx>, f: IV<'ctx> },
+}
+
+impl<'ctx> Abs<'ctx> {
+    fn int_range(cx: &Cx<'_, 'ctx>, lo: IV<'ctx>, hi: IV<'ctx>) -> Result<Self> {
+        Ok(Abs::Int { lo: cx.sext64(lo)?, hi: cx.sext64(hi)? })
+    }
+
+    fn full_int(cx: &Cx<'_, 'ctx>) -> (IV<'ctx>, IV<'ctx>) {
+        (cx.i64(i32::MIN as i64), cx.i64(i32::MAX as i64))
+    }
+
+    fn ints(self, cx: &Cx<'_, 'ctx>) -> Result<(IV<'ctx>, IV<'ctx>)> {
+        match self {
+            Abs::Int { lo, hi } => Ok((lo, hi)),
+            Abs::Point(Val::I(v)) => {
+                let w = cx.sext64(v)?;
+                Ok((w, w))
+            }
+            _ => unreachable!("verified types: expected an integer"),
+        }
+    }
+
+    fn floats(self, cx: &Cx<'_, 'ctx>) -> Result<(FV<'ctx>, FV<'ctx>, IV<'ctx>)> {
+        match self {
+            Abs::Float { lo, hi, nan } => Ok((lo, hi, nan)),
+            Abs::Point(Val::F(v)) => Ok((v, v, cx.fcmp(FP::UNO, v, v)?)),
+            _ => unreachable!("verified types: expected f32"),
+        }
+    }
+
+    fn tri(self, cx: &Cx<'_, 'ctx>) -> Result<(IV<'ctx>, IV<'ctx>)> {
+        match self {
+            Abs::Tri { t, f } => Ok((t, f)),
+            Abs::Point(Val::B(v)) => Ok((v, cx.not(v)?)),
+            _ => unreachable!("verified types: expected bool"),
+        }
+    }
+}
+
+/// A wrapped i32 result: if the exact range leaves i32, any i32 is possible.
+fn wrap<'ctx>(cx: &Cx<'_, 'ctx>, lo: IV<'ctx>, hi: IV<'ctx>) -> Result<Abs<'ctx>> {
+    let (min, max) = Abs::full_int(cx);
+    let out = cx.or(cx.icmp(IP::SLT, lo, min)?, cx.icmp(IP::SGT, hi, max)?)?;
+    Ok(Abs::Int { lo: cx.select_int(out, min, lo)?, hi: cx.select_int(out, max, hi)? })
+}
+
+/// A float range; any NaN endpoint (or `widen`) gives the full range with NaN.
+fn float_range<'ctx>(cx: &Cx<'_, 'ctx>, lo: FV<'ctx>, hi: FV<'ctx>, nan: IV<'ctx>, widen: IV<'ctx>) -> Result<Abs<'ctx>> {
+    let bad = cx.or(widen, cx.or(cx.fcmp(FP::UNO, lo, lo)?, cx.fcmp(FP::UNO, hi, hi)?)?)?;
+    Ok(Abs::Float {
+        lo: cx.select_f32(bad, cx.f32(f32::NEG_INFINITY), lo)?,
+        hi: cx.select_f32(bad, cx.f32(f32::INFINITY), hi)?,
+        nan: cx.or(bad, nan)?,
+    })
+}
+
+fn finite<'ctx>(cx: &Cx<'_, 'ctx>, x: FV<'ctx>) -> Result<IV<'ctx>> {
+    cx.fcmp(FP::OLT, cx.fabs(x)?, cx.f32(f32::INFINITY))
+}
+
+fn abs_unary<'ctx>(cx: &Cx<'_, 'ctx>, op: UnaryOp, a: Abs<'ctx>) -> Result<Abs<'ctx>> {
+    if let Abs::Point(v) = a {
+        return Ok(Abs::Point(elem_unary(cx, op, v)?));
+    }
+    Ok(match (op, a) {
+        (UnaryOp::Not, _) => {
+            let (t, f) = a.tri(cx)?;
+            Abs::Tri { t: f, f: t }
+        }
+        (UnaryOp::Neg, Abs::Int { lo, hi }) => wrap(cx, cx.sub(cx.i64(0), hi)?, cx.sub(cx.i64(0), lo)?)?,
+        (UnaryOp::Abs, Abs::Int { lo, hi }) => {
+            // lo >= 0: [lo, hi]; hi <= 0: [-hi, -lo]; else [0, max(-lo, hi)].
+            let (nlo, nhi) = (cx.sub(cx.i64(0), hi)?, cx.sub(cx.i64(0), lo)?);
+            let nonneg = cx.icmp(IP::SGE, lo, cx.i64(0))?;
+            let nonpos = cx.icmp(IP::SLE, hi, cx.i64(0))?;
+            let l = cx.select_int(nonneg, lo, cx.select_int(nonpos, nlo, cx.i64(0))?)?;
+            let h = cx.select_int(nonneg, hi, cx.select_int(nonpos, nhi, cx.smax(nhi, hi)?)?)?;
+            wrap(cx, l, h)?
+        }
+        (UnaryOp::Neg, Abs::Float { lo, hi, nan }) => Abs::Float { lo: cx.fneg(hi)?, hi: cx.fneg(lo)?, nan },
+        (UnaryOp::Abs, Abs::Float { lo, hi, nan }) => {
+            let nonneg = cx.fcmp(FP::OGE, lo, cx.f32(0.0))?;
+            let nonpos = cx.fcmp(FP::OLE, hi, cx.f32(0.0))?;
+            let (nlo, nhi) = (cx.fneg(hi)?, cx.fneg(lo)?);
+            let l = cx.select_f32(nonneg, lo, cx.select_f32(nonpos, nlo, cx.f32(0.0))?)?;
+            let h = cx.select_f32(nonneg, hi, cx.select_f32(nonpos, nhi, cx.fmax(nhi, hi)?)?)?;
+            float_range(cx, l, h, nan, cx.bool(false))?
+        }
+        _ => unreachable!("verified types"),
+    })
+}
+
+fn abs_cast<'ctx>(cx: &Cx<'_, 'ctx>, to: ScalarType, a: Abs<'ctx>) -> Result<Abs<'ctx>> {
+    if let Abs::Point(v) = a {
+        return Ok(Abs::Point(elem_cast(cx, to, v)?));
+    }
+    Ok(match (to, a) {
+        (ScalarType::F32, Abs::Int { lo, hi }) => Abs::Float {
+            lo: cx.sitofp(cx.trunc(lo, cx.i32t())?)?,
+            hi: cx.sitofp(cx.trunc(hi, cx.i32t())?)?,
+            nan: cx.bool(false),
+        },
+        (ScalarType::F32, Abs::Tri { t, f }) => Abs::Float {
+            lo: cx.select_f32(f, cx.f32(0.0), cx.f32(1.0))?,
+            hi: cx.select_f32(t, cx.f32(1.0), cx.f32(0.0))?,
+            nan: cx.bool(false),
+        },
+        (ScalarType::I32, Abs::Float { lo, hi, nan }) => {
+            // Truncation with saturation is monotone; NaN converts to 0.
+            let (l, h) = (cx.sext64(cx.fptosi_sat(lo)?)?, cx.sext64(cx.fptosi_sat(hi)?)?);
+            let zero = cx.i64(0);
+            Abs::Int {
+                lo: cx.select_int(nan, cx.smin(l, zero)?, l)?,
+                hi: cx.select_int(nan, cx.smax(h, zero)?, h)?,
+            }
+        }
+        (ScalarType::I32, Abs::Tri { t, f }) => Abs::Int {
+            lo: cx.select_int(f, cx.i64(0), cx.i64(1))?,
+            hi: cx.select_int(t, cx.i64(1), cx.i64(0))?,
+        },
+        (_, v) => v,
+    })
+}
+
+fn abs_select<'ctx>(cx: &Cx<'_, 'ctx>, c: Abs<'ctx>, a: Abs<'ctx>, b: Abs<'ctx>) -> Result<Abs<'ctx>> {
+    if let (Abs::Point(c), Abs::Point(x), Abs::Point(y)) = (c, a, b) {
+        let c = c.i();
+        return Ok(Abs::Point(match (x, y) {
+            (Val::F(x), Val::F(y)) => Val::F(cx.select_f32(c, x, y)?),
+            (Val::B(x), Val::B(y)) => Val::B(cx.select_int(c, x, y)?),
+            (x, y) => Val::I(cx.select_int(c, x.i(), y.i())?),
+        }));
+    }
+    let (ct, cf) = c.tri(cx)?;
+    // Only `a` possible: ct && !cf; only `b`: !ct; both: hull.
+    let pick_int = |x: IV<'ctx>, y: IV<'ctx>, hull: IV<'ctx>| -> Result<IV<'ctx>> { cx.select_int(ct, cx.select_int(cf, hull, x)?, y) };
+    let pick_f = |x: FV<'ctx>, y: FV<'ctx>, hull: FV<'ctx>| -> Result<FV<'ctx>> { cx.select_f32(ct, cx.select_f32(cf, hull, x)?, y) };
+    Ok(match a {
+        Abs::Tri { .. } | Abs::Point(Val::B(_)) => {
+            let ((at, af), (bt, bf)) = (a.tri(cx)?, b.tri(cx)?);
+            Abs::Tri {
+                t: cx.or(cx.and(ct, at)?, cx.and(cf, bt)?)?,
+                f: cx.or(cx.and(ct, af)?, cx.and(cf, bf)?)?,
+            }
+        }
+        Abs::Int { .. } | Abs::Point(Val::I(_)) => {
+            let ((al, ah), (bl, bh)) = (a.ints(cx)?, b.ints(cx)?);
+            Abs::Int { lo: pick_int(al, bl, cx.smin(al, bl)?)?, hi: pick_int(ah, bh, cx.smax(ah, bh)?)? }
+        }
+        Abs::Float { .. } | Abs::Point(Val::F(_)) => {
+            let ((al, ah, an), (bl, bh, bn)) = (a.floats(cx)?, b.floats(cx)?);
+            let lo = pick_f(al, bl, cx.fmin(al, bl)?)?;
+            let hi = pick_f(ah, bh, cx.fmax(ah, bh)?)?;
+            let nan = cx.or(cx.and(ct, an)?, cx.and(cf, bn)?)?;
+            float_range(cx, lo, hi, nan, cx.bool(false))?
+        }
+    })
+}
+
+fn abs_binary<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: Abs<'ctx>, b: Abs<'ctx>) -> Result<Abs<'ctx>> {
+    use BinaryOp::*;
+    if let (Abs::Point(x), Abs::Point(y)) = (a, b) {
+        return Ok(Abs::Point(elem_binary(cx, op, x, y)?));
+    }
+    if op.is_logical() {
+        let ((at, af), (bt, bf)) = (a.tri(cx)?, b.tri(cx)?);
+        return Ok(if op == And {
+            Abs::Tri { t: cx.and(at, bt)?, f: cx.or(af, bf)? }
+        } else {
+            Abs::Tri { t: cx.or(at, bt)?, f: cx.and(af, bf)? }
+        });
+    }
+    let is_int = matches!(a, Abs::Int { .. } | Abs::Point(Val::I(_)));
+    let is_float = matches!(a, Abs::Float { .. } | Abs::Point(Val::F(_)));
+    if op.is_comparison() {
+        if is_int {
+            let (x, y) = (a.ints(cx)?, b.ints(cx)?);
+            let (t, f) = order(cx, op, x, y, IP::SLT, IP::SLE, IP::EQ)?;
+            return Ok(Abs::Tri { t, f });
+        }
+        if is_float {
+            let ((al, ah, an), (bl, bh, bn)) = (a.floats(cx)?, b.floats(cx)?);
+            let (t, f) = order_f(cx, op, (al, ah), (bl, bh))?;
+            // A possible NaN makes every comparison possibly false, and `!=` possibly true.
+            let nan = cx.or(an, bn)?;
+            return Ok(if op == Ne {
+                Abs::Tri { t: cx.or(t, nan)?, f }
+            } else {
+                Abs::Tri { t, f: cx.or(f, nan)? }
+            });
+        }
+        // Bool == / !=: exact when both sides are known, else unknown.
+        let ((at, af), (bt, bf)) = (a.tri(cx)?, b.tri(cx)?);
+        let known = cx.and(cx.xor(at, af)?, cx.xor(bt, bf)?)?;
+        let same = cx.icmp(IP::EQ, at, bt)?;
+        let unknown = cx.not(known)?;
+        let (yes, no) = if op == Eq { (same, cx.not(same)?) } else { (cx.not(same)?, same) };
+        return Ok(Abs::Tri { t: cx.or(unknown, yes)?, f: cx.or(unknown, no)? });
+    }
+    if is_int {
+        let ((al, ah), (bl, bh)) = (a.ints(cx)?, b.ints(cx)?);
+        return int_arith(cx, op, (al, ah), (bl, bh));
+    }
+    let ((al, ah, an), (bl, bh, bn)) = (a.floats(cx)?, b.floats(cx)?);
+    float_arith(cx, op, (al, ah), (bl, bh), cx.or(an, bn)?)
+}
+
+/// `(may_true, may_false)` of `a op b` over integer ranges (order() in interval.rs).
+fn order<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (IV<'ctx>, IV<'ctx>), b: (IV<'ctx>, IV<'ctx>), lt: IP, le: IP, eq: IP) -> Result<(IV<'ctx>, IV<'ctx>)> {
+    let c = |p: IP, x: IV<'ctx>, y: IV<'ctx>| cx.icmp(p, x, y);
+    let (always, never) = match op {
+        BinaryOp::Lt => (c(lt, a.1, b.0)?, cx.not(c(lt, a.0, b.1)?)?),
+        BinaryOp::Le => (c(le, a.1, b.0)?, cx.not(c(le, a.0, b.1)?)?),
+        BinaryOp::Gt => (c(lt, b.1, a.0)?, cx.not(c(lt, b.0, a.1)?)?),
+        BinaryOp::Ge => (c(le, b.1, a.0)?, cx.not(c(le, b.0, a.1)?)?),
+        BinaryOp::Eq | BinaryOp::Ne => {
+            let points = cx.and(cx.and(c(eq, a.0, a.1)?, c(eq, b.0, b.1)?)?, c(eq, a.0, b.0)?)?;
+            let apart = cx.or(c(lt, a.1, b.0)?, c(lt, b.1, a.0)?)?;
+            if op == BinaryOp::Eq { (points, apart) } else { (apart, points) }
+        }
+        _ => unreachable!("{op:?} is not a comparison"),
+    };
+    Ok((cx.not(never)?, cx.not(always)?))
+}
+
+/// Float comparison of ranges; ordered predicates, so NaN endpoints give Unknown.
+fn order_f<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (FV<'ctx>, FV<'ctx>), b: (FV<'ctx>, FV<'ctx>)) -> Result<(IV<'ctx>, IV<'ctx>)> {
+    let c = |p: FP, x: FV<'ctx>, y: FV<'ctx>| cx.fcmp(p, x, y);
+    let (always, never) = match op {
+        BinaryOp::Lt => (c(FP::OLT, a.1, b.0)?, c(FP::OGE, a.0, b.1)?),
+        BinaryOp::Le => (c(FP::OLE, a.1, b.0)?, c(FP::OGT, a.0, b.1)?),
+        BinaryOp::Gt => (c(FP::OGT, a.0, b.1)?, c(FP::OLE, a.1, b.0)?),
+        BinaryOp::Ge => (c(FP::OGE, a.0, b.1)?, c(FP::OLT, a.1, b.0)?),
+        BinaryOp::Eq | BinaryOp::Ne => {
+            let points = cx.and(cx.and(c(FP::OEQ, a.0, a.1)?, c(FP::OEQ, b.0, b.1)?)?, c(FP::OEQ, a.0, b.0)?)?;
+            let apart = cx.or(c(FP::OLT, a.1, b.0)?, c(FP::OLT, b.1, a.0)?)?;
+            if op == BinaryOp::Eq { (points, apart) } else { (apart, points) }
+        }
+        _ => unreachable!("{op:?} is not a comparison"),
+    };
+    Ok((cx.not(never)?, cx.not(always)?))
+}
+
+fn int_arith<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (IV<'ctx>, IV<'ctx>), b: (IV<'ctx>, IV<'ctx>)) -> Result<Abs<'ctx>> {
+    use BinaryOp::*;
+    let corners = |f: &dyn Fn(IV<'ctx>, IV<'ctx>) -> Result<IV<'ctx>>| -> Result<(IV<'ctx>, IV<'ctx>)> {
+        let v = [f(a.0, b.0)?, f(a.0, b.1)?, f(a.1, b.0)?, f(a.1, b.1)?];
+        let lo = cx.smin(cx.smin(v[0], v[1])?, cx.smin(v[2], v[3])?)?;
+        let hi = cx.smax(cx.smax(v[0], v[1])?, cx.smax(v[2], v[3])?)?;
+        Ok((lo, hi))
+    };
+    match op {
+        Add => wrap(cx, cx.add(a.0, b.0)?, cx.add(a.1, b.1)?),
+        Sub => wrap(cx, cx.sub(a.0, b.1)?, cx.sub(a.1, b.0)?),
+        Mul => {
+            // Products of i32-range values fit in i64.
+            let (lo, hi) = corners(&|x, y| cx.mul(x, y))?;
+            wrap(cx, lo, hi)
+        }
+        Min => Ok(Abs::Int { lo: cx.smin(a.0, b.0)?, hi: cx.smin(a.1, b.1)? }),
+        Max => Ok(Abs::Int { lo: cx.smax(a.0, b.0)?, hi: cx.smax(a.1, b.1)? }),
+        Div => {
+            let zero = cx.i64(0);
+            let has_zero = cx.and(cx.icmp(IP::SLE, b.0, zero)?, cx.icmp(IP::SGE, b.1, zero)?)?;
+            let has_m1 = cx.and(cx.icmp(IP::SLE, b.0, cx.i64(-1))?, cx.icmp(IP::SGE, b.1, cx.i64(-1))?)?;
+            let overflow = cx.and(cx.icmp(IP::EQ, a.0, cx.i64(i32::MIN as i64))?, has_m1)?;
+            // Divisors are made non-zero when the range holds 0 (that result is not used).
+            let sb = (cx.select_int(has_zero, cx.i64(1), b.0)?, cx.select_int(has_zero, cx.i64(1), b.1)?);
+            let v = [cx.sdiv(a.0, sb.0)?, cx.sdiv(a.0, sb.1)?, cx.sdiv(a.1, sb.0)?, cx.sdiv(a.1, sb.1)?];
+            let lo = cx.smin(cx.smin(v[0], v[1])?, cx.smin(v[2], v[3])?)?;
+            let hi = cx.smax(cx.smax(v[0], v[1])?, cx.smax(v[2], v[3])?)?;
+            // Dividing by 0 gives 0, and |x / y| <= |x| otherwise.
+            let m = cx.smax(iabs(cx, a.0)?, iabs(cx, a.1)?)?;
+            let Abs::Int { lo: zl, hi: zh } = wrap(cx, cx.sub(zero, m)?, m)? else { unreachable!() };
+            let (fl, fh) = Abs::full_int(cx);
+            let lo = cx.select_int(overflow, fl, cx.select_int(has_zero, zl, lo)?)?;
+            let hi = cx.select_int(overflow, fh, cx.select_int(has_zero, zh, hi)?)?;
+            Ok(Abs::Int { lo, hi })
+        }
+        Rem => {
+            // |x % y| <= |x| and < |y|; the sign follows x; x % 0 == 0.
+            let zero = cx.i64(0);
+            let m = cx.smax(iabs(cx, b.0)?, iabs(cx, b.1)?)?;
+            let lo = cx.smin(a.0, zero)?;
+            let hi = cx.smax(a.1, zero)?;
+            let m1 = cx.sub(m, cx.i64(1))?;
+            let pos = cx.icmp(IP::SGT, m, zero)?;
+            let lo = cx.select_int(pos, cx.smax(lo, cx.sub(zero, m1)?)?, zero)?;
+            let hi = cx.select_int(pos, cx.smin(hi, m1)?, zero)?;
+            Ok(Abs::Int { lo, hi })
+        }
+        _ => unreachable!("{op:?} is not arithmetic"),
+    }
+}
+
+fn iabs<'ctx>(cx: &Cx<'_, 'ctx>, x: IV<'ctx>) -> Result<IV<'ctx>> {
+    cx.smax(x, cx.sub(cx.i64(0), x)?)
+}
+
+/// Float ranges: exact corner arithmetic when every endpoint is finite (IEEE
+/// rounding is monotone); any infinite endpoint widens to the full range.
+fn float_arith<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (FV<'ctx>, FV<'ctx>), b: (FV<'ctx>, FV<'ctx>), nan: IV<'ctx>) -> Result<Abs<'ctx>> {
+    use BinaryOp::*;
+    let all_finite = cx.and(cx.and(finite(cx, a.0)?, finite(cx, a.1)?)?, cx.and(finite(cx, b.0)?, finite(cx, b.1)?)?)?;
+    let not_finite = cx.not(all_finite)?;
+    let corners = |f: &dyn Fn(FV<'ctx>, FV<'ctx>) -> Result<FV<'ctx>>| -> Result<(FV<'ctx>, FV<'ctx>)> {
+        let v = [f(a.0, b.0)?, f(a.0, b.1)?, f(a.1, b.0)?, f(a.1, b.1)?];
+        let lo = cx.fmin(cx.fmin(v[0], v[1])?, cx.fmin(v[2], v[3])?)?;
+        let hi = cx.fmax(cx.fmax(v[0], v[1])?, cx.fmax(v[2], v[3])?)?;
+        Ok((lo, hi))
+    };
+    match op {
+        Add => float_range(cx, cx.fadd(a.0, b.0)?, cx.fadd(a.1, b.1)?, nan, not_finite),
+        Sub => float_range(cx, cx.fsub(a.0, b.1)?, cx.fsub(a.1, b.0)?, nan, not_finite),
+        Mul => {
+            let (lo, hi) = corners(&|x, y| cx.fmul(x, y))?;
+            float_range(cx, lo, hi, nan, not_finite)
+        }
+        Div => {
+            let zero = cx.f32(0.0);
+            let has_zero = cx.and(cx.fcmp(FP::OLE, b.0, zero)?, cx.fcmp(FP::OGE, b.1, zero)?)?;
+            let (lo, hi) = corners(&|x, y| cx.fdiv(x, y))?;
+            float_range(cx, lo, hi, nan, cx.or(not_finite, has_zero)?)
+        }
+        Min | Max => {
+            // With a possible NaN, min/max may return the other operand's whole range: widen.
+            let (lo, hi) = if op == Min {
+                (cx.fmin(a.0, b.0)?, cx.fmin(a.1, b.1)?)
+            } else {
+                (cx.fmax(a.0, b.0)?, cx.fmax(a.1, b.1)?)
+            };
+            float_range(cx, lo, hi, nan, nan)
+        }
+        _ => unreachable!("{op:?} is not float arithmetic"),
+    }
+}
