@@ -28,7 +28,17 @@ pub fn target_cpu(arch: Arch) -> (&'static str, &'static str) {
 /// The NVPTX target machine for `arch` at opt level Aggressive.
 pub fn target_machine(arch: Arch) -> Result<TargetMachine> {
     static INIT: Once = Once::new();
-    INIT.call_once(|| Target::initialize_nvptx(&InitializationConfig::default()));
+    INIT.call_once(|| {
+        Target::initialize_nvptx(&InitializationConfig::default());
+        // 32-bit pointers for shared (and const/local) memory: every shared
+        // address in the kernel then takes one register instead of two, which
+        // is what keeps the D=64 kernel (2 m16 slabs per warp) from spilling.
+        // This is process-wide LLVM state, set once, before any target machine.
+        let args = [c"lacuna".as_ptr(), c"-nvptx-short-ptr".as_ptr()];
+        // SAFETY: two valid NUL-terminated strings and an empty overview; the option
+        // exists in LLVM 22's NVPTX backend (a typo would be reported and ignored).
+        unsafe { llvm_sys::support::LLVMParseCommandLineOptions(2, args.as_ptr(), c"".as_ptr()) };
+    });
     let triple = TargetTriple::create(TRIPLE);
     let target = Target::from_triple(&triple).map_err(|e| CodegenError::Llvm { stage: "target lookup", message: e.to_string() })?;
     let (cpu, features) = target_cpu(arch);

@@ -63,10 +63,12 @@ impl KernelPlan {
         self.block_q / (16 * self.warps)
     }
 
-    /// Q fragments stay in registers across key blocks when they cost at most
-    /// 32 registers; otherwise they are re-read from shared memory per block.
+    /// Q fragments stay in registers across key blocks when a warp owns one
+    /// slab and they cost at most 32 registers; otherwise they are re-read from
+    /// shared memory per key block (as FlashAttention-2 does). Holding 2 slabs
+    /// of Q at D=64 made ptxas spill in the element-test path.
     pub fn q_in_registers(&self) -> bool {
-        self.slabs_per_warp() * self.head_dim <= 64
+        self.slabs_per_warp() == 1 && self.head_dim <= 128
     }
 
     /// Bytes of one shared-memory row of `head_dim` halves, padded.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use lacuna_codegen::ptxas::{PtxasError, PtxasReport};
-use lacuna_ir::{Arch, Dims, Dtype, KeySource, TileShape};
+use lacuna_ir::{Arch, Dims, Dtype, KeySource, PatternIr, TileShape};
 use lacuna_patterns::StandardPattern;
 
 use crate::commands::compile::{compile_kernel, ptx_file_text, write_file, PlanOverrides};
@@ -91,7 +91,7 @@ pub fn run(args: &TourArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         verified(&ir)?;
 
         writeln!(out)?;
-        mask_section(pattern, dims, tiles, out, &mut problems)?;
+        mask_section(pattern, &ir, dims, tiles, out, &mut problems)?;
 
         writeln!(out)?;
         writeln!(out, "kernels ({} {}):", DTYPE.name(), ARCH.name())?;
@@ -122,15 +122,15 @@ pub fn run(args: &TourArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
 /// The example inputs, the block mask picture, the share visited and the brute-force check.
 fn mask_section(
     pattern: &StandardPattern,
+    ir: &PatternIr,
     dims: Dims,
     tiles: TileShape,
     out: &mut dyn Write,
     problems: &mut Vec<String>,
 ) -> Result<(), CliError> {
-    let ir = (pattern.ir)();
-    check_size(&ir, dims, tiles)?;
-    let Bound { bindings, inputs_text } = bind_inputs(pattern, &ir, dims, &[], &[], SEED)?;
-    let mask = lacuna_ir::analyze(&ir, &bindings, tiles)?;
+    check_size(ir, dims, tiles)?;
+    let Bound { bindings, inputs_text } = bind_inputs(pattern, ir, dims, &[], &[], SEED)?;
+    let mask = lacuna_ir::analyze(ir, &bindings, tiles)?;
     writeln!(out, "block mask: B={} H={} Nq=Nk={}, tiles of {} x {}", dims.batch, dims.heads, dims.q_len, tiles.block_q, tiles.block_k)?;
     write!(out, "{inputs_text}")?;
     let pictures = picture::heads_side_by_side(&mask, PICTURE_WIDTH).unwrap_or_else(|| picture::text(&mask, HEADS));
@@ -141,7 +141,7 @@ fn mask_section(
         writeln!(out, "check against brute force: skipped (B·H·Nq·Nk = {elements} is more than 2^31; use a smaller --q-len)")?;
         return Ok(());
     }
-    let check = lacuna_ir::check_against_brute_force(&ir, &bindings, &mask);
+    let check = lacuna_ir::check_against_brute_force(ir, &bindings, &mask);
     writeln!(out, "{check}")?;
     if !check.is_sound() {
         problems.push(format!(
@@ -155,7 +155,7 @@ fn mask_section(
 /// Compiles one kernel, writes its PTX file, assembles it if ptxas is usable.
 fn kernel_section(
     pattern: &StandardPattern,
-    ir: &lacuna_ir::PatternIr,
+    ir: &PatternIr,
     head_dim: u32,
     dir: &Path,
     ptxas: &PtxasState,
@@ -208,10 +208,13 @@ fn kernel_section(
                 "no spills".to_string()
             } else {
                 problems.push(format!(
-                    "ptxas reports spills in `{}` ({} bytes stored, {} loaded); the plan for head_dim {head_dim} keeps too much in registers",
+                    "ptxas reports register spills in `{}` ({} bytes stored, {} loaded): the plan for head_dim {head_dim} keeps too much in registers (a lacuna bug)\n  reproduce with: {} -arch={} -v {} -o /dev/null",
                     path.display(),
                     r.spill_stores,
-                    r.spill_loads
+                    r.spill_loads,
+                    ptxas.display(),
+                    ARCH.name(),
+                    path.display()
                 ));
                 format!("SPILLS: {} bytes stored, {} bytes loaded", r.spill_stores, r.spill_loads)
             };
