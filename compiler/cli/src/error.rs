@@ -87,6 +87,15 @@ pub enum CliError {
     #[error("cannot write the JSON output: {0}")]
     Json(#[from] serde_json::Error),
 
+    #[error("{0}")]
+    Runtime(#[from] lacuna_runtime::RuntimeError),
+
+    #[error("the CPU reference refused the case: {0}")]
+    Reference(#[from] lacuna_ir::reference::ReferenceError),
+
+    #[error("{what}")]
+    Usage { what: String },
+
     #[error("cannot write to standard output: {0}")]
     Output(#[from] io::Error),
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod error;
+mod gpu;
 mod npy;
 mod params;
 mod picture;
@@ -34,7 +35,77 @@ enum Command {
     Compile(CompileArgs),
     /// Every standard pattern from IR to PTX: IR, key range, block mask, brute-force check, kernels, ptxas.
     Tour(TourArgs),
-    // `run`, `selftest` and `bench` come here, each implemented in its own commands/*.rs.
+    /// Run one attention on the GPU from .npy files (bf16, fp16 or f32 in; the same dtype out).
+    Run(RunArgs),
+    /// Every standard pattern on the GPU against the CPU reference (needs a GPU).
+    Selftest(SelftestArgs),
+    /// Time the forward kernel over a grid of shapes and patterns (needs a GPU); table and JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A standard pattern (see `lacuna patterns`).
+    pub pattern: String,
+    /// Queries, (B, H, Nq, D).
+    #[arg(long, value_name = "Q.npy")]
+    pub q: PathBuf,
+    /// Keys, (B, Hkv, Nk, D).
+    #[arg(long, value_name = "K.npy")]
+    pub k: PathBuf,
+    /// Values, (B, Hkv, Nk, D).
+    #[arg(long, value_name = "V.npy")]
+    pub v: PathBuf,
+    /// An array input of the pattern read from a .npy file.
+    #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = params::parse_assignment)]
+    pub inputs: Vec<(String, String)>,
+    /// A value for a scalar or per-head input, or a knob for example inputs.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = params::parse_assignment)]
+    pub params: Vec<(String, String)>,
+    /// Where to write the output, (B, H, Nq, D), in the dtype of Q.
+    #[arg(long, value_name = "O.npy")]
+    pub out: PathBuf,
+    /// Where to write the log-sum-exp, (B, H, Nq) f32.
+    #[arg(long, value_name = "LSE.npy")]
+    pub lse: Option<PathBuf>,
+    /// Softmax scale (default 1/sqrt(D)).
+    #[arg(long)]
+    pub scale: Option<f32>,
+    /// Seed for example values of inputs given neither by --input nor --param.
+    #[arg(long, default_value = "0")]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// Only the main cases (two shapes per pattern).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only patterns whose name contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Also write the outcomes as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',', default_value = "4096,8192,16384,32768")]
+    pub ns: Vec<usize>,
+    /// Head dims.
+    #[arg(long, value_delimiter = ',', default_value = "64,128")]
+    pub head_dims: Vec<u32>,
+    /// Only these benchmark patterns (causal, window1024, moa, hash8, hash32, qkdrop50, qkdrop80).
+    #[arg(long, value_delimiter = ',')]
+    pub patterns: Option<Vec<String>>,
+    /// Timed launches per configuration (the median is reported).
+    #[arg(long, default_value = "10")]
+    pub reps: usize,
+    /// Also write the rows as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +226,18 @@ fn main() -> ExitCode {
         Command::Mask(args) => commands::mask::run(args, &mut out),
         Command::Compile(args) => commands::compile::run(args, &mut out),
         Command::Tour(args) => commands::tour::run(args, &mut out),
+        Command::Run(args) => commands::run::run(args, &mut out),
+        Command::Selftest(args) => gpu::selftest::run(args.quick, args.filter.as_deref(), args.json.as_deref(), &mut out),
+        Command::Bench(args) => gpu::bench::run(
+            &gpu::bench::BenchArgs {
+                ns: &args.ns,
+                head_dims: &args.head_dims,
+                patterns: args.patterns.as_deref(),
+                reps: args.reps,
+                json_out: args.json.as_deref(),
+            },
+            &mut out,
+        ),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(CliError::Output));
     match result {

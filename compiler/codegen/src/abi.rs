@@ -42,6 +42,8 @@ pub mod fixed {
     pub const LSE: usize = 4;
     /// `q_stride_b, q_stride_h, q_stride_n`, then the same for k, v, o.
     pub const STRIDES: usize = 5;
+    /// `batch` is part of the ABI (the runtime checks it); the grid carries the batch index.
+    #[allow(dead_code)]
     pub const BATCH: usize = 17;
     pub const HEADS: usize = 18;
     pub const KV_HEADS: usize = 19;

@@ -6,9 +6,9 @@ use inkwell::basic_block::BasicBlock;
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::module::Module;
-use inkwell::types::{BasicType, BasicTypeEnum, FloatType, IntType, PointerType};
+use inkwell::types::{BasicType, FloatType, IntType};
 use inkwell::values::{BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue};
-use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+use inkwell::{FloatPredicate, IntPredicate};
 
 use crate::error::Result;
 
@@ -47,9 +47,6 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     }
     pub fn f32t(&self) -> FloatType<'ctx> {
         self.ctx.f32_type()
-    }
-    pub fn ptr(&self, space: u16) -> PointerType<'ctx> {
-        self.ctx.ptr_type(AddressSpace::from(space))
     }
     pub fn i32(&self, v: i32) -> IV<'ctx> {
         self.i32t().const_int(v as i64 as u64, true)
@@ -156,9 +153,6 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     pub fn select_f32(&self, c: IV<'ctx>, a: FV<'ctx>, b: FV<'ctx>) -> Result<FV<'ctx>> {
         Ok(self.b.build_select(c, a, b, "")?.into_float_value())
     }
-    pub fn select(&self, c: IV<'ctx>, a: BV<'ctx>, b: BV<'ctx>) -> Result<BV<'ctx>> {
-        Ok(self.b.build_select(c, a, b, "")?)
-    }
 
     // ---- memory ----
     /// `base + index` elements of `elem` (an address computation, no load).
@@ -175,9 +169,6 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     }
     pub fn load_i32(&self, ptr: PointerValue<'ctx>) -> Result<IV<'ctx>> {
         Ok(self.load(self.i32t(), ptr)?.into_int_value())
-    }
-    pub fn load_f32(&self, ptr: PointerValue<'ctx>) -> Result<FV<'ctx>> {
-        Ok(self.load(self.f32t(), ptr)?.into_float_value())
     }
     pub fn store(&self, ptr: PointerValue<'ctx>, v: impl BasicValue<'ctx>) -> Result<()> {
         self.b.build_store(ptr, v)?;
@@ -298,9 +289,4 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
 pub(crate) fn named<'ctx, V: BasicValue<'ctx>>(v: V, name: &str) -> V {
     v.as_basic_value_enum().set_name(name);
     v
-}
-
-#[allow(dead_code)]
-pub(crate) fn basic_type<'ctx>(v: &BV<'ctx>) -> BasicTypeEnum<'ctx> {
-    v.get_type()
 }

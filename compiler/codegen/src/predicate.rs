@@ -58,12 +58,6 @@ impl<'ctx> Val<'ctx> {
             Val::F(_) => unreachable!("verified types: expected an integer"),
         }
     }
-    fn f(self) -> FV<'ctx> {
-        match self {
-            Val::F(v) => v,
-            _ => unreachable!("verified types: expected f32"),
-        }
-    }
 }
 
 /// What a node's value depends on besides launch-uniform values.

@@ -158,7 +158,7 @@ pub fn parse_report(log: &str) -> PtxasReport {
 /// The integer right before `marker` in `line` (0 when absent).
 fn number_before(line: &str, marker: &str) -> u32 {
     let Some(pos) = line.find(marker) else { return 0 };
-    line[..pos].split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).last().and_then(|s| s.parse().ok()).unwrap_or(0)
+    line[..pos].split(|c: char| !c.is_ascii_digit()).rfind(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]

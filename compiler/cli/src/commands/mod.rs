@@ -7,3 +7,4 @@ pub mod ir;
 pub mod mask;
 pub mod patterns;
 pub mod tour;
+pub mod run;

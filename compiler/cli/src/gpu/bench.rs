@@ -82,7 +82,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 // Visited tiles, counted on batch 0 (example inputs are generated batch by batch).
                 let dims0 = Dims::new(1, heads, len, len);
                 let values0 = lacuna_patterns::example_inputs(sp, dims0, &params, &BTreeMap::new(), 11)?;
-                let mask = analyze(&ir, &Bindings::new(&ir, dims0, values0)?, TileShape::new(plan.block_q as usize, plan.block_k as usize))?;
+                let mask = analyze(&ir, &Bindings::new(&ir, dims0, values0).map_err(|source| CliError::Bind { source, file: None })?, TileShape::new(plan.block_q as usize, plan.block_k as usize))?;
                 let visited_fraction = mask.visited_elements() as f64 / (heads * len * len) as f64;
 
                 let mut noise = Noise::new(n as u64 + d as u64);
@@ -131,7 +131,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     }
     if let Some(path) = args.json_out {
         let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.name(), "rows": rows })).unwrap_or_default();
-        std::fs::write(path, text).map_err(|e| CliError::Write { path: path.to_path_buf(), source: e })?;
+        std::fs::write(path, text).map_err(|e| CliError::WriteFile { path: path.to_path_buf(), source: e })?;
     }
     Ok(ExitCode::SUCCESS)
 }

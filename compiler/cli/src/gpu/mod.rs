@@ -17,8 +17,9 @@ use crate::error::CliError;
 /// Compiles `ir` for this GPU and loads it.
 pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<(KernelPlan, AttentionKernel), CliError> {
     let arch = gpu.arch()?;
-    let plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch)?;
-    let compiled = lacuna_codegen::compile(ir, &plan)?;
+    let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
+    let plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?;
+    let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
     let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
     Ok((plan, kernel))
 }

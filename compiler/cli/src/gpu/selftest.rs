@@ -74,13 +74,16 @@ struct Outcome {
     pass: bool,
 }
 
-pub fn run(quick: bool, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+pub fn run(quick: bool, filter: Option<&str>, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
     writeln!(out, "selftest on {} (sm count {})", gpu.name(), gpu.sm_count()).map_err(CliError::Output)?;
     let mut outcomes = Vec::new();
     let mut seed = 1u64;
     for case in cases(quick) {
         seed += 1;
+        if filter.is_some_and(|f| !case.pattern.contains(f)) {
+            continue;
+        }
         let outcome = run_case(&gpu, &case, seed)?;
         writeln!(
             out,
@@ -95,7 +98,7 @@ pub fn run(quick: bool, json_out: Option<&std::path::Path>, out: &mut dyn Write)
     writeln!(out, "{} cases, {} failed", outcomes.len(), failed).map_err(CliError::Output)?;
     if let Some(path) = json_out {
         let text = serde_json::to_string_pretty(&outcomes).unwrap_or_default();
-        std::fs::write(path, text).map_err(|e| CliError::Write { path: path.to_path_buf(), source: e })?;
+        std::fs::write(path, text).map_err(|e| CliError::WriteFile { path: path.to_path_buf(), source: e })?;
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -113,7 +116,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64) -> Result<Outcome, CliError> {
     let dims = Dims::new(c.batch, c.heads, c.q_len, c.kv_len);
     let params: BTreeMap<String, String> = c.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), seed)?;
-    let bindings = Bindings::new(&ir, dims, values.clone())?;
+    let bindings = Bindings::new(&ir, dims, values.clone()).map_err(|source| CliError::Bind { source, file: None })?;
     let (_, kernel) = load_kernel(gpu, &ir, c.head_dim, c.dtype)?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
@@ -154,24 +157,9 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64) -> Result<Outcome, CliError> {
     lse.poison()?;
     kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, ForwardOptions::default())?;
     gpu.synchronize()?;
-    let o_dev = o.to_host_as_f32()?;
+    // Downloads come back in logical (B, H, N, D) order whatever the strides.
+    let o_got = o.to_host_as_f32()?;
     let lse_dev = lse.to_host_f32()?;
-    // Back to (B, H, N, D) order for comparison.
-    let o_got: Vec<f32> = if c.bnhd {
-        let mut t = vec![0f32; o_dev.len()];
-        for bi in 0..b {
-            for hi in 0..h {
-                for ni in 0..nq {
-                    let dst = ((bi * h + hi) * nq + ni) * d;
-                    let src = ((bi * nq + ni) * h + hi) * d;
-                    t[dst..dst + d].copy_from_slice(&o_dev[src..src + d]);
-                }
-            }
-        }
-        t
-    } else {
-        o_dev
-    };
     let shape = AttentionShape { batch: b, heads: h, kv_heads: hk, q_len: nq, kv_len: nk, head_dim: d };
     let scale = 1.0 / (d as f32).sqrt();
     let reference = attention(&ir, &bindings, shape, &qr, &kr, &vr, scale, Precision::F32)?;

@@ -15,7 +15,7 @@ use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::types::BasicMetadataTypeEnum;
-use inkwell::values::{BasicValue, PointerValue};
+use inkwell::values::PointerValue;
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
 use lacuna_ir::{InputKind, PatternIr};
@@ -518,17 +518,5 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
         }
         cx.ret_void()
-    }
-}
-
-/// `[Result<T>; 4]` → `Result<[T; 4]>`.
-trait TryMapAll<T> {
-    fn try_map_all(self) -> Result<[T; 4]>;
-}
-
-impl<T: Copy> TryMapAll<T> for [Result<T>; 4] {
-    fn try_map_all(self) -> Result<[T; 4]> {
-        let [a, b, c, d] = self;
-        Ok([a?, b?, c?, d?])
     }
 }

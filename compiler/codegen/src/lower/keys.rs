@@ -27,6 +27,7 @@ const MAX_COEF: i64 = 1 << 30;
 impl<'ctx> KeyBlocks<'ctx> {
     /// Evaluates the spans for query rows `q.lo..=q.hi` (launch-uniform code,
     /// emitted once per CTA).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(cx: &Cx<'_, 'ctx>, p: &PatternIr, plan: &KernelPlan, pred: &Predicate<'_, 'ctx>, q: &TileRange<'ctx>, q_len: IV<'ctx>, kv_len: IV<'ctx>, k_blocks: IV<'ctx>) -> Result<Self> {
         let everything = || Self { spans: vec![(cx.i32(0), k_blocks)], k_blocks };
         let range = match &plan.key_source {

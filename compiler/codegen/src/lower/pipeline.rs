@@ -35,7 +35,6 @@ pub(crate) struct SmemLayout {
     pub slot_bytes: u32,
     /// The V tile's offset inside a slot.
     pub v_in_slot: u32,
-    pub stages: u32,
 }
 
 impl SmemLayout {
@@ -46,7 +45,6 @@ impl SmemLayout {
             first_slot: plan.q_tile_bytes(),
             slot_bytes: plan.stage_bytes(),
             v_in_slot: plan.block_k * plan.smem_row_bytes(),
-            stages: plan.stages,
         }
     }
 
