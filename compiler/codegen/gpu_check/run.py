@@ -119,75 +119,13 @@ def dequant(bits, dtype):
     return bits.view(np.float16).astype(np.float64)
 
 
-# ---- pattern masks (element semantics, numpy) ----
-def make_inputs(kern, rng, B, H, Nq, Nk):
-    """Host values per input name and a mask function (b, h) -> (Nq, Nk) bool."""
-    pat = kern["pattern"]
-    vals = {}
-    if pat == "Causal":
-        fn = lambda b, h, qi, ki: qi >= ki
-    elif pat == "Dense":
-        fn = lambda b, h, qi, ki: np.ones_like(qi >= ki)
-    elif pat == "SlidingWindow":
-        W = 100
-        vals["window"] = W
-        fn = lambda b, h, qi, ki: (qi >= ki) & (qi - ki < W)
-    elif pat == "HashBucket":
-        def sorted_buckets(N):
-            bk = rng.integers(0, 6, size=(B, H, N))
-            pos = np.empty((B, H, N), np.int32)
-            sb = np.empty((B, H, N), np.int32)
-            for b in range(B):
-                for h in range(H):
-                    order = np.argsort(bk[b, h], kind="stable")
-                    sb[b, h] = bk[b, h][order]
-                    pos[b, h] = order
-            return sb, pos
-        qb, qp = sorted_buckets(Nq)
-        if Nq == Nk:
-            kb, kp = qb.copy(), qp.copy()
-        else:
-            kb, kp = sorted_buckets(Nk)
-        vals.update(q_bucket=qb, k_bucket=kb, q_pos=qp, k_pos=kp)
-        fn = lambda b, h, qi, ki: (qb[b, h][qi] == kb[b, h][ki]) & (qp[b, h][qi] >= kp[b, h][ki])
-    elif pat == "MoA":
-        alpha = np.array([16.0, 40.0, 64.5, 100.0, 8.0, 30.0, 70.0, 3.0][:H], np.float32)
-        beta = np.array([0.1, 0.05, 0.0, 0.2, 0.3, 0.0, 0.15, 0.01][:H], np.float32)
-        sink = np.array([4, 0, 16, 1, 0, 64, 2, 7][:H], np.int32)
-        n = Nk
-        span = np.trunc((alpha + beta * np.float32(n)).astype(np.float32)).astype(np.int32)
-        vals.update(alpha=alpha, beta=beta, sink=sink, n=n)
-        fn = lambda b, h, qi, ki: (ki <= qi) & ((qi - ki < span[h]) | (ki < sink[h]))
-    elif pat == "BlockSparse":
-        lb = 64
-        nlq, nlk = -(-Nq // lb), -(-Nk // lb)
-        Wd = 3
-        lst = np.full((B, H, nlq, Wd), -1, np.int32)
-        for b in range(B):
-            for h in range(H):
-                for i in range(nlq):
-                    ch = rng.choice(nlk, size=min(Wd, nlk), replace=False)
-                    for j, x in enumerate(ch):
-                        if rng.random() < 0.8:
-                            lst[b, h, i, j] = x
-        vals["sel"] = lst
-        listed = np.zeros((B, H, nlq, nlk), bool)
-        for b in range(B):
-            for h in range(H):
-                for i in range(nlq):
-                    for x in lst[b, h, i]:
-                        if x >= 0:
-                            listed[b, h, i, x] = True
-        fn = lambda b, h, qi, ki: listed[b, h][qi // lb, ki // lb] & (qi >= ki)
-    else:
-        raise ValueError(pat)
-
-    def mask(b, h):
-        qi = np.arange(Nq)[:, None]
-        ki = np.arange(Nk)[None, :]
-        return np.broadcast_to(fn(b, h, qi, ki), (Nq, Nk))
-
-    return vals, mask
+# ---- test cases: inputs and masks written by tests/export_gpu_bundle.rs ----
+def load_case(case):
+    meta = json.load(open(os.path.join(HERE, "kernels", case + ".json")))
+    B, H, Nq, Nk = meta["batch"], meta["heads"], meta["q_len"], meta["kv_len"]
+    bits = np.unpackbits(np.fromfile(os.path.join(HERE, "kernels", case + ".mask"), np.uint8))
+    mask = bits[: B * H * Nq * Nk].reshape(B, H, Nq, Nk).astype(bool)
+    return meta, mask
 
 
 def reference(q, k, v, mask_fn, scale, B, H, KVH):
@@ -210,11 +148,20 @@ def reference(q, k, v, mask_fn, scale, B, H, KVH):
     return O, L
 
 
-def run_case(kern, mod, fwd, summ, B, H, KVH, Nq, Nk, seed, results):
-    rng = np.random.default_rng(seed)
+def run_case(kern, mod, fwd, summ, case, results):
+    meta, mask = load_case(case)
+    B, H, KVH, Nq, Nk = meta["batch"], meta["heads"], meta["kv_heads"], meta["q_len"], meta["kv_len"]
+    rng = np.random.default_rng(meta["seed"])
     D, dt = kern["head_dim"], kern["dtype"]
     BQ, BK = kern["block_q"], kern["block_k"]
-    vals, mask_fn = make_inputs(kern, rng, B, H, Nq, Nk)
+    mask_fn = lambda b, h: mask[b, h]
+    vals = {}
+    for nm, v in meta["inputs"].items():
+        if "scalar" in v:
+            vals[nm] = v["scalar"]
+        else:
+            isf = any(isinstance(x, float) for x in v["data"])
+            vals[nm] = np.array(v["data"], np.float32 if isf else np.int32).reshape(v["shape"])
     # Q and O laid out (B, N, H, D): strides exercise the ABI. K, V are (B, KVH, N, D).
     qf = rng.standard_normal((B, Nq, H, D)).astype(np.float32)
     kf = rng.standard_normal((B, KVH, Nk, D)).astype(np.float32)
@@ -256,7 +203,7 @@ def run_case(kern, mod, fwd, summ, B, H, KVH, Nq, Nk, seed, results):
             args += [("p", T), ("p", S)]
         elif spec["kind"] == "head":
             arr = vals[nm]
-            T = Buf(arr.astype(np.float32 if spec["ty"] == "f32" else np.int32))
+            T = Buf(np.asarray(arr).astype(np.float32 if spec["ty"] == "f32" else np.int32))
             bufs.append(T)
             args.append(("p", T))
         elif spec["kind"] == "launch":
@@ -282,7 +229,7 @@ def run_case(kern, mod, fwd, summ, B, H, KVH, Nq, Nk, seed, results):
     lse_masked_ok = np.all(np.isneginf(lse[masked_rows])) and np.all(out[np.broadcast_to(masked_rows[..., None], out.shape)] == 0)
     tol = 2.5e-2 if dt == "bf16" else 4e-3
     ok = nan == 0 and err < tol and lerr < 2e-3 and tail_ok and lse_masked_ok
-    line = f"{'ok  ' if ok else 'FAIL'} {kern['file']:40s} B{B} H{H}/{KVH} Nq{Nq} Nk{Nk}: max|dO|={err:.2e} max|dlse|={lerr:.2e} nan={nan} tail={'ok' if tail_ok else 'WRITTEN'} masked_rows={int(masked_rows.sum())}/{'ok' if lse_masked_ok else 'BAD'}"
+    line = f"{'ok  ' if ok else 'FAIL'} {kern['file']:40s} {case[-1]} B{B} H{H}/{KVH} Nq{Nq} Nk{Nk}: max|dO|={err:.2e} max|dlse|={lerr:.2e} nan={nan} tail={'ok' if tail_ok else 'WRITTEN'} masked_rows={int(masked_rows.sum())}/{'ok' if lse_masked_ok else 'BAD'}"
     print(line, flush=True)
     results.append(("ok" if ok else "FAIL", line))
 
@@ -301,7 +248,7 @@ def bench(kern, fwd, B, H, N, iters=20):
     for _ in range(iters):
         launch(fwd, grid, kern["threads"], kern["shared"], args)
     dt = (time.perf_counter() - t) / iters
-    flops = 4 * D * B * H * N * N * (0.5 if kern["pattern"] == "Causal" else 1.0)
+    flops = 4 * D * B * H * N * N * (0.5 if kern["pattern"] == "causal" else 1.0)
     print(f"bench {kern['file']:40s} B{B} H{H} N{N}: {dt*1e3:.3f} ms  {flops/dt/1e12:.1f} TFLOP/s (sync per launch)", flush=True)
     for x in (Q, K, V, O, L):
         x.free()
@@ -311,7 +258,6 @@ def main():
     index = json.load(open(os.path.join(HERE, "kernels", "index.json")))
     only = sys.argv[1:]
     results = []
-    shapes = [(2, 4, 2, 300, 300), (1, 2, 1, 129, 517), (1, 2, 2, 520, 140)]
     for kern in index:
         if only and not any(o in kern["file"] for o in only):
             continue
@@ -320,9 +266,9 @@ def main():
             fwd = get_fn(mod, kern["entry"])
             summ = get_fn(mod, "block_minmax")
             print(f"-- {kern['file']}: regs={attr(fwd, 4)} local={attr(fwd, 3)} maxthreads={attr(fwd, 0)}", flush=True)
-            for i, (B, H, KVH, Nq, Nk) in enumerate(shapes):
-                run_case(kern, mod, fwd, summ, B, H, KVH, Nq, Nk, 1000 + i, results)
-            if kern["file"] in ("fwd_causal_d64_bf16.ptx", "fwd_causal_d128_bf16.ptx", "fwd_dense_d64_bf16.ptx", "fwd_dense_d128_bf16.ptx"):
+            for case in kern["cases"]:
+                run_case(kern, mod, fwd, summ, case, results)
+            if kern["file"] in ("fwd_causal_d64_bf16.ptx", "fwd_causal_d128_bf16.ptx", "fwd_dense_d64_bf16.ptx", "fwd_dense_d128_bf16.ptx") and os.environ.get("BENCH", "1") == "1":
                 bench(kern, fwd, 4, 16, 4096)
         except Exception as e:  # keep going: one broken kernel must not hide the others
             print(f"FAIL {kern['file']}: {e}", flush=True)

@@ -24,7 +24,7 @@ impl fmt::Display for PatternIr {
         }
         f.write_str(")")?;
         if !self.doc.is_empty() {
-            write!(f, ": {:?}", self.doc.lines().next().unwrap_or_default())?;
+            write!(f, ": {:?}", self.doc.split_whitespace().collect::<Vec<_>>().join(" "))?;
         }
         writeln!(f)?;
         for (id, node) in self.nodes() {
