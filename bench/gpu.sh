@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Everything Lacuna checks and times on a GPU, in one go (one device call):
+#   bench/gpu.sh [selftest] [sanitize] [bench] [peers]   (default: all)
+# Expects the release binary at .gpu/lacuna (built on the CPU machine:
+# `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`)
+# and writes logs and JSON under $OUT (or ./gpu-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-out}"; mkdir -p "$out"
+bin=./.gpu/lacuna
+steps="${*:-selftest sanitize bench peers}"
+export LACUNA_CACHE="$out/cache"
+status=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+for step in $steps; do
+  case "$step" in
+    selftest)
+      $bin selftest --json "$out/selftest.json" 2>&1 | tee "$out/selftest.log" | tail -n 8 || status=1 ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        compute-sanitizer --tool $tool --error-exitcode 9 $bin selftest --quick > "$out/sanitize-$tool.log" 2>&1
+        rc=$?; echo "compute-sanitizer $tool: exit $rc ($(grep -c 'ok  ' "$out/sanitize-$tool.log") cases ok)"; tail -n 3 "$out/sanitize-$tool.log"
+        [ $rc = 0 ] || status=1
+      done ;;
+    bench)
+      $bin bench ${BENCH_ARGS:-} --json "$out/bench.json" 2>&1 | tee "$out/bench.log" ;;
+    peers)
+      PYTHONUNBUFFERED=1 python3 bench/peers.py ${PEERS_ARGS:-} --out "$out/peers.json" 2>&1 | grep -v Warning | tee "$out/peers.log" ;;
+  esac
+done
+exit $status
