@@ -9,6 +9,8 @@
 //! - [`validate`]: every pre-launch check, pure (tested without a GPU).
 //! - [`kernel`]: loading a kernel and launching it.
 //! - [`jit`]: compile on first use with an on-disk PTX cache.
+//! - [`ops`]: the seed methods' helper ops (NVRTC-compiled CUDA C) and their CPU twins.
+//! - [`methods`]: SCFA hash / QK-drop, SparseK and MoA end to end, one call each.
 //! - [`error`]: what can go wrong, and what to do about it.
 //!
 //! ```no_run
@@ -27,6 +29,8 @@ pub mod error;
 pub mod gpu;
 pub mod jit;
 pub mod kernel;
+pub mod methods;
+pub mod ops;
 pub mod tensor;
 pub mod validate;
 
@@ -34,6 +38,10 @@ pub use args::PatternArgs;
 pub use error::{Result, RuntimeError};
 pub use gpu::Gpu;
 pub use kernel::{AttentionKernel, ForwardOptions};
+pub use methods::{
+    moa_attention, scfa_hash_attention, scfa_qk_drop_attention, sparsek_attention, MethodOutput, MethodPattern,
+};
+pub use ops::{GpuOps, KeepMask, OpError, OpResult};
 pub use tensor::{DeviceTensor, ElemType};
 
 /// Re-exported so callers can build bf16/fp16 host data without naming `half` themselves.

@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
 """GPU check of generated kernels against a float64 numpy reference.
 
+Generate the bundle first (on the build machine):
+    cargo test -p lacuna-codegen --test export_gpu_bundle -- --ignored
+then, on a GPU machine with numpy:  python3 compiler/codegen/gpu_check/run.py [FILTER...]
+
 Loads every PTX listed in kernels/index.json through the CUDA driver API
-(ctypes, no cupy/torch needed), runs block_minmax for the tensor summaries,
-runs the forward kernel on ragged shapes with GQA and strided Q/O, and
-compares O and lse. Prints one line per (kernel, shape) and a summary.
+(ctypes; no cupy/torch needed), runs block_minmax for the tensor summaries
+(checked against numpy), runs the forward kernel on ragged shapes with GQA,
+strided Q/O and poisoned outputs, and compares O and lse with a float64
+reference whose mask was written by the IR's own element semantics. Prints
+one line per (kernel, case) and a summary; `BENCH=0` skips the timings.
 """
 import ctypes, json, os, sys, time, math
 import numpy as np
@@ -68,7 +74,7 @@ def get_fn(mod, entry):
     return fn
 
 
-def launch(fn, grid, block, shared, args):
+def launch(fn, grid, block, shared, args, sync=True):
     holders = []
     for kind, v in args:
         if kind == "p":
@@ -85,7 +91,8 @@ def launch(fn, grid, block, shared, args):
     if shared > 48 * 1024:
         check(cuda.cuFuncSetAttribute(fn, 8, shared), "set smem")
     check(cuda.cuLaunchKernel(fn, grid[0], grid[1], grid[2], block, 1, 1, shared, None, params, None), "launch")
-    check(cuda.cuCtxSynchronize(), "sync")
+    if sync:
+        check(cuda.cuCtxSynchronize(), "sync")
 
 
 def attr(fn, a):
@@ -244,12 +251,19 @@ def bench(kern, fwd, B, H, N, iters=20):
     args += [("i32", B), ("i32", H), ("i32", H), ("i32", N), ("i32", N), ("f32", 0.125 * 1.4427)]
     grid = (-(-N // kern["block_q"]), H, B)
     launch(fwd, grid, kern["threads"], kern["shared"], args)
-    t = time.perf_counter()
+    e0, e1 = c.c_void_p(), c.c_void_p()
+    check(cuda.cuEventCreate(c.byref(e0), 0), "event")
+    check(cuda.cuEventCreate(c.byref(e1), 0), "event")
+    check(cuda.cuEventRecord(e0, None), "record")
     for _ in range(iters):
-        launch(fwd, grid, kern["threads"], kern["shared"], args)
-    dt = (time.perf_counter() - t) / iters
+        launch(fwd, grid, kern["threads"], kern["shared"], args, sync=False)
+    check(cuda.cuEventRecord(e1, None), "record")
+    check(cuda.cuEventSynchronize(e1), "esync")
+    ms = c.c_float()
+    check(cuda.cuEventElapsedTime(c.byref(ms), e0, e1), "elapsed")
+    dt = ms.value / 1e3 / iters
     flops = 4 * D * B * H * N * N * (0.5 if kern["pattern"] == "causal" else 1.0)
-    print(f"bench {kern['file']:40s} B{B} H{H} N{N}: {dt*1e3:.3f} ms  {flops/dt/1e12:.1f} TFLOP/s (sync per launch)", flush=True)
+    print(f"bench {kern['file']:40s} B{B} H{H} N{N}: {dt*1e3:.3f} ms  {flops/dt/1e12:.1f} TFLOP/s (events)", flush=True)
     for x in (Q, K, V, O, L):
         x.free()
 
@@ -279,4 +293,5 @@ def main():
         print("  ", l)
 
 
-main()
+if __name__ == "__main__":
+    main()

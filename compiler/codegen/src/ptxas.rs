@@ -57,12 +57,13 @@ impl PtxasReport {
 /// Finds ptxas (see the module docs for the order).
 pub fn find() -> Result<PathBuf, PtxasError> {
     let mut searched = Vec::new();
+    // An explicit choice wins, and a wrong one is reported rather than silently replaced.
     if let Some(p) = std::env::var_os("LACUNA_PTXAS") {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
         }
-        searched.push(p);
+        return Err(PtxasError::NotFound { searched: vec![p] });
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {

@@ -7,6 +7,9 @@
 //! `cargo test -p lacuna-codegen --test export_gpu_bundle -- --ignored`, then on a GPU
 //! machine: `python3 compiler/codegen/gpu_check/run.py`.
 
+// `x % n == 0`: the workspace MSRV (1.85) predates `is_multiple_of`.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -177,6 +180,50 @@ fn export() {
                 plan.shared_bytes(),
                 inputs.join(","),
                 cases.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(",")
+            ));
+        }
+    }
+    std::fs::write(dir.join("index.json"), format!("[\n{}\n]\n", index.join(",\n"))).expect("write index");
+}
+
+/// Plan variants for `gpu_check/bench.py` (tuning, not correctness).
+#[test]
+#[ignore]
+fn export_bench_variants() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("gpu_check/kernels_bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut index = Vec::new();
+    let variants: &[(u32, u32, u32, u32, u32)] = &[
+        (64, 128, 64, 4, 3),
+        (64, 128, 64, 4, 2),
+        (64, 128, 64, 4, 4),
+        (64, 128, 128, 4, 2),
+        (64, 64, 64, 4, 3),
+        (64, 128, 64, 8, 3),
+        (128, 128, 64, 8, 2),
+        (128, 128, 64, 8, 3),
+        (128, 128, 32, 8, 3),
+        (128, 128, 128, 8, 2),
+        (128, 64, 64, 4, 2),
+        (128, 64, 64, 4, 3),
+        (128, 128, 32, 4, 3),
+    ];
+    for (name, p) in [("causal", common::causal()), ("dense", common::dense())] {
+        for &(d, bq, bk, warps, stages) in variants {
+            let mut plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+            plan.block_q = bq;
+            plan.block_k = bk;
+            plan.warps = warps;
+            plan.stages = stages;
+            let k = compile(&p, &plan).expect("compile");
+            let file = format!("{}_q{bq}_k{bk}_w{warps}_s{stages}.ptx", k.manifest.entry);
+            std::fs::write(dir.join(&file), &k.ptx).expect("write");
+            index.push(format!(
+                r#"{{"file":"{file}","entry":"{}","pattern":"{name}","head_dim":{d},"dtype":"bf16","block_q":{bq},"block_k":{bk},"threads":{},"shared":{}}}"#,
+                k.manifest.entry,
+                plan.threads(),
+                plan.shared_bytes()
             ));
         }
     }

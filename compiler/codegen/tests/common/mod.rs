@@ -6,19 +6,23 @@ use lacuna_ir::{BinaryOp as B, Coord, InputKind, PatternBuilder, PatternIr, Scal
 
 type R<T> = Result<T, lacuna_ir::PatternError>;
 
+/// Runs a builder closure; the test patterns are valid by construction.
+fn build(f: impl FnOnce() -> R<PatternIr>) -> PatternIr {
+    f().expect("valid test pattern")
+}
+
 pub fn causal() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("Causal", "Inclusive causal mask.");
         let (q, k) = (b.coord(Coord::Q), b.coord(Coord::K));
         let m = b.binary(B::Ge, q, k)?;
         b.finish(m)
-    })()
-    .expect("valid pattern")
+    })
 }
 
 /// `q >= k && q - k < window`.
 pub fn sliding_window() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("SlidingWindow", "Causal band of `window` keys.");
         let w = b.declare("window", InputKind::LaunchScalar(ScalarType::I32))?;
         let (q, k, w) = (b.coord(Coord::Q), b.coord(Coord::K), b.read(w));
@@ -27,13 +31,12 @@ pub fn sliding_window() -> PatternIr {
         let near = b.binary(B::Lt, d, w)?;
         let m = b.binary(B::And, causal, near)?;
         b.finish(m)
-    })()
-    .expect("valid pattern")
+    })
 }
 
 /// Reformer-style: same bucket and causal in original positions.
 pub fn hash_bucket() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("HashBucket", "Same LSH bucket, causal on original positions.");
         let qb = b.declare("q_bucket", InputKind::QueryTensor)?;
         let kb = b.declare("k_bucket", InputKind::KeyTensor)?;
@@ -44,13 +47,12 @@ pub fn hash_bucket() -> PatternIr {
         let before = b.binary(B::Ge, qp, kp)?;
         let m = b.binary(B::And, same, before)?;
         b.finish(m)
-    })()
-    .expect("valid pattern")
+    })
 }
 
 /// MoA: `k <= q && (q - k < span_h || k < sink_h)`, span_h = (alpha_h + beta_h * n) as i32.
 pub fn moa() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("MoA", "Mixture of attention spans: per-head band plus sink.");
         let alpha = b.declare("alpha", InputKind::HeadScalar(ScalarType::F32))?;
         let beta = b.declare("beta", InputKind::HeadScalar(ScalarType::F32))?;
@@ -69,29 +71,26 @@ pub fn moa() -> PatternIr {
         let either = b.binary(B::Or, near, is_sink)?;
         let m = b.binary(B::And, causal, either)?;
         b.finish(m)
-    })()
-    .expect("valid pattern")
+    })
 }
 
 /// Top-k style block selection, causal inside: `sel[q, k] && q >= k`.
 pub fn block_list() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("BlockSparse", "Selected key blocks per query block, causal.");
         let sel = b.declare("sel", InputKind::BlockList { block: 64 })?;
         let (q, k, sel) = (b.coord(Coord::Q), b.coord(Coord::K), b.read(sel));
         let causal = b.binary(B::Ge, q, k)?;
         let m = b.binary(B::And, sel, causal)?;
         b.finish(m)
-    })()
-    .expect("valid pattern")
+    })
 }
 
 /// Dense: `true` (every tile Full).
 pub fn dense() -> PatternIr {
-    (|| -> R<PatternIr> {
+    build(|| {
         let mut b = PatternBuilder::new("Dense", "No mask.");
         let t = b.const_bool(true);
         b.finish(t)
-    })()
-    .expect("valid pattern")
+    })
 }

@@ -1,0 +1,152 @@
+//! Plan validation and compilation of every supported head dim, checked on
+//! the emitted text (no GPU, no ptxas).
+
+mod common;
+
+use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, SUMMARY_ENTRY};
+use lacuna_ir::KernelParam;
+
+#[test]
+fn plan_rejects_unsupported_head_dims() {
+    let p = common::causal();
+    for d in [0, 8, 24, 100, 272, 512] {
+        let err = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect_err("unsupported head dim");
+        assert!(matches!(err, CodegenError::UnsupportedHeadDim { head_dim } if head_dim == d), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("multiple of 16") && msg.contains("256"), "message says what is supported: {msg}");
+    }
+}
+
+#[test]
+fn plan_validation_catches_bad_fields() {
+    let p = common::causal();
+    let base = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm80).expect("plan");
+    let invalid = |f: &dyn Fn(&mut KernelPlan)| {
+        let mut plan = base.clone();
+        f(&mut plan);
+        plan.validate().expect_err("invalid plan")
+    };
+    assert!(matches!(invalid(&|p| p.block_q = 100), CodegenError::InvalidPlan { .. }));
+    assert!(matches!(invalid(&|p| p.block_k = 40), CodegenError::InvalidPlan { .. }));
+    assert!(matches!(invalid(&|p| p.stages = 1), CodegenError::InvalidPlan { .. }));
+    assert!(matches!(invalid(&|p| p.warps = 0), CodegenError::InvalidPlan { .. }));
+    assert!(matches!(invalid(&|p| p.head_dim = 72), CodegenError::UnsupportedHeadDim { head_dim: 72 }));
+    // 8 stages of 2 x 256 rows at D=256 is far beyond sm_80's 163 KB.
+    let err = invalid(&|p| {
+        p.head_dim = 256;
+        p.block_k = 256;
+        p.stages = 8;
+    });
+    assert!(matches!(err, CodegenError::SharedMemory { arch: Arch::Sm80, .. }), "{err:?}");
+    assert!(err.to_string().contains("stages"), "says what to lower: {err}");
+    // compile() re-checks the plan rather than trusting it.
+    let mut bad = base.clone();
+    bad.stages = 1;
+    assert!(matches!(compile(&p, &bad), Err(CodegenError::InvalidPlan { .. })));
+}
+
+#[test]
+fn plan_key_source_follows_the_pattern() {
+    let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert_eq!(causal.key_source, KeySource::Range("k in [0, q]".into()));
+    let hash = KernelPlan::for_pattern(&common::hash_bucket(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert_eq!(hash.key_source, KeySource::Scan);
+    // Asking for a closed form the pattern does not have is an error, not a wrong kernel.
+    let mut forced = hash.clone();
+    forced.key_source = KeySource::Range("k in [0, q]".into());
+    let err = compile(&common::hash_bucket(), &forced).expect_err("no closed form");
+    assert!(matches!(err, CodegenError::NoKeyRange { .. }), "{err:?}");
+}
+
+#[test]
+fn plan_display_shows_every_field() {
+    let plan = KernelPlan::for_pattern(&common::sliding_window(), 128, Dtype::F16, Arch::Sm80).expect("plan");
+    let text = plan.to_string();
+    for needle in ["sm_80", "fp16", "head_dim 128", "block_q 128", "block_k 64", "warps: 8 (256 threads)", "2 stages", "shared memory: 104448 bytes", "key source: closed form"] {
+        assert!(text.contains(needle), "plan text lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn every_head_dim_compiles_for_causal() {
+    let p = common::causal();
+    for d in (16..=256).step_by(16) {
+        for dtype in [Dtype::Bf16, Dtype::F16] {
+            if dtype == Dtype::F16 && d % 64 != 0 {
+                continue;
+            }
+            let plan = KernelPlan::for_pattern(&p, d, dtype, Arch::Sm90a).expect("plan");
+            let k = compile(&p, &plan).unwrap_or_else(|e| panic!("d={d}: {e}"));
+            let entry = format!("fwd_causal_d{d}_{}", dtype.name());
+            assert_eq!(k.manifest.entry, entry);
+            for needle in [
+                "mma.sync.aligned.m16n8k16.row.col.f32",
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                "cp.async.cg.shared.global",
+                "cp.async.wait_group",
+                ".target sm_90a",
+                &format!(".entry {entry}("),
+                &format!(".entry {SUMMARY_ENTRY}("),
+                &format!(".maxntid {}", plan.threads()),
+            ] {
+                assert!(k.ptx.contains(needle), "d={d} {dtype:?}: PTX lacks {needle:?}");
+            }
+            assert!(!k.ptx.contains(".local"), "d={d}: no local memory in the PTX");
+            // compile() verified the module; the text is the verified module.
+            assert!(k.llvm_ir.contains(&format!("define ptx_kernel void @{entry}(")), "d={d}: IR lacks the entry");
+            assert!(k.llvm_ir.contains("define ptx_kernel void @block_minmax("));
+        }
+    }
+}
+
+#[test]
+fn sm80_uses_ptx70_and_the_same_instructions() {
+    let p = common::moa();
+    let plan = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm80).expect("plan");
+    let k = compile(&p, &plan).expect("compile");
+    assert!(k.ptx.contains(".version 7.0") && k.ptx.contains(".target sm_80"), "PTX header");
+    assert!(k.ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+    // PTX float-to-int cvt saturates and maps NaN to 0 by default (the `as i32` of eval.rs).
+    assert!(k.ptx.contains("cvt.rzi.s32.f32"), "f32 -> i32 casts truncate toward zero");
+}
+
+#[test]
+fn manifest_describes_the_launch() {
+    let p = common::moa();
+    let plan = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let k = compile(&p, &plan).expect("compile");
+    let m = &k.manifest;
+    assert_eq!(m.entry, "fwd_mo_a_d64_bf16");
+    assert_eq!(m.summary_entry, "block_minmax");
+    assert_eq!(m.pattern, "MoA");
+    assert_eq!(m.ir_hash, p.content_hash());
+    assert_eq!((m.block_q, m.block_k, m.threads), (plan.block_q, plan.block_k, plan.threads()));
+    assert_eq!(m.shared_bytes, plan.shared_bytes());
+    // Band span and sink span, walked as a union.
+    assert!(matches!(&m.key_source, KeySource::Range(r) if r.contains(" | ")), "{:?}", m.key_source);
+    let names: Vec<&str> = m.params.iter().map(|KernelParam::Input { name, .. }| name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta", "sink", "n"]);
+    // 23 fixed parameters, then alpha, beta, sink pointers and n by value.
+    let params = k.ptx.split(&format!(".entry {}(", m.entry)).nth(1).and_then(|s| s.split(')').next()).expect("param list");
+    assert_eq!(params.matches(".param").count(), 27);
+}
+
+#[test]
+fn block_list_and_tensor_inputs_take_two_parameters() {
+    for (p, expected) in [(common::hash_bucket(), 23 + 8), (common::block_list(), 23 + 2)] {
+        let plan = KernelPlan::for_pattern(&p, 128, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        let k = compile(&p, &plan).expect("compile");
+        let params = k.ptx.split(&format!(".entry {}(", k.manifest.entry)).nth(1).and_then(|s| s.split(')').next()).expect("params");
+        assert_eq!(params.matches(".param").count(), expected, "{}", p.name());
+    }
+}
+
+#[test]
+fn dense_pattern_needs_no_inputs() {
+    let p = common::dense();
+    let plan = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert_eq!(plan.key_source, KeySource::Scan);
+    let k = compile(&p, &plan).expect("compile");
+    assert!(k.manifest.params.is_empty());
+}

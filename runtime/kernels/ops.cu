@@ -1,0 +1,471 @@
+// Lacuna's helper ops for the seed methods (SCFA hash / QK-drop, SparseK,
+// MoA): everything a method does around the attention kernel itself.
+// Compiled at first use by NVRTC (runtime/src/ops/module.rs) for the device's
+// compute capability; launched only through the typed wrappers in
+// runtime/src/ops/, which check every shape before a launch.
+//
+// Conventions:
+// - 16-bit floats (bf16, fp16) travel as raw `u16` bits; `is_f16` picks the
+//   conversion. No CUDA headers are included (NVRTC may not ship them).
+// - A "row" is one token's D values; row tensors are (B, H, N, D) with strides
+//   in elements (head_dim stride 1); index tensors are contiguous (B, H, N).
+// - Reductions whose result must match the CPU bit for bit (LSH projections,
+//   token and block scores) are sequential per thread with fmaf, in the same
+//   order as the CPU versions in runtime/src/ops/cpu.rs.
+
+typedef unsigned short u16;
+typedef long long i64;
+
+#define FULL_MASK 0xffffffffu
+#define INT_MAX_ 2147483647
+
+__device__ __forceinline__ float lacuna_to_f32(u16 bits, int is_f16) {
+    if (is_f16) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(bits));
+        return f;
+    }
+    return __uint_as_float(((unsigned)bits) << 16);
+}
+
+// (v, i) beats (bv, bi): larger value, then smaller index (argmax keeps the
+// first maximum, like torch.argmax). NaN never wins.
+__device__ __forceinline__ bool lacuna_better(float v, int i, float bv, int bi) {
+    return v > bv || (v == bv && i < bi);
+}
+
+// ---------------------------------------------------------------------------
+// SCFA hash: LSH buckets. bucket = argmax(concat(x·R, -x·R)), R is (D, M)
+// row-major f32 with M = buckets / 2. One thread per token; the block's
+// tokens are staged in shared memory as f32 (rows padded to D + 1 floats so
+// the per-thread row reads do not collide on banks).
+// grid (ceil(N / blockDim), B * H); dynamic shared blockDim * (D + 1) floats.
+// ---------------------------------------------------------------------------
+extern "C" __global__ void lacuna_lsh_bucket(
+    const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
+    const float* __restrict__ r, int m, int* __restrict__ out)
+{
+    extern __shared__ float xs[];
+    const int bh = blockIdx.y;
+    const int b = bh / heads, h = bh % heads;
+    const int t0 = blockIdx.x * blockDim.x;
+    const int rows = blockDim.x;
+    const int pitch = d + 1;
+    const u16* xbh = x + b * sb + h * sh;
+    for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
+        const int t = e / d, c = e - t * d;
+        const int tok = t0 + t;
+        xs[t * pitch + c] = tok < n ? lacuna_to_f32(xbh[(i64)tok * sn + c], is_f16) : 0.0f;
+    }
+    __syncthreads();
+    const int tok = t0 + threadIdx.x;
+    if (tok >= n) return;
+    const float* row = xs + threadIdx.x * pitch;
+    float best = -__int_as_float(0x7f800000);
+    int best_i = INT_MAX_;
+    for (int j = 0; j < m; ++j) {
+        float acc = 0.0f;
+        for (int c = 0; c < d; ++c) acc = fmaf(row[c], __ldg(r + (i64)c * m + j), acc);
+        if (lacuna_better(acc, j, best, best_i)) { best = acc; best_i = j; }
+        if (lacuna_better(-acc, j + m, best, best_i)) { best = -acc; best_i = j + m; }
+    }
+    out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
+}
+
+// ---------------------------------------------------------------------------
+// Stable counting sort of each (b, h) row of buckets in [0, nb) (values
+// outside are clamped). Writes the permutation (perm[i] = original index of
+// the i-th token in sorted order) and the sorted buckets. One block of
+// exactly 256 threads per row. Stability: tokens are placed chunk by chunk in
+// index order; inside a chunk a token's rank among equal buckets counts the
+// earlier warps (per-warp counts in shared memory) and the earlier lanes of
+// its own warp (__match_any_sync).
+// dynamic shared: (1 + 8) * nb ints.
+// ---------------------------------------------------------------------------
+#define SORT_THREADS 256
+#define SORT_WARPS (SORT_THREADS / 32)
+
+extern "C" __global__ void lacuna_bucket_sort(
+    const int* __restrict__ buckets, int n, int nb, int* __restrict__ perm, int* __restrict__ sorted)
+{
+    extern __shared__ int sm[];
+    __shared__ int scan[SORT_THREADS];
+    int* base = sm;          // [nb]: histogram, then next free slot per bucket
+    int* wc = sm + nb;       // [SORT_WARPS][nb]: per-warp counts of the current chunk
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const i64 row = blockIdx.x;
+    const int* in = buckets + row * n;
+    int* po = perm + row * n;
+    int* so = sorted + row * n;
+    for (int i = tid; i < nb * (1 + SORT_WARPS); i += SORT_THREADS) sm[i] = 0;
+    __syncthreads();
+    for (int i = tid; i < n; i += SORT_THREADS) {
+        const int bk = min(max(in[i], 0), nb - 1);
+        atomicAdd(&base[bk], 1);
+    }
+    __syncthreads();
+    // Exclusive scan of the histogram: each thread owns `per` consecutive buckets.
+    const int per = (nb + SORT_THREADS - 1) / SORT_THREADS;
+    int local = 0;
+    for (int q = 0; q < per; ++q) {
+        const int idx = tid * per + q;
+        if (idx < nb) local += base[idx];
+    }
+    scan[tid] = local;
+    __syncthreads();
+    for (int off = 1; off < SORT_THREADS; off <<= 1) {
+        const int v = tid >= off ? scan[tid - off] : 0;
+        __syncthreads();
+        scan[tid] += v;
+        __syncthreads();
+    }
+    int run = scan[tid] - local;
+    for (int q = 0; q < per; ++q) {
+        const int idx = tid * per + q;
+        if (idx < nb) {
+            const int c = base[idx];
+            base[idx] = run;
+            run += c;
+        }
+    }
+    __syncthreads();
+    for (int c0 = 0; c0 < n; c0 += SORT_THREADS) {
+        const int i = c0 + tid;
+        const bool valid = i < n;
+        const int bk = valid ? min(max(in[i], 0), nb - 1) : -1;
+        const unsigned peers = __match_any_sync(FULL_MASK, bk);
+        const int rank = __popc(peers & ((1u << lane) - 1u));
+        const bool leader = rank == 0;
+        if (valid && leader) wc[warp * nb + bk] = __popc(peers);
+        __syncthreads();
+        if (valid) {
+            int off = base[bk] + rank;
+            for (int w = 0; w < warp; ++w) off += wc[w * nb + bk];
+            po[off] = i;
+            so[off] = bk;
+        }
+        __syncthreads();
+        if (valid && leader) {
+            atomicAdd(&base[bk], __popc(peers));
+            wc[warp * nb + bk] = 0;
+        }
+        __syncthreads();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Gather rows: dst[b, h, i, :] = src[b, h / group, idx[b, h, i], :], a zero
+// row where idx is outside [0, src_n) (padding). dst is contiguous
+// (B, H, M, D). One warp per row; `vec8` copies 8 values (16 bytes) at a time
+// when D, the strides and both base addresses allow it.
+// grid ceil(B * H * M / warps_per_block).
+// ---------------------------------------------------------------------------
+extern "C" __global__ void lacuna_gather_rows(
+    const u16* __restrict__ src, i64 sb, i64 sh, i64 sn, int src_n, int group,
+    const int* __restrict__ idx, int heads, int m, int d, i64 rows, int vec8, u16* __restrict__ dst)
+{
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const i64 bh = row / m;
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    const int s = idx[row];
+    u16* o = dst + row * d;
+    const bool pad = s < 0 || s >= src_n;
+    const u16* in = src + b * sb + (i64)(h / group) * sh + (i64)s * sn;
+    if (vec8) {
+        uint4* o4 = (uint4*)o;
+        const uint4* in4 = (const uint4*)in;
+        for (int c = lane; c < d / 8; c += 32) o4[c] = pad ? make_uint4(0, 0, 0, 0) : in4[c];
+    } else {
+        for (int c = lane; c < d; c += 32) o[c] = pad ? (u16)0 : in[c];
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scatter rows back: for each (b, h, i) with p = idx[b, h, i] in [0, dst_n):
+// dst[b, h, p, :] = src[b, h, i, :] and dst_lse[b, h, p] = src_lse[b, h, i].
+// src is contiguous (B, H, M, D) and src_lse (B, H, M); dst is (B, H, dst_n, D)
+// with strides, dst_lse contiguous (B, H, dst_n). Rows no index points at are
+// left as they are (the caller pre-fills 0 and -inf).
+// ---------------------------------------------------------------------------
+extern "C" __global__ void lacuna_scatter_rows(
+    const u16* __restrict__ src, const float* __restrict__ src_lse, const int* __restrict__ idx,
+    int heads, int m, int d, i64 rows, int dst_n,
+    u16* __restrict__ dst, i64 db, i64 dh, i64 dn, float* __restrict__ dst_lse, int vec8)
+{
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const i64 bh = row / m;
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    const int p = idx[row];
+    if (p < 0 || p >= dst_n) return;
+    const u16* in = src + row * d;
+    u16* o = dst + b * db + h * dh + (i64)p * dn;
+    if (vec8) {
+        const uint4* in4 = (const uint4*)in;
+        uint4* o4 = (uint4*)o;
+        for (int c = lane; c < d / 8; c += 32) o4[c] = in4[c];
+    } else {
+        for (int c = lane; c < d; c += 32) o[c] = in[c];
+    }
+    if (lane == 0) dst_lse[bh * dst_n + p] = src_lse[row];
+}
+
+// ---------------------------------------------------------------------------
+// Per-head i32 values (B, Hs, N) repeated for `group` consecutive heads into
+// (B, Hs * group, N) (keys hashed or compacted per key/value head, handed to a
+// kernel that takes per-query-head inputs).
+// ---------------------------------------------------------------------------
+extern "C" __global__ void lacuna_expand_heads(
+    const int* __restrict__ src, int src_heads, int group, int n, i64 total, int* __restrict__ dst)
+{
+    const i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    const int heads = src_heads * group;
+    const i64 bh = e / n;
+    const int i = (int)(e - bh * n);
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    dst[e] = src[((i64)b * src_heads + h / group) * n + i];
+}
+
+// ---------------------------------------------------------------------------
+// SCFA QK-drop: keep masks (nonzero = keep), u8 or i32, contiguous (B, H, N).
+// ---------------------------------------------------------------------------
+__device__ __forceinline__ bool lacuna_kept(const void* keep, int is_u8, i64 at) {
+    return is_u8 ? ((const unsigned char*)keep)[at] != 0 : ((const int*)keep)[at] != 0;
+}
+
+// counts[row] = kept tokens of the row. One block (any multiple of 32 threads) per row.
+extern "C" __global__ void lacuna_keep_count(const void* __restrict__ keep, int is_u8, int n, int* __restrict__ counts)
+{
+    __shared__ int total;
+    if (threadIdx.x == 0) total = 0;
+    __syncthreads();
+    const i64 row = blockIdx.x;
+    int c = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) c += lacuna_kept(keep, is_u8, row * n + i) ? 1 : 0;
+    for (int off = 16; off > 0; off >>= 1) c += __shfl_down_sync(FULL_MASK, c, off);
+    if ((threadIdx.x & 31) == 0) atomicAdd(&total, c);
+    __syncthreads();
+    if (threadIdx.x == 0) counts[row] = total;
+}
+
+// Stable compaction: pos[row, j] = original index of the j-th kept token,
+// then `pad` up to m. One block of exactly 1024 threads per row.
+extern "C" __global__ void lacuna_keep_compact(
+    const void* __restrict__ keep, int is_u8, int n, int m, int pad, int* __restrict__ pos)
+{
+    __shared__ int warp_sums[32];
+    __shared__ int chunk_total;
+    __shared__ int base;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const i64 row = blockIdx.x;
+    int* out = pos + row * m;
+    if (tid == 0) base = 0;
+    __syncthreads();
+    for (int c0 = 0; c0 < n; c0 += 1024) {
+        const int i = c0 + tid;
+        const bool k = i < n && lacuna_kept(keep, is_u8, row * n + i);
+        const unsigned ballot = __ballot_sync(FULL_MASK, k);
+        const int before = __popc(ballot & ((1u << lane) - 1u));
+        if (lane == 0) warp_sums[warp] = __popc(ballot);
+        __syncthreads();
+        if (warp == 0) {
+            const int v = warp_sums[lane];
+            int incl = v;
+            for (int off = 1; off < 32; off <<= 1) {
+                const int up = __shfl_up_sync(FULL_MASK, incl, off);
+                if (lane >= off) incl += up;
+            }
+            warp_sums[lane] = incl - v;
+            if (lane == 31) chunk_total = incl;
+        }
+        __syncthreads();
+        if (k) {
+            const int at = base + warp_sums[warp] + before;
+            if (at < m) out[at] = i;
+        }
+        __syncthreads();
+        if (tid == 0) base += chunk_total;
+        __syncthreads();
+    }
+    for (int j = base + tid; j < m; j += 1024) out[j] = pad;
+}
+
+// ---------------------------------------------------------------------------
+// SparseK scores.
+// token scores: u[b, h, j] = x[b, h, j, :] · w (sequential fmaf), one thread
+// per token; w (D f32) staged in shared memory (dynamic, D floats).
+// ---------------------------------------------------------------------------
+extern "C" __global__ void lacuna_token_scores(
+    const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
+    const float* __restrict__ w, float* __restrict__ out)
+{
+    extern __shared__ float ws[];
+    for (int c = threadIdx.x; c < d; c += blockDim.x) ws[c] = w[c];
+    __syncthreads();
+    const int bh = blockIdx.y;
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const int b = bh / heads, h = bh % heads;
+    const u16* row = x + b * sb + h * sh + (i64)j * sn;
+    float acc = 0.0f;
+    for (int c = 0; c < d; ++c) acc = fmaf(lacuna_to_f32(row[c], is_f16), ws[c], acc);
+    out[(i64)bh * n + j] = acc;
+}
+
+// Block scores: per (row, 64-token block) the max (mode 0) or the mean
+// (mode 1, sequential f32 sum / count) of the token scores. NaN counts as -inf.
+extern "C" __global__ void lacuna_block_scores(
+    const float* __restrict__ u, int n, int nblocks, i64 total, int mode, float* __restrict__ out)
+{
+    const i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    const i64 row = e / nblocks;
+    const int kb = (int)(e - row * nblocks);
+    const float* s = u + row * n;
+    const int lo = kb * 64, hi = min(lo + 64, n);
+    const float ninf = -__int_as_float(0x7f800000);
+    float acc = mode == 0 ? ninf : 0.0f;
+    for (int j = lo; j < hi; ++j) {
+        float v = s[j];
+        if (v != v) v = ninf;
+        acc = mode == 0 ? fmaxf(acc, v) : acc + v;
+    }
+    out[e] = mode == 0 ? acc : acc / (float)(hi - lo);
+}
+
+// Causal top-k key-block selection, one warp per (b, h, query block of 64):
+// the diagonal key block always, then the `k - 1` best-scored earlier key
+// blocks (score descending, then index ascending; blocks the causal window W
+// already covers for every query of the block are not candidates), sorted
+// ascending, -1 padding. scores (B, Hkv, nkb); sel (B, H, nqb, k).
+extern "C" __global__ void lacuna_topk_blocks(
+    const float* __restrict__ scores, int heads, int kv_heads, int nkb, int nq, int nqb,
+    int k, int window, i64 total, int* __restrict__ sel)
+{
+    const i64 wid = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (wid >= total) return;
+    const i64 bh = wid / nqb;
+    const int qb = (int)(wid - bh * nqb);
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    const int hk = h / (heads / kv_heads);
+    const float* s = scores + ((i64)b * kv_heads + hk) * nkb;
+    int* out = sel + wid * k;
+    const int last_q = min(qb * 64 + 63, nq - 1);
+    const int diag = min(last_q / 64, nkb - 1);
+    const float ninf = -__int_as_float(0x7f800000);
+    float pv = __int_as_float(0x7f800000);
+    int pi = -1;
+    int count = 0;
+    if (lane == 0) out[0] = diag;
+    count = 1;
+    for (; count < k; ++count) {
+        float bv = ninf;
+        int bi = INT_MAX_;
+        for (int kb = lane; kb < diag; kb += 32) {
+            if (window > 0 && last_q - kb * 64 < window) continue;
+            float v = s[kb];
+            if (v != v) v = ninf;
+            const bool below = v < pv || (v == pv && kb > pi);
+            if (below && lacuna_better(v, kb, bv, bi)) { bv = v; bi = kb; }
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(FULL_MASK, bv, off);
+            const int oi = __shfl_xor_sync(FULL_MASK, bi, off);
+            if (lacuna_better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+        }
+        if (bi == INT_MAX_) break;
+        if (lane == 0) out[count] = bi;
+        pv = bv;
+        pi = bi;
+    }
+    if (lane == 0) {
+        for (int j = count; j < k; ++j) out[j] = -1;
+        for (int a = 1; a < count; ++a) {
+            const int v = out[a];
+            int z = a - 1;
+            while (z >= 0 && out[z] > v) { out[z + 1] = out[z]; --z; }
+            out[z + 1] = v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SPARSEK operator (forward): per row of u (rows, n), tau with
+// sum_j clamp(u_j - tau, 0, 1) = k, by bisection on [min u - 1, max u] and
+// one exact solve on the linear piece found; mask[j] = clamp(u_j - tau, 0, 1).
+// One block of 256 threads per row.
+// ---------------------------------------------------------------------------
+__device__ double lacuna_block_sum(double v, double* red) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL_MASK, v, off);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    double t = 0.0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) t += red[w];
+    return t;
+}
+
+__device__ float lacuna_block_minmax(float v, int is_max, float* redf) {
+    for (int off = 16; off > 0; off >>= 1) {
+        const float o = __shfl_down_sync(FULL_MASK, v, off);
+        v = is_max ? fmaxf(v, o) : fminf(v, o);
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) redf[warp] = v;
+    __syncthreads();
+    float t = redf[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) t = is_max ? fmaxf(t, redf[w]) : fminf(t, redf[w]);
+    return t;
+}
+
+extern "C" __global__ void lacuna_sparsek_tau(
+    const float* __restrict__ u, int n, float k, float* __restrict__ tau_out, float* __restrict__ mask)
+{
+    __shared__ double red[32];
+    __shared__ float redf[32];
+    const i64 row = blockIdx.x;
+    const float* x = u + row * n;
+    const float inf = __int_as_float(0x7f800000);
+    float mn = inf, mx = -inf;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        mn = fminf(mn, x[j]);
+        mx = fmaxf(mx, x[j]);
+    }
+    mn = lacuna_block_minmax(mn, 0, redf);
+    mx = lacuna_block_minmax(mx, 1, redf);
+    double lo = (double)mn - 1.0, hi = (double)mx;
+    for (int it = 0; it < 60; ++it) {
+        const double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        double s = 0.0;
+        for (int j = threadIdx.x; j < n; j += blockDim.x) s += fmin(fmax((double)x[j] - mid, 0.0), 1.0);
+        s = lacuna_block_sum(s, red);
+        if (s > (double)k) lo = mid; else hi = mid;
+    }
+    // Exact solve on the piece around hi: tokens at the cap, tokens in between.
+    double c1 = 0.0, c0 = 0.0, s0 = 0.0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const double t = (double)x[j] - hi;
+        if (t >= 1.0) c1 += 1.0;
+        else if (t > 0.0) { c0 += 1.0; s0 += (double)x[j]; }
+    }
+    c1 = lacuna_block_sum(c1, red);
+    c0 = lacuna_block_sum(c0, red);
+    s0 = lacuna_block_sum(s0, red);
+    double tau = hi;
+    if (c0 > 0.0) {
+        const double t = (s0 + c1 - (double)k) / c0;
+        // Keep the solve only where it stays on the bisection's bracket.
+        if (t >= lo - 1e-6 && t <= hi + 1e-6) tau = t;
+    }
+    if (threadIdx.x == 0) tau_out[row] = (float)tau;
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        mask[row * n + j] = (float)fmin(fmax((double)x[j] - tau, 0.0), 1.0);
+}

@@ -1,0 +1,227 @@
+//! SCFA hash ops: LSH buckets, the stable sort of tokens by bucket per
+//! (b, h), and the row gather/scatter that move Q/K/V into sorted order and
+//! the output back. Also used by QK-drop (gather/scatter with padding).
+
+use super::module::blocks_for;
+use super::{
+    check_contiguous, check_dtype, check_index3, check_rows, check_same_gpu, check_shape, group_of, invalid, GpuOps,
+    OpResult, MAX_BUCKETS,
+};
+use crate::tensor::{DeviceTensor, ElemType};
+use crate::validate::KernelArg::{self, I32, I64, Ptr};
+
+/// Tokens of one (b, h) in bucket order.
+#[derive(Debug)]
+pub struct BucketOrder {
+    /// i32 (B, H, N): `perm[b, h, i]` is the ORIGINAL position of the i-th
+    /// token in sorted order (the `q_pos` / `k_pos` a kernel takes, and the
+    /// index that gathers rows into sorted order and scatters them back).
+    pub perm: DeviceTensor,
+    /// i32 (B, H, N): the buckets in sorted order (non-decreasing per row).
+    pub buckets: DeviceTensor,
+}
+
+/// The bucket count must be even (R has buckets/2 columns) and at most 1024.
+pub fn check_buckets(buckets: usize) -> OpResult<()> {
+    if buckets < 2 || buckets % 2 != 0 || buckets > MAX_BUCKETS {
+        return Err(invalid(
+            "the number of hash buckets",
+            format!("is {buckets}; it must be even and in 2..={MAX_BUCKETS} (R has buckets/2 columns)"),
+        ));
+    }
+    Ok(())
+}
+
+fn vec8_ok(d: usize, strides: &[usize], ptrs: &[u64]) -> bool {
+    d % 8 == 0 && strides.iter().all(|s| s % 8 == 0) && ptrs.iter().all(|p| p % 16 == 0)
+}
+
+impl GpuOps {
+    /// Uploads an LSH projection R (D, buckets/2), row-major f32.
+    pub fn upload_projection(&self, r: &[f32], head_dim: usize, buckets: usize) -> OpResult<DeviceTensor> {
+        check_buckets(buckets)?;
+        if r.len() != head_dim * (buckets / 2) {
+            return Err(invalid(
+                "the projection R",
+                format!(
+                    "has {} values; it must be (D, buckets/2) = ({head_dim}, {}) = {} values, row-major",
+                    r.len(),
+                    buckets / 2,
+                    head_dim * (buckets / 2)
+                ),
+            ));
+        }
+        if r.iter().any(|x| !x.is_finite()) {
+            return Err(invalid("the projection R", "holds a non-finite value"));
+        }
+        Ok(DeviceTensor::from_host_f32(self.gpu(), r, &[head_dim, buckets / 2])?)
+    }
+
+    /// LSH buckets of every row of `x` (B, H, N, D) bf16/fp16:
+    /// `argmax(concat(x·R, −x·R))` with `r` f32 (D, buckets/2); ties go to the
+    /// lower bucket. Returns i32 (B, H, N). Bit-exact with [`super::cpu::lsh_buckets`].
+    pub fn lsh_buckets(&self, x: &DeviceTensor, r: &DeviceTensor, buckets: usize) -> OpResult<DeviceTensor> {
+        let ([b, h, n, d], is_f16) = check_rows("x", x)?;
+        check_buckets(buckets)?;
+        let m = buckets / 2;
+        check_dtype("the projection R", r, ElemType::F32)?;
+        check_shape("the projection R", r, &[Some(d), Some(m)], "(D, buckets/2)")?;
+        check_contiguous("the projection R", r)?;
+        let ord = self.gpu().ordinal();
+        check_same_gpu("x", x, ord)?;
+        check_same_gpu("the projection R", r, ord)?;
+        let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
+        let threads: usize = if d <= 128 { 64 } else { 32 };
+        let st = x.strides();
+        let args = [
+            Ptr(x.device_ptr()),
+            I64(st[0] as i64),
+            I64(st[1] as i64),
+            I64(st[2] as i64),
+            I32(h as i32),
+            I32(n as i32),
+            I32(d as i32),
+            I32(is_f16 as i32),
+            Ptr(r.device_ptr()),
+            I32(m as i32),
+            Ptr(out.device_ptr()),
+        ];
+        let grid = (blocks_for(n, threads)?, (b * h) as u32, 1);
+        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, (threads * (d + 1) * 4) as u32)?;
+        Ok(out)
+    }
+
+    /// Stable sort of each (b, h) row of `buckets` (i32 (B, H, N), values in
+    /// [0, nb); others are clamped) by bucket; ties keep their original order.
+    pub fn sort_by_bucket(&self, buckets: &DeviceTensor, nb: usize) -> OpResult<BucketOrder> {
+        let [b, h, n] = check_index3("buckets", buckets)?;
+        check_same_gpu("buckets", buckets, self.gpu().ordinal())?;
+        if nb == 0 || nb > MAX_BUCKETS {
+            return Err(invalid("the number of buckets", format!("is {nb}; it must be in 1..={MAX_BUCKETS}")));
+        }
+        let perm = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
+        let sorted = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
+        let args = [
+            Ptr(buckets.device_ptr()),
+            I32(n as i32),
+            I32(nb as i32),
+            Ptr(perm.device_ptr()),
+            Ptr(sorted.device_ptr()),
+        ];
+        self.launch("lacuna_bucket_sort", &args, (blocks_for(b * h, 1)?, 1, 1), 256, (9 * nb * 4) as u32)?;
+        Ok(BucketOrder { perm, buckets: sorted })
+    }
+
+    /// Rows of `x` (B, Hx, Nx, D) in the order of `index` (i32 (B, H, M), H a
+    /// multiple of Hx): result row (b, h, i) is row `index[b, h, i]` of head
+    /// h / (H / Hx); an index outside [0, Nx) (padding) gives a zero row.
+    /// Returns a contiguous (B, H, M, D) tensor of x's dtype.
+    pub fn gather_rows(&self, x: &DeviceTensor, index: &DeviceTensor) -> OpResult<DeviceTensor> {
+        let ([b, hx, nx, d], _) = check_rows("the rows to gather", x)?;
+        let [bi, hi, m] = check_index3("the gather index", index)?;
+        let ord = self.gpu().ordinal();
+        check_same_gpu("the rows to gather", x, ord)?;
+        check_same_gpu("the gather index", index, ord)?;
+        if bi != b {
+            return Err(invalid("the gather index", format!("has batch {bi}, the rows have {b}")));
+        }
+        let group = group_of("the gather index", hi, hx)?;
+        let out = DeviceTensor::zeros(self.gpu(), x.dtype(), &[b, hi, m, d])?;
+        let st = x.strides();
+        let vec8 = vec8_ok(d, &st[..3], &[x.device_ptr(), out.device_ptr()]);
+        let rows = b * hi * m;
+        let args: [KernelArg; 13] = [
+            Ptr(x.device_ptr()),
+            I64(st[0] as i64),
+            I64(st[1] as i64),
+            I64(st[2] as i64),
+            I32(nx as i32),
+            I32(group as i32),
+            Ptr(index.device_ptr()),
+            I32(hi as i32),
+            I32(m as i32),
+            I32(d as i32),
+            I64(rows as i64),
+            I32(vec8 as i32),
+            Ptr(out.device_ptr()),
+        ];
+        self.launch("lacuna_gather_rows", &args, (blocks_for(rows, 8)?, 1, 1), 256, 0)?;
+        Ok(out)
+    }
+
+    /// Scatters rows back: for every (b, h, i) with p = `index[b, h, i]` in
+    /// [0, N): `dst[b, h, p] = src[b, h, i]` and `dst_lse[b, h, p] =
+    /// src_lse[b, h, i]`. `src` contiguous (B, H, M, D), `src_lse` f32
+    /// (B, H, M), `dst` (B, H, N, D) of src's dtype (any strides, head_dim
+    /// stride 1), `dst_lse` f32 (B, H, N) contiguous. Rows no index points at
+    /// are left untouched.
+    pub fn scatter_rows(
+        &self,
+        src: &DeviceTensor,
+        src_lse: &DeviceTensor,
+        index: &DeviceTensor,
+        dst: &mut DeviceTensor,
+        dst_lse: &mut DeviceTensor,
+    ) -> OpResult<()> {
+        let ([b, h, m, d], _) = check_rows("the rows to scatter", src)?;
+        check_contiguous("the rows to scatter", src)?;
+        check_index3("the scatter index", index)?;
+        check_shape("the scatter index", index, &[Some(b), Some(h), Some(m)], "(B, H, M) like the rows")?;
+        check_dtype("the lse to scatter", src_lse, ElemType::F32)?;
+        check_shape("the lse to scatter", src_lse, &[Some(b), Some(h), Some(m)], "(B, H, M)")?;
+        check_contiguous("the lse to scatter", src_lse)?;
+        let ([_, _, n, _], _) = check_rows("the scatter output", dst)?;
+        check_dtype("the scatter output", dst, src.dtype())?;
+        check_shape("the scatter output", dst, &[Some(b), Some(h), None, Some(d)], "(B, H, N, D)")?;
+        check_dtype("the output lse", dst_lse, ElemType::F32)?;
+        check_shape("the output lse", dst_lse, &[Some(b), Some(h), Some(n)], "(B, H, N)")?;
+        check_contiguous("the output lse", dst_lse)?;
+        let ord = self.gpu().ordinal();
+        for (name, t) in [("the rows to scatter", &*src), ("the lse to scatter", src_lse), ("the scatter index", index)] {
+            check_same_gpu(name, t, ord)?;
+        }
+        check_same_gpu("the scatter output", dst, ord)?;
+        check_same_gpu("the output lse", dst_lse, ord)?;
+        let st = dst.strides().to_vec();
+        let vec8 = vec8_ok(d, &st[..3], &[src.device_ptr(), dst.device_ptr()]);
+        let rows = b * h * m;
+        let args = [
+            Ptr(src.device_ptr()),
+            Ptr(src_lse.device_ptr()),
+            Ptr(index.device_ptr()),
+            I32(h as i32),
+            I32(m as i32),
+            I32(d as i32),
+            I64(rows as i64),
+            I32(n as i32),
+            Ptr(dst.device_ptr()),
+            I64(st[0] as i64),
+            I64(st[1] as i64),
+            I64(st[2] as i64),
+            Ptr(dst_lse.device_ptr()),
+            I32(vec8 as i32),
+        ];
+        self.launch("lacuna_scatter_rows", &args, (blocks_for(rows, 8)?, 1, 1), 256, 0)
+    }
+
+    /// i32 (B, Hs, N) with each head repeated `group` times → (B, Hs·group, N).
+    pub fn expand_heads(&self, t: &DeviceTensor, group: usize) -> OpResult<DeviceTensor> {
+        let [b, hs, n] = check_index3("the per-head values", t)?;
+        check_same_gpu("the per-head values", t, self.gpu().ordinal())?;
+        if group == 0 {
+            return Err(invalid("the head group", "is 0"));
+        }
+        let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, hs * group, n])?;
+        let total = b * hs * group * n;
+        let args = [
+            Ptr(t.device_ptr()),
+            I32(hs as i32),
+            I32(group as i32),
+            I32(n as i32),
+            I64(total as i64),
+            Ptr(out.device_ptr()),
+        ];
+        self.launch("lacuna_expand_heads", &args, (blocks_for(total, 256)?, 1, 1), 256, 0)?;
+        Ok(out)
+    }
+}
