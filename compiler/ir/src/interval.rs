@@ -133,7 +133,7 @@ impl Interval {
                         // An operand is only NaN.
                         return F32_FULL;
                     }
-                    float_arith(o, (a0, a1), (b0, b1), an || bn)
+                    float_arith(o, (a0, a1, an), (b0, b1, bn))
                 }
                 _ => unreachable!("verified types"),
             },
@@ -223,15 +223,28 @@ fn int_arith(op: BinaryOp, a: (i64, i64), b: (i64, i64)) -> Interval {
     }
 }
 
-fn float_arith(op: BinaryOp, a: (f32, f32), b: (f32, f32), nan_in: bool) -> Interval {
+fn float_arith(op: BinaryOp, (a0, a1, an): (f32, f32, bool), (b0, b1, bn): (f32, f32, bool)) -> Interval {
+    let (a, b, nan_in) = ((a0, a1), (b0, b1), an || bn);
     let f = |x: f32, y: f32| float_binary(op, x, y);
     let all = [f(a.0, b.0), f(a.0, b.1), f(a.1, b.0), f(a.1, b.1)];
     let nan = nan_in || all.iter().any(|v| v.is_nan());
     match op {
         BinaryOp::Add => Interval::float(a.0 + b.0, a.1 + b.1, nan || (a.0.is_infinite() && b.0.is_infinite())),
         BinaryOp::Sub => Interval::float(a.0 - b.1, a.1 - b.0, nan),
-        BinaryOp::Min => Interval::float(a.0.min(b.0), a.1.min(b.1), nan_in),
-        BinaryOp::Max => Interval::float(a.0.max(b.0), a.1.max(b.1), nan_in),
+        // min/max return the other operand when one is NaN: a NaN-able side
+        // lets the other side's whole range through.
+        BinaryOp::Min | BinaryOp::Max => {
+            let (mut lo, mut hi) = if op == BinaryOp::Min { (a.0.min(b.0), a.1.min(b.1)) } else { (a.0.max(b.0), a.1.max(b.1)) };
+            if an {
+                lo = lo.min(b.0);
+                hi = hi.max(b.1);
+            }
+            if bn {
+                lo = lo.min(a.0);
+                hi = hi.max(a.1);
+            }
+            Interval::float(lo, hi, an && bn)
+        }
         BinaryOp::Mul | BinaryOp::Div => {
             if op == BinaryOp::Div && b.0 <= 0.0 && 0.0 <= b.1 {
                 return F32_FULL;
@@ -292,5 +305,34 @@ fn order<T: PartialOrd + Copy>(op: BinaryOp, a: (T, T), b: (T, T), nan: bool) ->
         (BinaryOp::Ne, _) => Tri::Unknown,
         (_, Tri::False) => Tri::False,
         _ => Tri::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_of_a_nan_able_range_lets_the_other_side_through() {
+        let maybe_nan = Interval::Float { lo: 0.0, hi: 1.0, nan: true };
+        let big = Interval::Float { lo: 5.0, hi: 6.0, nan: false };
+        // min(NaN, y) = y, so 5..6 must be inside the result.
+        let Interval::Float { lo, hi, nan } = Interval::binary(BinaryOp::Min, maybe_nan, big) else { panic!("float") };
+        assert!(lo <= 0.0 && hi >= 6.0 && !nan, "{lo} {hi} {nan}");
+    }
+
+    #[test]
+    fn wrapping_add_widens_to_every_i32() {
+        let near_max = Interval::int(i32::MAX as i64 - 1, i32::MAX as i64);
+        assert_eq!(Interval::binary(BinaryOp::Add, near_max, Interval::point_i32(5)), I32_FULL);
+    }
+
+    #[test]
+    fn comparisons_are_three_valued() {
+        let q = Interval::int(0, 63);
+        let k = Interval::int(64, 127);
+        assert_eq!(Interval::binary(BinaryOp::Ge, q, k).tri(), Tri::False);
+        assert_eq!(Interval::binary(BinaryOp::Lt, q, k).tri(), Tri::True);
+        assert_eq!(Interval::binary(BinaryOp::Ge, q, Interval::int(10, 20)).tri(), Tri::Unknown);
     }
 }

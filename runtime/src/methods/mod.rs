@@ -14,6 +14,9 @@
 //! This module owns the order of the steps and the checks that the kernel
 //! fits the method; it must not hold CUDA code of its own.
 
+// `%` rather than is_multiple_of: the workspace supports Rust 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod moa;
 pub mod scfa;
 pub mod sparsek;

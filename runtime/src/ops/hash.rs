@@ -177,7 +177,7 @@ impl GpuOps {
         check_shape("the output lse", dst_lse, &[Some(b), Some(h), Some(n)], "(B, H, N)")?;
         check_contiguous("the output lse", dst_lse)?;
         let ord = self.gpu().ordinal();
-        for (name, t) in [("the rows to scatter", &*src), ("the lse to scatter", src_lse), ("the scatter index", index)] {
+        for (name, t) in [("the rows to scatter", src), ("the lse to scatter", src_lse), ("the scatter index", index)] {
             check_same_gpu(name, t, ord)?;
         }
         check_same_gpu("the scatter output", dst, ord)?;

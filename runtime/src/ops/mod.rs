@@ -14,6 +14,9 @@
 //! - [`scores`]: SparseK token and block scores, causal top-k block
 //!   selection, the SPARSEK operator's threshold tau.
 
+// `%` rather than is_multiple_of: the workspace supports Rust 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod compact;
 pub mod cpu;
 mod error;
