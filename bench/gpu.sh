@@ -18,7 +18,7 @@ for step in $steps; do
       $bin selftest --json "$out/selftest.json" 2>&1 | tee "$out/selftest.log" | tail -n 8 || status=1 ;;
     sanitize)
       for tool in memcheck racecheck; do
-        compute-sanitizer --tool $tool --error-exitcode 9 $bin selftest --quick > "$out/sanitize-$tool.log" 2>&1
+        timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $bin selftest --quick > "$out/sanitize-$tool.log" 2>&1
         rc=$?; echo "compute-sanitizer $tool: exit $rc ($(grep -c 'ok  ' "$out/sanitize-$tool.log") cases ok)"; tail -n 3 "$out/sanitize-$tool.log"
         [ $rc = 0 ] || status=1
       done ;;

@@ -256,8 +256,8 @@ mod tests {
         // A tie between buckets 0 and 1 goes to 0; all-zero ties go to 0.
         assert_eq!(lsh_buckets(&[2.0, 2.0], 2, &r, 4), vec![0]);
         assert_eq!(lsh_buckets(&[0.0, 0.0], 2, &r, 4), vec![0]);
-        // NaN input never wins: bucket 0.
-        assert_eq!(lsh_buckets(&[f32::NAN, 1.0], 2, &r, 4), vec![1]);
+        // A NaN input poisons every projection (NaN · 0 is NaN): no value wins, bucket 0.
+        assert_eq!(lsh_buckets(&[f32::NAN, 1.0], 2, &r, 4), vec![0]);
     }
 
     #[test]
