@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything Lacuna checks and times on a GPU, in one go (one device call):
-#   bench/gpu.sh [selftest] [sanitize] [bench] [peers]   (default: all)
+#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers]   (default: all)
 # Expects the release binary at .gpu/lacuna (built on the CPU machine:
 # `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`)
 # and writes logs and JSON under $OUT (or ./gpu-out).
@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"; mkdir -p "$out"
 bin=./.gpu/lacuna
-steps="${*:-selftest sanitize bench peers}"
+steps="${*:-selftest sanitize run bench peers}"
 export LACUNA_CACHE="$out/cache"
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -24,6 +24,8 @@ for step in $steps; do
       done ;;
     bench)
       $bin bench ${BENCH_ARGS:-} --json "$out/bench.json" 2>&1 | tee "$out/bench.log" ;;
+    run)
+      python3 bench/check_run.py $bin "$out/run-check" 2>&1 | tee "$out/run-check.log" || status=1 ;;
     peers)
       PYTHONUNBUFFERED=1 python3 bench/peers.py ${PEERS_ARGS:-} --out "$out/peers.json" 2>&1 | grep -v Warning | tee "$out/peers.log" ;;
   esac
