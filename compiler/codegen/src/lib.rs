@@ -16,6 +16,7 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 mod abi;
+pub mod aot;
 mod cx;
 mod emit;
 mod error;
