@@ -12,11 +12,12 @@ use lacuna_ir::InputValue;
 use lacuna_runtime::methods::{MethodPattern, MoaLayer, MoaPlan};
 use lacuna_runtime::moa_attention;
 
-/// A plan with `heads` heads mixing the paper's grid: alpha in steps of
-/// 1024 (scaled by `unit`), beta in {0, 1/8, 1/4}, 64 sink tokens.
+/// A plan with `heads` heads mixing the paper's grid: alpha in
+/// {512, 1024, 2048, 4096} (scaled by `unit` / 1024), beta in {0, 1/8, 1/4},
+/// 64 sink tokens.
 fn plan_json(heads: usize, unit: i64) -> String {
     let head = |h: usize| {
-        let alpha = unit * [1, 2, 0, 4][h % 4];
+        let alpha = [1024, 2048, 512, 4096][h % 4] * unit / 1024;
         let beta = [0.0, 0.125, 0.25, 0.0][(h + h / 4) % 4];
         format!("{{\"alpha\": {alpha}, \"beta\": {beta}, \"sink\": 64}}")
     };

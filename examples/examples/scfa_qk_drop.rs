@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use lacuna_examples::{arg, check_against_reference, compile, dense_causal_ms, gpu, median_ms, ok, random_qkv, report_time, Noise, Shape};
 use lacuna_ir::InputValue;
 use lacuna_runtime::methods::MethodPattern;
-use lacuna_runtime::{scfa_qk_drop_attention, Gpu, KeepMask};
+use lacuna_runtime::{scfa_qk_drop_attention, ForwardOptions, Gpu, GpuOps, KeepMask, PatternArgs};
 
 fn masks(gpu: &Gpu, s: Shape, drop_pct: u64, seed: u64) -> (Vec<bool>, Vec<bool>, KeepMask, KeepMask) {
     let mut noise = Noise::new(seed);
@@ -48,7 +48,20 @@ fn main() {
     let method = median_ms(&gpu, iters, || {
         ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
     });
+    // The attention kernel alone, on inputs already compacted.
+    let ops = ok(GpuOps::for_gpu(&gpu));
+    let (qc, kc) = (ok(ops.compact(&qm, -1)), ok(ops.compact(&km, i32::MAX)));
+    let (qs, ks, vs) = (ok(ops.gather_rows(&x.q, &qc.pos)), ok(ops.gather_rows(&x.k, &kc.pos)), ok(ops.gather_rows(&x.v, &kc.pos)));
+    let args = PatternArgs::new().tensor("q_pos", &qc.pos).tensor("k_pos", &kc.pos);
+    let kernel_only = median_ms(&gpu, iters, || {
+        ok(kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default()));
+    });
     let dense = dense_causal_ms(&gpu, s, &x, iters);
-    println!("dropping {drop_pct}% of queries and keys (independently per head)");
+    println!(
+        "dropping {drop_pct}% of queries and keys (independently per head): padded to {} queries, {} keys; \
+         attention kernel alone {kernel_only:.3} ms",
+        qc.padded_len(),
+        kc.padded_len()
+    );
     report_time(s, method, dense);
 }

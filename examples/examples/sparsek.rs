@@ -12,7 +12,7 @@ use lacuna_examples::{arg, check_against_reference, compile, dense_causal_ms, gp
 use lacuna_ir::InputValue;
 use lacuna_runtime::methods::{MethodPattern, SparseKConfig, TokenScores};
 use lacuna_runtime::ops::{cpu, BlockReduce};
-use lacuna_runtime::sparsek_attention;
+use lacuna_runtime::{sparsek_attention, ForwardOptions, PatternArgs};
 
 fn main() {
     let gpu = gpu();
@@ -47,6 +47,13 @@ fn main() {
     let method = median_ms(&gpu, iters, || {
         ok(sparsek_attention(&gpu, &kernel, &x.q, &x.k, &x.v, TokenScores::Weights(&w), &cfg));
     });
+    // The attention kernel alone, on the selection the method made.
+    let out = ok(sparsek_attention(&gpu, &kernel, &x.q, &x.k, &x.v, TokenScores::Weights(&w), &cfg));
+    let args = PatternArgs::new().block_list("sel", &out.sel).i32("W", window);
+    let kernel_only = median_ms(&gpu, iters, || {
+        ok(kernel.forward(&x.q, &x.k, &x.v, &args, ForwardOptions::default()));
+    });
+    println!("attention kernel alone {kernel_only:.3} ms");
     let dense = dense_causal_ms(&gpu, s, &x, iters);
     let nb = s.n.div_ceil(64) as f64;
     let causal_blocks = nb * (nb + 1.0) / 2.0;

@@ -38,101 +38,170 @@ __device__ __forceinline__ bool lacuna_better(float v, int i, float bv, int bi) 
 // SCFA hash: LSH buckets. bucket = argmax(concat(x·R, -x·R)), R is (D, M)
 // row-major f32 with M = buckets / 2. One thread per token; the block's
 // tokens are staged in shared memory as f32 (rows padded to D + 1 floats so
-// the per-thread row reads do not collide on banks).
-// grid (ceil(N / blockDim), B * H); dynamic shared blockDim * (D + 1) floats.
+// the per-thread row reads do not collide on banks), and R passes through
+// shared memory LSH_COLS columns at a time, so each x value loaded serves
+// LSH_COLS fused multiply-adds. Every column still sums over c in order.
+// grid (ceil(N / blockDim), B * H);
+// dynamic shared (blockDim * (D + 1) + D * LSH_COLS) floats.
 // ---------------------------------------------------------------------------
+#define LSH_COLS 8
+
 extern "C" __global__ void lacuna_lsh_bucket(
     const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
     const float* __restrict__ r, int m, int* __restrict__ out)
 {
-    extern __shared__ float xs[];
+    extern __shared__ __align__(16) float xs[];
     const int bh = blockIdx.y;
     const int b = bh / heads, h = bh % heads;
     const int t0 = blockIdx.x * blockDim.x;
     const int rows = blockDim.x;
     const int pitch = d + 1;
+    float* rt = xs + rows * pitch;  // [d][LSH_COLS]
     const u16* xbh = x + b * sb + h * sh;
     for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
         const int t = e / d, c = e - t * d;
         const int tok = t0 + t;
         xs[t * pitch + c] = tok < n ? lacuna_to_f32(xbh[(i64)tok * sn + c], is_f16) : 0.0f;
     }
-    __syncthreads();
     const int tok = t0 + threadIdx.x;
-    if (tok >= n) return;
     const float* row = xs + threadIdx.x * pitch;
     float best = -__int_as_float(0x7f800000);
     int best_i = INT_MAX_;
-    for (int j = 0; j < m; ++j) {
-        float acc = 0.0f;
-        for (int c = 0; c < d; ++c) acc = fmaf(row[c], __ldg(r + (i64)c * m + j), acc);
-        if (lacuna_better(acc, j, best, best_i)) { best = acc; best_i = j; }
-        if (lacuna_better(-acc, j + m, best, best_i)) { best = -acc; best_i = j + m; }
+    for (int j0 = 0; j0 < m; j0 += LSH_COLS) {
+        __syncthreads();  // x staged (first tile); previous tile consumed
+        for (int e = threadIdx.x; e < d * LSH_COLS; e += blockDim.x) {
+            const int c = e / LSH_COLS, u = e - c * LSH_COLS;
+            rt[e] = j0 + u < m ? __ldg(r + (i64)c * m + j0 + u) : 0.0f;
+        }
+        __syncthreads();
+        float acc[LSH_COLS];
+#pragma unroll
+        for (int u = 0; u < LSH_COLS; ++u) acc[u] = 0.0f;
+        for (int c = 0; c < d; ++c) {
+            const float xv = row[c];
+            const float4 ra = *(const float4*)(rt + c * LSH_COLS);
+            const float4 rb = *(const float4*)(rt + c * LSH_COLS + 4);
+            acc[0] = fmaf(xv, ra.x, acc[0]);
+            acc[1] = fmaf(xv, ra.y, acc[1]);
+            acc[2] = fmaf(xv, ra.z, acc[2]);
+            acc[3] = fmaf(xv, ra.w, acc[3]);
+            acc[4] = fmaf(xv, rb.x, acc[4]);
+            acc[5] = fmaf(xv, rb.y, acc[5]);
+            acc[6] = fmaf(xv, rb.z, acc[6]);
+            acc[7] = fmaf(xv, rb.w, acc[7]);
+        }
+#pragma unroll
+        for (int u = 0; u < LSH_COLS; ++u) {
+            const int j = j0 + u;
+            if (j < m) {
+                if (lacuna_better(acc[u], j, best, best_i)) { best = acc[u]; best_i = j; }
+                if (lacuna_better(-acc[u], j + m, best, best_i)) { best = -acc[u]; best_i = j + m; }
+            }
+        }
     }
-    out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
+    if (tok < n) out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
 }
 
 // ---------------------------------------------------------------------------
 // Stable counting sort of each (b, h) row of buckets in [0, nb) (values
-// outside are clamped). Writes the permutation (perm[i] = original index of
-// the i-th token in sorted order) and the sorted buckets. One block of
-// exactly 256 threads per row. Stability: tokens are placed chunk by chunk in
-// index order; inside a chunk a token's rank among equal buckets counts the
-// earlier warps (per-warp counts in shared memory) and the earlier lanes of
-// its own warp (__match_any_sync).
-// dynamic shared: (1 + 8) * nb ints.
+// outside are clamped), in three passes so that long rows use many blocks:
+// each row is cut into segments of `seg` tokens;
+//   1. lacuna_bucket_hist: per (row, segment) bucket counts, stored
+//      bucket-major: hist[row][bucket][segment];
+//   2. lacuna_bucket_offsets: per row, an exclusive scan over that order, so
+//      bucket b of segment s starts after all smaller buckets and after
+//      bucket b of the earlier segments (this is what makes it stable);
+//   3. lacuna_bucket_place: per (row, segment), tokens placed chunk by chunk
+//      in index order; inside a chunk a token's rank among equal buckets
+//      counts the earlier warps (per-warp counts in shared memory) and the
+//      earlier lanes of its warp (__match_any_sync).
+// Writes perm (perm[i] = original index of the i-th token in sorted order)
+// and the sorted buckets.
 // ---------------------------------------------------------------------------
 #define SORT_THREADS 256
 #define SORT_WARPS (SORT_THREADS / 32)
 
-extern "C" __global__ void lacuna_bucket_sort(
-    const int* __restrict__ buckets, int n, int nb, int* __restrict__ perm, int* __restrict__ sorted)
+__device__ __forceinline__ int lacuna_bucket_of(const int* in, int i, int nb) {
+    return min(max(in[i], 0), nb - 1);
+}
+
+// grid (nseg, rows), 256 threads; dynamic shared nb ints.
+extern "C" __global__ void lacuna_bucket_hist(
+    const int* __restrict__ buckets, int n, int nb, int seg, int* __restrict__ hist)
+{
+    extern __shared__ int cnt[];
+    const int nseg = gridDim.x, s = blockIdx.x;
+    const i64 row = blockIdx.y;
+    const int* in = buckets + row * n;
+    for (int i = threadIdx.x; i < nb; i += blockDim.x) cnt[i] = 0;
+    __syncthreads();
+    const int lo = s * seg, hi = min(n, lo + seg);
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) atomicAdd(&cnt[lacuna_bucket_of(in, i, nb)], 1);
+    __syncthreads();
+    for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[(row * nb + i) * nseg + s] = cnt[i];
+}
+
+// In-place exclusive scan of each row of `len` ints. One block of exactly
+// 1024 threads per row.
+extern "C" __global__ void lacuna_bucket_offsets(int* __restrict__ hist, int len)
+{
+    __shared__ int warp_sums[32];
+    __shared__ int chunk_total;
+    __shared__ int base;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int* h = hist + (i64)blockIdx.x * len;
+    if (tid == 0) base = 0;
+    __syncthreads();
+    for (int c0 = 0; c0 < len; c0 += 1024) {
+        const int i = c0 + tid;
+        const int v = i < len ? h[i] : 0;
+        int incl = v;
+        for (int off = 1; off < 32; off <<= 1) {
+            const int up = __shfl_up_sync(FULL_MASK, incl, off);
+            if (lane >= off) incl += up;
+        }
+        if (lane == 31) warp_sums[warp] = incl;
+        __syncthreads();
+        if (warp == 0) {
+            const int w = warp_sums[lane];
+            int wi = w;
+            for (int off = 1; off < 32; off <<= 1) {
+                const int up = __shfl_up_sync(FULL_MASK, wi, off);
+                if (lane >= off) wi += up;
+            }
+            warp_sums[lane] = wi - w;
+            if (lane == 31) chunk_total = wi;
+        }
+        __syncthreads();
+        if (i < len) h[i] = base + warp_sums[warp] + incl - v;
+        __syncthreads();
+        if (tid == 0) base += chunk_total;
+        __syncthreads();
+    }
+}
+
+// grid (nseg, rows), exactly 256 threads; dynamic shared (1 + 8) * nb ints.
+extern "C" __global__ void lacuna_bucket_place(
+    const int* __restrict__ buckets, int n, int nb, int seg, const int* __restrict__ offsets,
+    int* __restrict__ perm, int* __restrict__ sorted)
 {
     extern __shared__ int sm[];
-    __shared__ int scan[SORT_THREADS];
-    int* base = sm;          // [nb]: histogram, then next free slot per bucket
+    int* base = sm;          // [nb]: next free slot per bucket
     int* wc = sm + nb;       // [SORT_WARPS][nb]: per-warp counts of the current chunk
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const i64 row = blockIdx.x;
+    const int nseg = gridDim.x, s = blockIdx.x;
+    const i64 row = blockIdx.y;
     const int* in = buckets + row * n;
     int* po = perm + row * n;
     int* so = sorted + row * n;
-    for (int i = tid; i < nb * (1 + SORT_WARPS); i += SORT_THREADS) sm[i] = 0;
+    for (int i = tid; i < nb; i += SORT_THREADS) base[i] = offsets[(row * nb + i) * nseg + s];
+    for (int i = tid; i < nb * SORT_WARPS; i += SORT_THREADS) wc[i] = 0;
     __syncthreads();
-    for (int i = tid; i < n; i += SORT_THREADS) {
-        const int bk = min(max(in[i], 0), nb - 1);
-        atomicAdd(&base[bk], 1);
-    }
-    __syncthreads();
-    // Exclusive scan of the histogram: each thread owns `per` consecutive buckets.
-    const int per = (nb + SORT_THREADS - 1) / SORT_THREADS;
-    int local = 0;
-    for (int q = 0; q < per; ++q) {
-        const int idx = tid * per + q;
-        if (idx < nb) local += base[idx];
-    }
-    scan[tid] = local;
-    __syncthreads();
-    for (int off = 1; off < SORT_THREADS; off <<= 1) {
-        const int v = tid >= off ? scan[tid - off] : 0;
-        __syncthreads();
-        scan[tid] += v;
-        __syncthreads();
-    }
-    int run = scan[tid] - local;
-    for (int q = 0; q < per; ++q) {
-        const int idx = tid * per + q;
-        if (idx < nb) {
-            const int c = base[idx];
-            base[idx] = run;
-            run += c;
-        }
-    }
-    __syncthreads();
-    for (int c0 = 0; c0 < n; c0 += SORT_THREADS) {
+    const int lo = s * seg, hi = min(n, lo + seg);
+    for (int c0 = lo; c0 < hi; c0 += SORT_THREADS) {
         const int i = c0 + tid;
-        const bool valid = i < n;
-        const int bk = valid ? min(max(in[i], 0), nb - 1) : -1;
+        const bool valid = i < hi;
+        const int bk = valid ? lacuna_bucket_of(in, i, nb) : -1;
         const unsigned peers = __match_any_sync(FULL_MASK, bk);
         const int rank = __popc(peers & ((1u << lane) - 1u));
         const bool leader = rank == 0;

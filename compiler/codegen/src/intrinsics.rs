@@ -63,6 +63,10 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     pub fn cp_async_16(&self, dst: PointerValue<'ctx>, src: PointerValue<'ctx>, src_size: IV<'ctx>) -> Result<()> {
         self.call_void("llvm.nvvm.cp.async.cg.shared.global.16.s", &[], &[dst.into(), src.into(), src_size.into()])
     }
+    /// `cp.async.ca.shared.global [dst], [src], 4`: one 4-byte word (both addresses 4-byte aligned).
+    pub fn cp_async_4(&self, dst: PointerValue<'ctx>, src: PointerValue<'ctx>) -> Result<()> {
+        self.call_void("llvm.nvvm.cp.async.ca.shared.global.4", &[], &[dst.into(), src.into()])
+    }
     pub fn cp_async_commit(&self) -> Result<()> {
         self.call_void("llvm.nvvm.cp.async.commit.group", &[], &[])
     }
@@ -114,6 +118,15 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     pub fn shfl_bfly_i32(&self, v: IV<'ctx>, lane_mask: i32) -> Result<IV<'ctx>> {
         let args = [self.i32(FULL_MASK).into(), v.into(), self.i32(lane_mask).into(), self.i32(0x1f).into()];
         Ok(self.call_value("llvm.nvvm.shfl.sync.bfly.i32", &[], &args)?.into_int_value())
+    }
+
+    /// `vote.sync.ballot.b32`: bit l set when lane l's `pred` holds.
+    pub fn ballot(&self, pred: IV<'ctx>) -> Result<IV<'ctx>> {
+        Ok(self.call_value("llvm.nvvm.vote.ballot.sync", &[], &[self.i32(FULL_MASK).into(), pred.into()])?.into_int_value())
+    }
+    /// `popc.b32`: set bits of an i32.
+    pub fn popc(&self, x: IV<'ctx>) -> Result<IV<'ctx>> {
+        Ok(self.call_value("llvm.ctpop", &[self.i32t().into()], &[x.into()])?.into_int_value())
     }
 
     // ---- math ----

@@ -26,6 +26,10 @@ pub struct KernelPlan {
     /// Where key blocks come from: the pattern's closed form, or a scan of
     /// every key block. `Scan` is always correct and may be forced.
     pub key_source: KeySource,
+    /// CTA x runs the query blocks last-first: for patterns whose work grows
+    /// with the query index (causal-like), the heaviest CTAs start first and
+    /// the light ones fill the tail of the grid.
+    pub heaviest_first: bool,
 }
 
 /// Bytes of padding after each shared-memory row: rows of `head_dim + 8`
@@ -49,11 +53,14 @@ impl KernelPlan {
             65..=128 => (128, 64, 8, 2),
             _ => (64, 32, 4, 2),
         };
-        let key_source = match KeyRange::derive(p) {
+        let range = KeyRange::derive(p);
+        let heaviest_first = work_grows_with_q(range.as_ref());
+        let key_source = match range {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source };
+        let mut plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first };
+        dev_overrides(&mut plan);
         plan.validate()?;
         Ok(plan)
     }
@@ -89,9 +96,28 @@ impl KernelPlan {
         2 * self.block_k * self.smem_row_bytes()
     }
 
+    /// Rounds of one candidate per thread that make a chunk of the key-block
+    /// list: at least 256 blocks (16K keys at block_k 64) per chunk, so a
+    /// scan at that length classifies everything in one go.
+    pub fn key_list_rounds(&self) -> u32 {
+        256u32.div_ceil(self.threads()).max(1)
+    }
+
+    /// Candidate key blocks classified together (the list's capacity).
+    pub fn key_chunk(&self) -> u32 {
+        self.key_list_rounds() * self.threads()
+    }
+
+    /// The CTA's list of key blocks to visit (one i32 per candidate of a
+    /// chunk), one count per (round, warp), the list's length and the next
+    /// chunk's first block.
+    pub fn key_list_bytes(&self) -> u32 {
+        (4 * (self.key_chunk() + self.key_list_rounds() * self.warps + 2)).next_multiple_of(16)
+    }
+
     /// Dynamic shared memory the forward kernel needs (the manifest's `shared_bytes`).
     pub fn shared_bytes(&self) -> u32 {
-        self.q_tile_bytes() + self.stages * self.stage_bytes()
+        self.q_tile_bytes() + self.stages * self.stage_bytes() + self.key_list_bytes()
     }
 
     /// The most dynamic shared memory one block may use on `arch`.
@@ -136,6 +162,37 @@ impl KernelPlan {
     }
 }
 
+/// Whether a query block's key range grows with its index: some span is
+/// bounded above only by `q`-increasing bounds and below by none that grow.
+/// Unknown (scan) counts as growing: running query blocks last-first costs
+/// nothing when the work is flat, and the scanned patterns (QK-drop, hash
+/// buckets) are causal on positions.
+fn work_grows_with_q(range: Option<&KeyRange>) -> bool {
+    let Some(r) = range else { return true };
+    r.spans.iter().any(|s| !s.upper.is_empty() && s.upper.iter().all(|b| b.q_coef > 0) && s.lower.iter().all(|b| b.q_coef <= 0))
+}
+
+/// Development knobs for tuning runs (read once per plan):
+/// `LACUNA_EXP=d128=128x32x4x3,d64=128x64x4x3,inorder`.
+fn dev_overrides(plan: &mut KernelPlan) {
+    let Ok(v) = std::env::var("LACUNA_EXP") else { return };
+    for item in v.split(',') {
+        if item == "inorder" {
+            plan.heaviest_first = false;
+        } else if let Some((d, shape)) = item.split_once('=') {
+            let want = match d {
+                "d64" => plan.head_dim <= 64,
+                "d128" => plan.head_dim > 64 && plan.head_dim <= 128,
+                _ => false,
+            };
+            let f: Vec<u32> = shape.split('x').filter_map(|x| x.parse().ok()).collect();
+            if want && f.len() == 4 {
+                (plan.block_q, plan.block_k, plan.warps, plan.stages) = (f[0], f[1], f[2], f[3]);
+            }
+        }
+    }
+}
+
 fn check_head_dim(head_dim: u32) -> Result<()> {
     if head_dim == 0 || head_dim % 16 != 0 || head_dim > 256 {
         return Err(CodegenError::UnsupportedHeadDim { head_dim });
@@ -158,12 +215,14 @@ impl fmt::Display for KernelPlan {
         writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
         writeln!(
             f,
-            "  shared memory: {} bytes (Q {} + {} x K/V {})",
+            "  shared memory: {} bytes (Q {} + {} x K/V {} + key list {})",
             self.shared_bytes(),
             self.q_tile_bytes(),
             self.stages,
-            self.stage_bytes()
+            self.stage_bytes(),
+            self.key_list_bytes()
         )?;
+        writeln!(f, "  query blocks: {}", if self.heaviest_first { "last first (heaviest first)" } else { "in order" })?;
         match &self.key_source {
             KeySource::Range(r) => writeln!(f, "  key source: closed form, {r}"),
             KeySource::Scan => writeln!(f, "  key source: scan of every key block"),

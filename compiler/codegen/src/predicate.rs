@@ -90,6 +90,13 @@ pub(crate) struct TileClass<'ctx> {
     pub may_false: IV<'ctx>,
 }
 
+/// Where one row's (or key's) tensor-input values were staged in shared
+/// memory: input i is the i32 word `word[i]` after `pad` (None: not staged).
+pub(crate) struct Staged<'a, 'ctx> {
+    pub pad: PointerValue<'ctx>,
+    pub word: &'a [Option<usize>],
+}
+
 /// Values of the row-dependent nodes for one query row.
 pub(crate) struct RowVals<'ctx> {
     vals: Vec<Option<Val<'ctx>>>,
@@ -212,8 +219,33 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         })
     }
 
+    /// The tensor inputs of `kind` (query or key tensors), in input order:
+    /// (input index, this (b, h)'s row of values).
+    pub fn tensor_rows(&self, cx: &Cx<'_, 'ctx>, kind: InputKind) -> Result<Vec<(usize, PointerValue<'ctx>)>> {
+        let mut out = Vec::new();
+        for (i, d) in self.p.inputs().iter().enumerate() {
+            if d.kind != kind {
+                continue;
+            }
+            let InputArg::Tensor { values, .. } = self.env.inputs[i] else { unreachable!("a tensor input") };
+            let len = if kind == InputKind::QueryTensor { self.env.q_len } else { self.env.kv_len };
+            out.push((i, cx.gep(cx.i32t(), values, cx.mul(self.env.bh, cx.sext64(len)?)?)?));
+        }
+        Ok(out)
+    }
+
+    /// A tensor value: from its staged word when there is one, else from global memory.
+    fn staged_or_global(&self, cx: &Cx<'_, 'ctx>, staged: Option<&Staged<'_, 'ctx>>, input: usize, idx: IV<'ctx>, len: IV<'ctx>) -> Result<IV<'ctx>> {
+        if let Some(st) = staged {
+            if let Some(w) = st.word.get(input).copied().flatten() {
+                return cx.load_i32(cx.byte_gep(st.pad, cx.i32(4 * w as i32))?);
+            }
+        }
+        self.tensor_value(cx, input, idx, len)
+    }
+
     /// Row-dependent nodes for query row `q` of a tile whose keys are `k`.
-    pub fn row_side(&self, cx: &Cx<'_, 'ctx>, q: IV<'ctx>, k: &TileRange<'ctx>) -> Result<RowVals<'ctx>> {
+    pub fn row_side(&self, cx: &Cx<'_, 'ctx>, q: IV<'ctx>, k: &TileRange<'ctx>, staged: Option<&Staged<'_, 'ctx>>) -> Result<RowVals<'ctx>> {
         let want = |d: Dep| d.row && !d.col;
         let q_clamped = cx.smin(q, cx.sub(self.env.q_len, cx.i32(1))?)?;
         let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
@@ -224,7 +256,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             } else if want(d) {
                 Some(match *node {
                     Node::Coord(Coord::Q) => Val::I(q),
-                    Node::Input(input) => Val::I(self.tensor_value(cx, input.index(), q_clamped, self.env.q_len)?),
+                    Node::Input(input) => Val::I(self.staged_or_global(cx, staged, input.index(), q_clamped, self.env.q_len)?),
                     _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("row operand"))?,
                 })
             } else {
@@ -242,7 +274,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
     }
 
     /// Column-dependent nodes for key `k` of the tile `tile`.
-    pub fn col_side(&self, cx: &Cx<'_, 'ctx>, k: IV<'ctx>, tile: &TileRange<'ctx>) -> Result<ColVals<'ctx>> {
+    pub fn col_side(&self, cx: &Cx<'_, 'ctx>, k: IV<'ctx>, tile: &TileRange<'ctx>, staged: Option<&Staged<'_, 'ctx>>) -> Result<ColVals<'ctx>> {
         let want = |d: Dep| d.col && !d.row;
         let k_clamped = cx.smin(k, cx.sub(self.env.kv_len, cx.i32(1))?)?;
         let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
@@ -253,7 +285,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             } else if want(d) {
                 Some(match *node {
                     Node::Coord(Coord::K) => Val::I(k),
-                    Node::Input(input) => Val::I(self.tensor_value(cx, input.index(), k_clamped, self.env.kv_len)?),
+                    Node::Input(input) => Val::I(self.staged_or_global(cx, staged, input.index(), k_clamped, self.env.kv_len)?),
                     _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("column operand"))?,
                 })
             } else {

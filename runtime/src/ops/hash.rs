@@ -72,6 +72,8 @@ impl GpuOps {
         check_same_gpu("the projection R", r, ord)?;
         let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
         let threads: usize = if d <= 128 { 64 } else { 32 };
+        // Staged rows (padded to D + 1) and one tile of 8 projection columns.
+        let shared = (threads * (d + 1) + d * 8) * 4;
         let st = x.strides();
         let args = [
             Ptr(x.device_ptr()),
@@ -87,28 +89,49 @@ impl GpuOps {
             Ptr(out.device_ptr()),
         ];
         let grid = (blocks_for(n, threads)?, (b * h) as u32, 1);
-        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, (threads * (d + 1) * 4) as u32)?;
+        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared as u32)?;
         Ok(out)
     }
 
     /// Stable sort of each (b, h) row of `buckets` (i32 (B, H, N), values in
     /// [0, nb); others are clamped) by bucket; ties keep their original order.
+    /// A counting sort in three launches (segment histograms, their scan,
+    /// placement), each row split over several blocks.
     pub fn sort_by_bucket(&self, buckets: &DeviceTensor, nb: usize) -> OpResult<BucketOrder> {
         let [b, h, n] = check_index3("buckets", buckets)?;
         check_same_gpu("buckets", buckets, self.gpu().ordinal())?;
         if nb == 0 || nb > MAX_BUCKETS {
             return Err(invalid("the number of buckets", format!("is {nb}; it must be in 1..={MAX_BUCKETS}")));
         }
+        let rows = b * h;
+        if rows > u16::MAX as usize {
+            return Err(invalid("buckets", format!("have B·H = {rows}, above 65535 (a CUDA grid dimension)")));
+        }
+        // Segments of a row are sorted by separate blocks: enough of them to
+        // fill the GPU twice, each a whole number of 256-token chunks.
+        let target_blocks = 2 * self.gpu().sm_count().max(1) as usize;
+        let seg = (n * rows).div_ceil(target_blocks).next_multiple_of(256).clamp(512, 16384);
+        let nseg = n.div_ceil(seg);
+        let hist_len = nb * nseg;
         let perm = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
         let sorted = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
-        let args = [
-            Ptr(buckets.device_ptr()),
+        let hist = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[rows, hist_len])?;
+        let grid = (nseg as u32, rows as u32, 1);
+        let src = Ptr(buckets.device_ptr());
+        let hist_args = [src, I32(n as i32), I32(nb as i32), I32(seg as i32), Ptr(hist.device_ptr())];
+        self.launch("lacuna_bucket_hist", &hist_args, grid, 256, (nb * 4) as u32)?;
+        let scan_args = [Ptr(hist.device_ptr()), I32(hist_len as i32)];
+        self.launch("lacuna_bucket_offsets", &scan_args, (blocks_for(rows, 1)?, 1, 1), 1024, 0)?;
+        let place_args = [
+            src,
             I32(n as i32),
             I32(nb as i32),
+            I32(seg as i32),
+            Ptr(hist.device_ptr()),
             Ptr(perm.device_ptr()),
             Ptr(sorted.device_ptr()),
         ];
-        self.launch("lacuna_bucket_sort", &args, (blocks_for(b * h, 1)?, 1, 1), 256, (9 * nb * 4) as u32)?;
+        self.launch("lacuna_bucket_place", &place_args, grid, 256, (9 * nb * 4) as u32)?;
         Ok(BucketOrder { perm, buckets: sorted })
     }
 

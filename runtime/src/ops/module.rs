@@ -23,7 +23,9 @@ pub const OPS_SOURCE: &str = include_str!("../../kernels/ops.cu");
 /// so a missing one is reported at once.
 pub const OPS_ENTRIES: &[&str] = &[
     "lacuna_lsh_bucket",
-    "lacuna_bucket_sort",
+    "lacuna_bucket_hist",
+    "lacuna_bucket_offsets",
+    "lacuna_bucket_place",
     "lacuna_gather_rows",
     "lacuna_scatter_rows",
     "lacuna_expand_heads",

@@ -23,19 +23,22 @@ use lacuna_ir::{InputKind, PatternIr};
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
-use crate::lower::keys::{next_block, KeyBlocks};
-use crate::lower::pipeline::{copy_tile, dynamic_smem, SmemLayout, TileCopy};
+use crate::lower::keys::{next_block, KeyBlocks, KeyList};
+use crate::lower::pipeline::{copy_tile, dynamic_smem, stage_values, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::KernelPlan;
-use crate::predicate::{InputArg, PredEnv, Predicate, TileRange};
+use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
 
-/// The query block this CTA owns. The one place grid order is decided: a
-/// heaviest-first (or persistent) schedule replaces this mapping.
-fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>) -> Result<IV<'ctx>> {
-    Ok(named(cx.ctaid('x')?, "qb"))
+/// The query block this CTA owns. The one place grid order is decided:
+/// with `heaviest_first`, CTA x takes query block `q_blocks - 1 - x`, so the
+/// blocks with the most keys (causal-like patterns) are scheduled first.
+fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, q_blocks: IV<'ctx>) -> Result<IV<'ctx>> {
+    let x = cx.ctaid('x')?;
+    let qb = if plan.heaviest_first { cx.sub(cx.sub(q_blocks, cx.i32(1))?, x)? } else { x };
+    Ok(named(qb, "qb"))
 }
 
 /// Online-softmax state of one accumulator row (per thread: a partial row sum).
@@ -50,6 +53,7 @@ struct RowState<'ctx> {
 /// Values carried around the key-block loop, flattened for phis.
 struct LoopState<'ctx> {
     slot: IV<'ctx>,
+    /// Position in the key-block list.
     cursor: IV<'ctx>,
     /// Pending (classified, loading) blocks, oldest first: (kb or -1, partial).
     pending: Vec<(IV<'ctx>, IV<'ctx>)>,
@@ -145,6 +149,7 @@ struct Forward<'p, 'a, 'ctx> {
     tile: WarpTile,
     pred: Predicate<'p, 'ctx>,
     keys: KeyBlocks<'ctx>,
+    list: KeyList<'ctx>,
     qtile: TileRange<'ctx>,
     smem: PointerValue<'ctx>,
     layout: SmemLayout,
@@ -160,6 +165,12 @@ struct Forward<'p, 'a, 'ctx> {
     scale_log2: FV<'ctx>,
     k_copy: TileCopy<'ctx>,
     v_copy: TileCopy<'ctx>,
+    /// Key-tensor inputs staged in the K rows' padding: this (b, h)'s values.
+    k_staged: Vec<PointerValue<'ctx>>,
+    /// Per input: its word in a K row's padding (key tensors) ...
+    k_words: Vec<Option<usize>>,
+    /// ... and in a Q row's padding (query tensors).
+    q_words: Vec<Option<usize>>,
 }
 
 impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
@@ -175,7 +186,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let warp = cx.lshr(tid, cx.i32(5))?;
         let g = named(cx.lshr(lane, cx.i32(2))?, "g");
         let t4 = named(cx.and(lane, cx.i32(3))?, "t");
-        let qb = query_block_index(cx)?;
+        let q_len_early = int(fixed::Q_LEN);
+        let q_blocks = named(cx.udiv(cx.add(q_len_early, cx.i32(bq - 1))?, cx.i32(bq))?, "q_blocks");
+        let qb = query_block_index(cx, plan, q_blocks)?;
         let h = named(cx.ctaid('y')?, "h");
         let b = named(cx.ctaid('z')?, "b");
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
@@ -194,7 +207,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.at(run);
         let q1 = named(cx.sub(cx.smin(cx.add(q0, cx.i32(bq))?, q_len)?, cx.i32(1))?, "q1");
         let k_blocks = named(cx.udiv(cx.add(kv_len, cx.i32(bk - 1))?, cx.i32(bk))?, "k_blocks");
-        let q_blocks = cx.udiv(cx.add(q_len, cx.i32(bq - 1))?, cx.i32(bq))?;
 
         // ---- base pointers of this (b, h) ----
         let stride = |tensor: usize, dim: usize| int(fixed::STRIDES + 3 * tensor + dim);
@@ -225,6 +237,27 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
 
         let smem = dynamic_smem(cx);
         let layout = SmemLayout::new(plan);
+        let list = KeyList {
+            list: cx.byte_gep(smem, cx.i32(layout.list as i32))?,
+            counts: cx.byte_gep(smem, cx.i32(layout.counts as i32))?,
+            warps: plan.warps,
+            rounds: plan.key_list_rounds(),
+            tid,
+            lane,
+            warp,
+        };
+        // Tensor inputs whose values are staged in the rows' padding (at most
+        // STAGED_PER_ROW per side; any others are read from global memory).
+        let staging = |kind: InputKind| -> Result<(Vec<(usize, PointerValue<'ctx>)>, Vec<Option<usize>>)> {
+            let rows: Vec<_> = pred.tensor_rows(cx, kind)?.into_iter().take(STAGED_PER_ROW).collect();
+            let mut words = vec![None; p.inputs().len()];
+            for (w, (i, _)) in rows.iter().enumerate() {
+                words[*i] = Some(w);
+            }
+            Ok((rows, words))
+        };
+        let (q_staged, q_words) = staging(InputKind::QueryTensor)?;
+        let (k_staged, k_words) = staging(InputKind::KeyTensor)?;
         let slabs = plan.slabs_per_warp();
         let warp_row0 = cx.mul(warp, cx.i32((16 * slabs) as i32))?;
         let this = Forward {
@@ -233,6 +266,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             tile: WarpTile { dtype: plan.dtype, slabs, head_dim: plan.head_dim, block_k: plan.block_k, row_bytes: layout.row_bytes },
             pred,
             keys,
+            list,
             qtile,
             smem,
             lanes: LaneOffsets::new(cx, lane, layout.row_bytes)?,
@@ -246,17 +280,24 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             scale_log2,
             k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem },
             v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem },
+            k_staged: k_staged.into_iter().map(|(_, v)| v).collect(),
+            k_words,
+            q_words,
         };
 
         // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
         let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))? };
         copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q)?;
+        if !q_staged.is_empty() {
+            let rows: Vec<_> = q_staged.iter().map(|(_, v)| *v).collect();
+            stage_values(cx, plan, tid, &rows, q_copy.dst, q0, plan.block_q, q_len)?;
+        }
         cx.cp_async_commit()?;
-        let mut cursor = cx.i32(0);
+        let mut cursor = this.keys.start(cx, &this.list)?;
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {
-            let next = next_block(cx, plan, &this.keys, &this.pred, &this.qtile, kv_len, cursor)?;
-            this.issue_kv(next.kb, cx.i32(slot as i32))?;
+            let next = next_block(cx, plan, &this.keys, &this.list, &this.pred, &this.qtile, kv_len, cursor)?;
+            this.issue_kv(next.kb, next.partial, cx.i32(slot as i32))?;
             cursor = next.cursor;
             pending.push((next.kb, next.partial));
         }
@@ -285,16 +326,25 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         this.epilogue(&last, ptr(fixed::O), ptr(fixed::LSE), b, h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
     }
 
-    /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0`, then commits
-    /// a group (always, so group counting stays uniform).
-    fn issue_kv(&self, kb: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
+    /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0` (and, when
+    /// the block will run the element test, its key-tensor values into the K
+    /// rows' padding), then commits a group (always, so group counting stays uniform).
+    fn issue_kv(&self, kb: IV<'ctx>, partial: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
         let cx = self.cx;
         cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| {
-            let row0 = cx.mul(kb, cx.i32(self.plan.block_k as i32))?;
+            let bk = cx.i32(self.plan.block_k as i32);
+            let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, slot)?;
             let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
             copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k)?;
-            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)
+            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)?;
+            if !self.k_staged.is_empty() {
+                let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
+                cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
+                    stage_values(cx, self.plan, self.tid, &self.k_staged, k_dst, row0, self.plan.block_k, self.kv_len)
+                })?;
+            }
+            Ok(())
         })?;
         cx.cp_async_commit()
     }
@@ -322,10 +372,10 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // the barrier also means every warp is done with the slot refilled below.
         cx.cp_async_wait(self.plan.stages - 2)?;
         cx.barrier()?;
-        let next = next_block(cx, self.plan, &self.keys, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
+        let next = next_block(cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
         let is_first = cx.icmp(IP::EQ, state.slot, cx.i32(0))?;
         let refill = cx.select_int(is_first, cx.i32(stages - 1), cx.sub(state.slot, cx.i32(1))?)?;
-        self.issue_kv(next.kb, refill)?;
+        self.issue_kv(next.kb, next.partial, refill)?;
 
         let slot_ptr = self.layout.slot(cx, self.smem, state.slot)?;
         let k_lane = cx.byte_gep(slot_ptr, self.lanes.b_k)?;
@@ -341,7 +391,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let words = self.mask_words();
         let all: Vec<BV<'ctx>> = (0..words).map(|_| cx.i32(-1).into()).collect();
         let keep = cx.if_then_values(test, "mask", all, |cx, _| {
-            Ok(self.mask_bits(cx, kb, k0)?.into_iter().map(BV::from).collect())
+            Ok(self.mask_bits(cx, kb, k0, slot_ptr)?.into_iter().map(BV::from).collect())
         })?;
 
         // S = Q·Kᵀ, scaled into log2 units; masked scores become -inf.
@@ -414,7 +464,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// The element test for this thread's scores of key block `kb`: bit i of
     /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
     /// i.e. the predicate holds and the key is inside kv_len.
-    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>) -> Result<Vec<IV<'ctx>>> {
+    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>) -> Result<Vec<IV<'ctx>>> {
+        let row_bytes = cx.i32(self.layout.row_bytes as i32);
+        let pad = cx.i32(self.layout.pad_in_row as i32);
         let bk = self.plan.block_k;
         let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
         let ktile = TileRange { lo: k0, hi: k1, block: kb };
@@ -425,7 +477,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             for r in 0..2 {
                 let local = cx.add(self.warp_row0, cx.add(self.g, cx.i32((16 * s + 8 * r) as i32))?)?;
                 let q = cx.add(self.qtile.lo, local)?;
-                row_vals.push(self.pred.row_side(cx, q, &ktile)?);
+                let at = cx.add(cx.i32(self.layout.q as i32), cx.add(cx.mul(local, row_bytes)?, pad)?)?;
+                let staged = Staged { pad: cx.byte_gep(self.smem, at)?, word: &self.q_words };
+                row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
             }
         }
         // Columns of this thread: n8 tile j, e = 0 or 1 (column 2t + e).
@@ -433,9 +487,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let two_t = cx.mul(self.t4, cx.i32(2))?;
         for j in 0..bk / 8 {
             for e in 0..2 {
-                let k = cx.add(k0, cx.add(two_t, cx.i32((8 * j + e) as i32))?)?;
+                let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
+                let k = cx.add(k0, local)?;
                 let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
-                col_vals.push((self.pred.col_side(cx, k, &ktile)?, inside));
+                let staged = Staged { pad: cx.byte_gep(k_tile, cx.add(cx.mul(local, row_bytes)?, pad)?)?, word: &self.k_words };
+                col_vals.push((self.pred.col_side(cx, k, &ktile, Some(&staged))?, inside));
             }
         }
         let per_slab = (bk / 8 * 4) as usize;

@@ -1,14 +1,22 @@
 //! The key-block source: which key blocks a CTA visits, in ascending order,
 //! each at most once. Candidates come from the closed-form spans of
-//! `KeyRange` (evaluated per CTA) or from a scan of every block; each
-//! candidate is then classified in the kernel, and Empty ones are skipped
-//! without being loaded.
+//! `KeyRange` (evaluated per CTA) or from a scan of every block.
+//!
+//! Candidates are classified in parallel, a chunk of `KernelPlan::key_chunk`
+//! consecutive blocks at a time (one or more per thread, in rounds of
+//! `threads` blocks), and the non-Empty ones are compacted
+//! with their class into a list in shared memory (warp ballot, then a prefix
+//! over the warps, so the list stays in ascending order). The pipeline then
+//! walks the list; a chunk is classified again only when the list runs out.
+//! Empty blocks are never loaded.
 
 use inkwell::IntPredicate as IP;
 
 use lacuna_ir::{KeyRange, KeySource, PatternIr};
 
-use crate::cx::{Cx, IV};
+use inkwell::values::PointerValue;
+
+use crate::cx::{named, Cx, IV};
 use crate::error::{CodegenError, Result};
 use crate::plan::KernelPlan;
 use crate::predicate::{Predicate, TileRange};
@@ -20,9 +28,40 @@ pub(crate) struct KeyBlocks<'ctx> {
     pub k_blocks: IV<'ctx>,
 }
 
+/// Where the CTA's key-block list lives and who builds it.
+pub(crate) struct KeyList<'ctx> {
+    /// `key_chunk` i32 entries `kb * 2 + partial`, ascending in kb.
+    pub list: PointerValue<'ctx>,
+    /// One i32 per (round, warp): how many entries the warp contributed; then the
+    /// list's length and the first block of the next chunk to classify
+    /// (`k_blocks` when none is left). Kept here rather than in registers,
+    /// which the loop needs for its accumulators.
+    pub counts: PointerValue<'ctx>,
+    pub warps: u32,
+    pub rounds: u32,
+    pub tid: IV<'ctx>,
+    pub lane: IV<'ctx>,
+    pub warp: IV<'ctx>,
+}
+
 /// Coefficients above this make the in-kernel magnitude check itself risk
 /// i64 overflow; such (absurd) bounds fall back to a scan at compile time.
 const MAX_COEF: i64 = 1 << 30;
+
+impl<'ctx> KeyList<'ctx> {
+    fn len_ptr(&self, cx: &Cx<'_, 'ctx>) -> Result<PointerValue<'ctx>> {
+        cx.gep(cx.i32t(), self.counts, cx.i32((self.rounds * self.warps) as i32))
+    }
+    fn next_ptr(&self, cx: &Cx<'_, 'ctx>) -> Result<PointerValue<'ctx>> {
+        cx.gep(cx.i32t(), self.counts, cx.i32((self.rounds * self.warps) as i32 + 1))
+    }
+    /// Every thread stores the same values: each then reads back what it
+    /// stored (or the identical value of another thread), so no barrier is needed.
+    fn set_state(&self, cx: &Cx<'_, 'ctx>, len: IV<'ctx>, next: IV<'ctx>) -> Result<()> {
+        cx.store(self.len_ptr(cx)?, len)?;
+        cx.store(self.next_ptr(cx)?, next)
+    }
+}
 
 impl<'ctx> KeyBlocks<'ctx> {
     /// Evaluates the spans for query rows `q.lo..=q.hi` (launch-uniform code,
@@ -103,55 +142,123 @@ impl<'ctx> KeyBlocks<'ctx> {
         }
         Ok(best)
     }
+
+    /// Whether block `kb` is a candidate (inside some span and below `k_blocks`).
+    fn contains(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>) -> Result<IV<'ctx>> {
+        let mut any = cx.bool(false);
+        for &(start, end) in &self.spans {
+            any = cx.or(any, cx.and(cx.icmp(IP::SGE, kb, start)?, cx.icmp(IP::SLT, kb, end)?)?)?;
+        }
+        cx.and(any, cx.icmp(IP::SLT, kb, self.k_blocks)?)
+    }
+
+    /// The walk's start: an empty list, the first chunk at the first
+    /// candidate. Returns the list position the walk carries.
+    pub fn start(&self, cx: &Cx<'_, 'ctx>, kl: &KeyList<'ctx>) -> Result<IV<'ctx>> {
+        kl.set_state(cx, cx.i32(0), self.next_candidate(cx, cx.i32(0))?)?;
+        Ok(cx.i32(0))
+    }
 }
 
-/// The next key block to visit after `cursor`, classified.
+/// The next key block to visit, classified.
 pub(crate) struct NextBlock<'ctx> {
     /// Block index, or -1 when the CTA has no more key blocks.
     pub kb: IV<'ctx>,
     /// The tile is Partial: the element test must run.
     pub partial: IV<'ctx>,
-    /// Where the search resumes.
+    /// The list position where the walk resumes.
     pub cursor: IV<'ctx>,
 }
 
-/// Walks candidates from `cursor`, classifying each, until a non-Empty one
-/// (or the end). All threads compute the same answer (launch-uniform).
-pub(crate) fn next_block<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, keys: &KeyBlocks<'ctx>, pred: &Predicate<'_, 'ctx>, q: &TileRange<'ctx>, kv_len: IV<'ctx>, cursor: IV<'ctx>) -> Result<NextBlock<'ctx>> {
+/// Hands out the next list entry, refilling the list from the next chunk of
+/// candidates when it is used up. Every thread of the CTA must call it at the
+/// same point (a refill has barriers); all get the same answer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn next_block<'ctx>(
+    cx: &Cx<'_, 'ctx>,
+    plan: &KernelPlan,
+    keys: &KeyBlocks<'ctx>,
+    kl: &KeyList<'ctx>,
+    pred: &Predicate<'_, 'ctx>,
+    q: &TileRange<'ctx>,
+    kv_len: IV<'ctx>,
+    cursor: IV<'ctx>,
+) -> Result<NextBlock<'ctx>> {
     let pre = cx.current();
-    let (head, classify, found, exit) = (cx.block("next"), cx.block("next.classify"), cx.block("next.found"), cx.block("next.end"));
+    let (head, take, check, refill, exit) =
+        (cx.block("next"), cx.block("next.take"), cx.block("next.check"), cx.block("next.refill"), cx.block("next.end"));
     cx.br(head)?;
     cx.at(head);
-    let cur = cx.b.build_phi(cx.i32t(), "cursor")?;
-    cur.add_incoming(&[(&cursor, pre)]);
-    let cur_v = cur.as_basic_value().into_int_value();
-    let cand = cx.next_candidate_named(keys, cur_v)?;
-    let more = cx.icmp(IP::SLT, cand, keys.k_blocks)?;
-    cx.cond_br(more, classify, exit)?;
+    let pos_phi = cx.b.build_phi(cx.i32t(), "list_pos")?;
+    pos_phi.add_incoming(&[(&cursor, pre)]);
+    let pos = pos_phi.as_basic_value().into_int_value();
+    let len = named(cx.load_i32(kl.len_ptr(cx)?)?, "list_len");
+    cx.cond_br(cx.icmp(IP::SLT, pos, len)?, take, check)?;
 
-    cx.at(classify);
-    let bk = cx.i32(plan.block_k as i32);
-    let k0 = cx.mul(cand, bk)?;
-    let k1 = cx.sub(cx.smin(cx.add(k0, bk)?, kv_len)?, cx.i32(1))?;
-    let class = pred.classify(cx, q, &TileRange { lo: k0, hi: k1, block: cand })?;
-    let after = cx.add(cand, cx.i32(1))?;
-    let classify_end = cx.current();
-    cx.cond_br(class.may_true, found, head)?;
-    cur.add_incoming(&[(&after, classify_end)]);
-
-    cx.at(found);
+    // An entry is left: hand it out.
+    cx.at(take);
+    let entry = cx.load_i32(cx.gep(cx.i32t(), kl.list, pos)?)?;
+    let take_kb = cx.lshr(entry, cx.i32(1))?;
+    let take_partial = cx.icmp(IP::NE, cx.and(entry, cx.i32(1))?, cx.i32(0))?;
+    let take_pos = cx.add(pos, cx.i32(1))?;
     cx.br(exit)?;
 
-    cx.at(exit);
-    let kb = cx.phi(cx.i32t(), &[(cx.i32(-1).into(), head), (cand.into(), found)])?.into_int_value();
-    let partial = cx.phi(cx.i1t(), &[(cx.bool(false).into(), head), (class.may_false.into(), found)])?.into_int_value();
-    let cursor = cx.phi(cx.i32t(), &[(cand.into(), head), (after.into(), found)])?.into_int_value();
-    Ok(NextBlock { kb, partial, cursor })
-}
+    cx.at(check);
+    let next = named(cx.load_i32(kl.next_ptr(cx)?)?, "chunk");
+    cx.cond_br(cx.icmp(IP::SLT, next, keys.k_blocks)?, refill, exit)?;
 
-impl<'a, 'ctx> Cx<'a, 'ctx> {
-    fn next_candidate_named(&self, keys: &KeyBlocks<'ctx>, cursor: IV<'ctx>) -> Result<IV<'ctx>> {
-        let c = keys.next_candidate(self, cursor)?;
-        Ok(crate::cx::named(c, "candidate"))
+    // Classify blocks next .. next + chunk - 1: round r, thread t takes next + r * threads + t.
+    cx.at(refill);
+    // Every thread has read the entries it needs from the old list.
+    cx.barrier()?;
+    let threads = plan.threads() as i32;
+    let bk = cx.i32(plan.block_k as i32);
+    let below = cx.sub(cx.shl(cx.i32(1), kl.lane)?, cx.i32(1))?;
+    // All rounds are classified before any branch, so their summary loads are in flight together.
+    let mut classes = Vec::new();
+    for r in 0..kl.rounds as i32 {
+        let kb = named(cx.add(next, cx.add(kl.tid, cx.i32(r * threads))?)?, "chunk_kb");
+        let cand = keys.contains(cx, kb)?;
+        // Past the end the summaries must still be read in bounds; the result is discarded.
+        let kb_safe = cx.smin(kb, cx.sub(keys.k_blocks, cx.i32(1))?)?;
+        let k0 = cx.mul(kb_safe, bk)?;
+        let k1 = cx.sub(cx.smin(cx.add(k0, bk)?, kv_len)?, cx.i32(1))?;
+        let class = pred.classify(cx, q, &TileRange { lo: k0, hi: k1, block: kb_safe })?;
+        let keep = cx.and(cand, class.may_true)?;
+        let entry = cx.add(cx.mul(kb, cx.i32(2))?, cx.zext(class.may_false, cx.i32t())?)?;
+        classes.push((keep, entry));
     }
+    let mut rounds = Vec::new();
+    for (r, (keep, entry)) in classes.into_iter().enumerate() {
+        let votes = cx.ballot(keep)?;
+        let rank = cx.popc(cx.and(votes, below)?)?;
+        let slot = cx.add(kl.warp, cx.i32(r as i32 * plan.warps as i32))?;
+        cx.if_then(cx.icmp(IP::EQ, kl.lane, cx.i32(0))?, "list.count", |cx| cx.store(cx.gep(cx.i32t(), kl.counts, slot)?, cx.popc(votes)?))?;
+        rounds.push((keep, rank, entry));
+    }
+    cx.barrier()?;
+    // Round r's entries follow all of round r - 1's; inside a round, warp order, then lane order.
+    let mut total = cx.i32(0);
+    for (r, (keep, rank, entry)) in rounds.into_iter().enumerate() {
+        let mut before = total;
+        for w in 0..plan.warps as i32 {
+            let c = cx.load_i32(cx.gep(cx.i32t(), kl.counts, cx.i32(r as i32 * plan.warps as i32 + w))?)?;
+            before = cx.add(before, cx.select_int(cx.icmp(IP::SLT, cx.i32(w), kl.warp)?, c, cx.i32(0))?)?;
+            total = cx.add(total, c)?;
+        }
+        cx.if_then(keep, "list.put", |cx| cx.store(cx.gep(cx.i32t(), kl.list, cx.add(before, rank)?)?, entry))?;
+    }
+    let after = keys.next_candidate(cx, cx.add(next, cx.i32(plan.key_chunk() as i32))?)?;
+    // Every thread read the old length and chunk before the first barrier above.
+    kl.set_state(cx, total, after)?;
+    cx.barrier()?;
+    let refill_end = cx.current();
+    cx.br(head)?;
+    pos_phi.add_incoming(&[(&cx.i32(0), refill_end)]);
+
+    cx.at(exit);
+    let kb = cx.phi(cx.i32t(), &[(take_kb.into(), take), (cx.i32(-1).into(), check)])?.into_int_value();
+    let partial = cx.phi(cx.i1t(), &[(take_partial.into(), take), (cx.bool(false).into(), check)])?.into_int_value();
+    let pos = cx.phi(cx.i32t(), &[(take_pos.into(), take), (pos.into(), check)])?.into_int_value();
+    Ok(NextBlock { kb, partial, cursor: pos })
 }

@@ -4,7 +4,13 @@
 //!
 //! Layout (bytes from the start of dynamic shared memory), rows padded by
 //! 16 B so ldmatrix is bank-conflict free:
-//! `[Q: block_q rows][slot 0: K block_k rows, V block_k rows][slot 1] ...`
+//! `[Q: block_q rows][slot 0: K block_k rows, V block_k rows][slot 1] ...
+//! [key list: key_chunk i32][counts: rounds x warps i32][list length][next chunk]`
+//!
+//! The 16 padding bytes after each row hold up to four i32 values of that
+//! row's query (Q tile) or key (K tile) from the pattern's tensor inputs,
+//! staged by 4-byte cp.async beside the tile, so the element test reads
+//! them from shared memory instead of global memory.
 
 use inkwell::module::Linkage;
 use inkwell::values::PointerValue;
@@ -35,7 +41,15 @@ pub(crate) struct SmemLayout {
     pub slot_bytes: u32,
     /// The V tile's offset inside a slot.
     pub v_in_slot: u32,
+    /// Where staged tensor values start inside a row (the row's padding).
+    pub pad_in_row: u32,
+    /// The key-block list, then the per-warp counts.
+    pub list: u32,
+    pub counts: u32,
 }
+
+/// Tensor values a row's padding holds.
+pub(crate) const STAGED_PER_ROW: usize = 4;
 
 impl SmemLayout {
     pub fn new(plan: &KernelPlan) -> Self {
@@ -45,6 +59,9 @@ impl SmemLayout {
             first_slot: plan.q_tile_bytes(),
             slot_bytes: plan.stage_bytes(),
             v_in_slot: plan.block_k * plan.smem_row_bytes(),
+            pad_in_row: plan.head_dim * 2,
+            list: plan.q_tile_bytes() + plan.stages * plan.stage_bytes(),
+            counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * plan.key_chunk(),
         }
     }
 
@@ -97,6 +114,42 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
         if (it + 1) * threads > total {
             let inside = cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32))?;
             cx.if_then(inside, "copy.tail", issue)?;
+        } else {
+            issue(cx)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stages `values[row0 + r]` (r < rows) of each tensor in `tensors` into the
+/// padding of row r of the tile at `dst`, word `i` for the i-th tensor
+/// (`tensors.len() <= STAGED_PER_ROW`). Indices past `len - 1` read element
+/// `len - 1`, exactly as the element test clamps them. No commit.
+pub(crate) fn stage_values<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, tensors: &[PointerValue<'ctx>], dst: PointerValue<'ctx>, row0: IV<'ctx>, rows: u32, len: IV<'ctx>) -> Result<()> {
+    debug_assert!(tensors.len() <= STAGED_PER_ROW);
+    let threads = plan.threads();
+    let total = rows * tensors.len() as u32;
+    let row_bytes = plan.smem_row_bytes() as i32;
+    let last = cx.sub(len, cx.i32(1))?;
+    for it in 0..total.div_ceil(threads) {
+        let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
+        let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
+            for (i, &src) in tensors.iter().enumerate() {
+                // Thread idx copies word i of row idx - i * rows when that row is in range.
+                let r = cx.sub(idx, cx.i32((i as u32 * rows) as i32))?;
+                let mine = cx.icmp(IP::ULT, r, cx.i32(rows as i32))?;
+                cx.if_then(mine, "stage", |cx| {
+                    let at = cx.smin(cx.add(row0, r)?, last)?;
+                    let s = cx.gep(cx.i32t(), src, cx.sext64(at)?)?;
+                    let d = cx.byte_gep(dst, cx.add(cx.mul(r, cx.i32(row_bytes))?, cx.i32((plan.head_dim * 2 + 4 * i as u32) as i32))?)?;
+                    cx.cp_async_4(d, s)
+                })?;
+            }
+            Ok(())
+        };
+        if (it + 1) * threads > total {
+            let inside = cx.icmp(IP::ULT, idx, cx.i32(total as i32))?;
+            cx.if_then(inside, "stage.tail", issue)?;
         } else {
             issue(cx)?;
         }
