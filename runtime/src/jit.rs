@@ -33,15 +33,16 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 /// `{pattern}-{ir hash}-{plan hash}.ptx`. The plan text fixes head_dim,
-/// dtype, arch and tiles; the crate version is mixed in so a new code
-/// generator does not reuse an old one's PTX.
-pub fn cache_file_name(pattern: &str, ir_hash: u64, plan_text: &str) -> String {
+/// dtype, arch and tiles; `generator` (the code generator's fingerprint: its
+/// version and a hash of its sources) is mixed in so a changed code generator
+/// does not reuse an old one's PTX.
+pub fn cache_file_name(pattern: &str, ir_hash: u64, plan_text: &str, generator: &str) -> String {
     let safe: String = pattern
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(64)
         .collect();
-    let plan_hash = fnv1a64(format!("{}\n{plan_text}", env!("CARGO_PKG_VERSION")).as_bytes());
+    let plan_hash = fnv1a64(format!("{generator}\n{plan_text}").as_bytes());
     format!("{safe}-{ir_hash:016x}-{plan_hash:016x}.ptx")
 }
 
@@ -107,7 +108,7 @@ mod compile {
                 message,
             };
             let plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(e.to_string()))?;
-            let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string())));
+            let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string(), lacuna_codegen::FINGERPRINT)));
             if let Some(text) = path.as_deref().and_then(read_cached) {
                 let fits = KernelManifest::from_ptx(&text)
                     .is_ok_and(|m| m.head_dim == head_dim && m.dtype == dtype && m.arch == arch);
@@ -154,12 +155,13 @@ mod tests {
 
     #[test]
     fn cache_names_follow_ir_and_plan() {
-        let a = cache_file_name("Causal", 0xabc, "plan A");
+        let a = cache_file_name("Causal", 0xabc, "plan A", "g1");
         assert!(a.starts_with("Causal-0000000000000abc-") && a.ends_with(".ptx"), "{a}");
-        assert_ne!(a, cache_file_name("Causal", 0xabc, "plan B"));
-        assert_ne!(a, cache_file_name("Causal", 0xabd, "plan A"));
-        assert_eq!(a, cache_file_name("Causal", 0xabc, "plan A"));
-        assert!(cache_file_name("a/../b c", 1, "p").starts_with("a____b_c-"));
+        assert_ne!(a, cache_file_name("Causal", 0xabc, "plan B", "g1"));
+        assert_ne!(a, cache_file_name("Causal", 0xabd, "plan A", "g1"));
+        assert_eq!(a, cache_file_name("Causal", 0xabc, "plan A", "g1"));
+        assert_ne!(a, cache_file_name("Causal", 0xabc, "plan A", "g2"), "a new code generator misses the cache");
+        assert!(cache_file_name("a/../b c", 1, "p", "g1").starts_with("a____b_c-"));
     }
 
     #[test]
@@ -179,7 +181,7 @@ mod tests {
     #[test]
     fn cache_files_write_and_read_back() {
         let dir = std::env::temp_dir().join(format!("lacuna-runtime-test-{}", std::process::id()));
-        let path = dir.join("sub").join(cache_file_name("P", 1, "plan"));
+        let path = dir.join("sub").join(cache_file_name("P", 1, "plan", "g1"));
         write_cached(&path, "ptx text\n").expect("temp dir is writable");
         assert_eq!(read_cached(&path).as_deref(), Some("ptx text\n"));
         std::fs::write(&path, "ptx text\n// lacuna-cache-fnv1a64: 0000000000000000\n").expect("writable");

@@ -32,6 +32,10 @@ use inkwell::context::Context;
 pub use lacuna_ir::{Arch, Dtype, KernelManifest, KeySource};
 
 pub use abi::{snake_case, SUMMARY_ENTRY};
+
+/// The crate version and a hash of the generator's sources: changes whenever
+/// generated code may change, so caches of PTX key on it.
+pub const FINGERPRINT: &str = env!("LACUNA_CODEGEN_FINGERPRINT");
 pub use error::CodegenError;
 pub use plan::KernelPlan;
 
