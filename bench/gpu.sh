@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Everything Lacuna checks and times on a GPU, in one go (one device call):
-#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers]   (default: all)
+#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers] [methods] [methods-run] [methods-peers]   (default: all)
+#   methods:       `lacuna bench-methods` (the seed methods end to end; METHODS_ARGS, e.g. "--ns 8192,16384")
+#   methods-run:   `lacuna run hash-bucket / qk-drop` pipelines from raw Q/K/V against a float64 reference
+#   methods-peers: bench/peers_methods.py (SDPA flash/cuDNN, FlexAttention hash and QK-drop; METHODS_PEERS_ARGS)
+#   then: python3 bench/report_methods.py $OUT/methods.json $OUT/peers_methods.json plot.png > tables.md
 # Expects the release binary at .gpu/lacuna (built on the CPU machine:
 # `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`)
 # and writes logs and JSON under $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"; mkdir -p "$out"
-bin=./.gpu/lacuna
-steps="${*:-selftest sanitize run bench peers}"
+bin="${LACUNA_BIN:-./.gpu/lacuna}"
+steps="${*:-selftest sanitize run bench peers methods methods-run methods-peers}"
 export LACUNA_CACHE="$out/cache"
+# NVRTC (the seed methods' helper ops are compiled at first use).
+export LD_LIBRARY_PATH="/usr/local/cuda-13.0/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 for step in $steps; do
@@ -28,6 +34,16 @@ for step in $steps; do
       python3 bench/check_run.py $bin "$out/run-check" 2>&1 | tee "$out/run-check.log" || status=1 ;;
     peers)
       PYTHONUNBUFFERED=1 python3 bench/peers.py ${PEERS_ARGS:-} --out "$out/peers.json" 2>&1 | grep -v Warning | tee "$out/peers.log" ;;
+    methods)
+      $bin bench-methods ${METHODS_ARGS:-} --json "$out/methods.json" 2>&1 | tee "$out/methods.log"
+      [ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
+    methods-run)
+      PYTHONUNBUFFERED=1 python3 bench/peers_methods.py --check-run $bin "$out/methods-run" 2>&1 | grep -v Warning | tee "$out/methods-run.log"
+      [ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
+    methods-peers)
+      PYTHONUNBUFFERED=1 python3 bench/peers_methods.py ${METHODS_PEERS_ARGS:-} --out "$out/peers_methods.json" 2>&1 | grep -v Warning | tee "$out/peers_methods.log" ;;
+    *)
+      echo "unknown step '$step' (selftest sanitize run bench peers methods methods-run methods-peers)"; status=1 ;;
   esac
 done
 exit $status

@@ -41,6 +41,8 @@ enum Command {
     Selftest(SelftestArgs),
     /// Time the forward kernel over a grid of shapes and patterns (needs a GPU); table and JSON.
     Bench(BenchArgs),
+    /// Time the seed methods end to end (SCFA hash and QK-drop, MoA, SparseK) against dense causal (needs a GPU); table and JSON.
+    BenchMethods(BenchMethodsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +103,22 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub patterns: Option<Vec<String>>,
     /// Timed launches per configuration (the median is reported).
+    #[arg(long, default_value = "10")]
+    pub reps: usize,
+    /// Also write the rows as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMethodsArgs {
+    /// Sequence lengths (bf16, B=4, H=16, D=64).
+    #[arg(long, value_delimiter = ',', default_value = "4096,8192,16384,32768")]
+    pub ns: Vec<usize>,
+    /// Only these methods: dense, hash, qkdrop, moa, sparsek (dense causal is always timed: it is every ratio's baseline).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<String>>,
+    /// Timed calls per configuration after 3 warm-up calls (the median is reported).
     #[arg(long, default_value = "10")]
     pub reps: usize,
     /// Also write the rows as JSON.
@@ -233,6 +251,15 @@ fn main() -> ExitCode {
                 ns: &args.ns,
                 head_dims: &args.head_dims,
                 patterns: args.patterns.as_deref(),
+                reps: args.reps,
+                json_out: args.json.as_deref(),
+            },
+            &mut out,
+        ),
+        Command::BenchMethods(args) => gpu::methods_bench::run(
+            &gpu::methods_bench::MethodsBenchArgs {
+                ns: &args.ns,
+                methods: args.methods.as_deref(),
                 reps: args.reps,
                 json_out: args.json.as_deref(),
             },

@@ -406,3 +406,135 @@ fn tour_assembles_with_ptxas_or_says_how_to_install_it() {
         assert_eq!(cells[4], "0/0", "{cells:?}");
     }
 }
+
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &PathBuf, shape: &[u64], data: &[T]) {
+    use npyz::WriterBuilder;
+    let file = std::fs::File::create(path).expect("create npy");
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(std::io::BufWriter::new(file)).begin_nd().expect("npy header");
+    w.extend(data.iter().copied()).expect("npy data");
+    w.finish().expect("npy finish");
+}
+
+/// Q, K (Nk = 48 as k48) and V files for the pipeline tests, (1, 2, N, D).
+fn qkv_files(dir: &TempDir, d: u64) -> [String; 4] {
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    write_npy(&dir.join("q.npy"), &[1, 2, 64, d], &vec![0.5f32; (2 * 64 * d) as usize]);
+    write_npy(&dir.join("k.npy"), &[1, 2, 64, d], &vec![0.25f32; (2 * 64 * d) as usize]);
+    write_npy(&dir.join("k48.npy"), &[1, 2, 48, d], &vec![0.25f32; (2 * 48 * d) as usize]);
+    [path("q.npy"), path("k.npy"), path("k48.npy"), path("o.npy")]
+}
+
+/// Runs `lacuna run` and returns stderr, asserting it failed with exit code 2.
+fn run_fails(args: &[&str]) -> String {
+    let o = lacuna(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?} should fail: {err}{}", stdout(&o));
+    err
+}
+
+#[test]
+fn run_hash_bucket_pipeline_refuses_bad_arguments_before_the_gpu() {
+    let dir = temp_dir("run-hash-args");
+    let [q, k, k48, out] = qkv_files(&dir, 64);
+    let b = dir.join("b.npy");
+    write_npy_i32(&b, &[1, 2, 64], &[0; 128]);
+    let b = b.to_str().expect("utf-8 path");
+    let base = ["run", "hash-bucket", "--q", &q, "--k", &k, "--v", &k, "--out", &out];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let fails = |extra: &[&str]| {
+        let args = with(extra);
+        run_fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let err = fails(&["--param", "buckets=3"]);
+    assert!(err.contains("buckets=3") && err.contains("even"), "{err}");
+    let err = fails(&["--param", "buckets=lots"]);
+    assert!(err.contains("buckets=lots"), "{err}");
+    let err = fails(&["--param", "strict=2"]);
+    assert!(err.contains("strict=2") && err.contains("1 (on) or 0 (off)"), "{err}");
+    let err = fails(&["--param", "colour=1"]);
+    assert!(err.contains("no parameter `colour`") && err.contains("buckets") && err.contains("shared_qk"), "{err}");
+    let err = fails(&["--scale", "0.1"]);
+    assert!(err.contains("--scale") && err.contains("1/sqrt(D)"), "{err}");
+    let err = fails(&["--seed", "4", "--param", "seed=3"]);
+    assert!(err.contains("given twice"), "{err}");
+    // Some of the pattern's own inputs but not all four.
+    let err = fails(&["--input", &format!("q_bucket={b}")]);
+    assert!(err.contains("missing: k_bucket, q_pos, k_pos") && err.contains("Give none of them"), "{err}");
+    // An input that belongs to another method.
+    let err = fails(&["--input", &format!("q_keep={b}")]);
+    assert!(err.contains("`--input q_keep`") && err.contains("reads only --q, --k and --v"), "{err}");
+    // Pipeline knobs with the explicit (sorted) inputs.
+    let all: Vec<String> = ["q_bucket", "k_bucket", "q_pos", "k_pos"].iter().map(|n| format!("{n}={b}")).collect();
+    let mut extra: Vec<&str> = all.iter().flat_map(|a| ["--input", a.as_str()]).collect();
+    extra.extend(["--param", "seed=3"]);
+    let err = fails(&extra);
+    assert!(err.contains("`--param seed` belongs to the full pipeline"), "{err}");
+    // Shared-QK needs Nq = Nk.
+    let err = run_fails(&["run", "hash-bucket", "--q", &q, "--k", &k48, "--v", &k48, "--out", &out, "--param", "shared_qk=1"]);
+    assert!(err.contains("Nq = 64 and Nk = 48"), "{err}");
+    // The strict pattern cannot be made inclusive.
+    let err = run_fails(&["run", "hash-bucket-strict", "--q", &q, "--k", &k, "--v", &k, "--out", &out, "--param", "strict=0"]);
+    assert!(err.contains("contradicts"), "{err}");
+    // A head_dim the kernels do not support, before the GPU.
+    let dir72 = temp_dir("run-hash-d72");
+    let [q72, k72, _, out72] = qkv_files(&dir72, 72);
+    let err = run_fails(&["run", "hash-bucket", "--q", &q72, "--k", &k72, "--v", &k72, "--out", &out72]);
+    assert!(err.contains("head_dim 72"), "{err}");
+    // Valid arguments get as far as the GPU (or run, where there is one).
+    let o = lacuna(&base);
+    if o.status.success() {
+        assert!(stdout(&o).contains("hash-bucket pipeline on") && dir.join("o.npy").exists(), "{}", stdout(&o));
+    } else {
+        let err = stderr(&o);
+        assert!(err.contains("CUDA") || err.contains("NVRTC") || err.contains("GPU"), "{err}");
+    }
+}
+
+#[test]
+fn run_qk_drop_pipeline_refuses_bad_keep_masks_before_the_gpu() {
+    let dir = temp_dir("run-qkdrop-args");
+    let [q, k, _, out] = qkv_files(&dir, 64);
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    write_npy(&dir.join("qk.npy"), &[1, 2, 64], &[1u8; 128]);
+    write_npy_i32(&dir.join("kk.npy"), &[1, 2, 64], &[1; 128]);
+    write_npy(&dir.join("heads3.npy"), &[1, 3, 64], &[1u8; 192]);
+    write_npy(&dir.join("f32.npy"), &[1, 2, 64], &[1f32; 128]);
+    let (qk, kk, heads3, f32m) = (format!("q_keep={}", path("qk.npy")), format!("k_keep={}", path("kk.npy")), path("heads3.npy"), path("f32.npy"));
+    let base = ["run", "qk-drop", "--q", q.as_str(), "--k", k.as_str(), "--v", k.as_str(), "--out", out.as_str()];
+    let fails = |extra: &[&str]| run_fails(&base.iter().chain(extra).copied().collect::<Vec<_>>());
+
+    let err = fails(&["--input", &qk]);
+    assert!(err.contains("needs both keep masks") && err.contains("`k_keep` is missing"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &kk, "--input", &format!("q_pos={}", path("kk.npy"))]);
+    assert!(err.contains("do not mix"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &kk, "--param", "drop=0.5"]);
+    assert!(err.contains("takes no --param"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &kk, "--scale", "0.2"]);
+    assert!(err.contains("--scale"), "{err}");
+    let err = fails(&["--input", &format!("q_keep={heads3}"), "--input", &kk]);
+    assert!(err.contains("q_keep") && err.contains("[1, 3, 64]") && err.contains("(1, 2, 64)"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &format!("k_keep={f32m}")]);
+    assert!(err.contains("k_keep") && err.contains("bool, uint8 or int32"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &format!("k_keep={}", path("nothing.npy"))]);
+    assert!(err.contains("cannot open the k_keep file"), "{err}");
+    let err = fails(&["--input", &qk, "--input", &kk, "--input", &format!("extra={}", path("kk.npy"))]);
+    assert!(err.contains("`--input extra`"), "{err}");
+    // Valid arguments get as far as the GPU (or run, where there is one).
+    let o = lacuna(&base.iter().chain(&["--input", qk.as_str(), "--input", kk.as_str()]).copied().collect::<Vec<_>>());
+    if o.status.success() {
+        assert!(stdout(&o).contains("qk-drop pipeline on") && dir.join("o.npy").exists(), "{}", stdout(&o));
+    } else {
+        let err = stderr(&o);
+        assert!(err.contains("CUDA") || err.contains("NVRTC") || err.contains("GPU"), "{err}");
+    }
+}
+
+#[test]
+fn bench_methods_refuses_bad_arguments_before_the_gpu() {
+    let o = lacuna(&["bench-methods", "--methods", "hash,colour"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--methods colour: unknown; choose from dense, hash, qkdrop, moa, sparsek"), "{}", stderr(&o));
+    let o = lacuna(&["bench-methods", "--ns", "64"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--ns 64"), "{}", stderr(&o));
+}

@@ -3,6 +3,7 @@
 //! Everything here needs a GPU at run time but builds anywhere.
 
 pub mod bench;
+pub mod methods_bench;
 pub mod selftest;
 
 use std::collections::BTreeMap;
