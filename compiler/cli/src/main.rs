@@ -36,6 +36,10 @@ enum Command {
     /// Every standard pattern from IR to PTX: IR, key range, block mask, brute-force check, kernels, ptxas.
     Tour(TourArgs),
     /// Run one attention on the GPU from .npy files (bf16, fp16 or f32 in; the same dtype out).
+    ///
+    /// `hash-bucket` without bucket/position inputs runs the whole SCFA pipeline from raw Q/K/V
+    /// (`--param buckets=8 seed=S strict=1 shared_qk=1`); `qk-drop` with `--input q_keep=F.npy
+    /// --input k_keep=F.npy` runs the QK-drop pipeline; either writes O in the original token order.
     Run(RunArgs),
     /// Every standard pattern on the GPU against the CPU reference (needs a GPU).
     Selftest(SelftestArgs),
