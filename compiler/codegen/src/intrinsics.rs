@@ -51,6 +51,15 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         self.sreg(&format!("ctaid.{axis}"))
     }
 
+    /// A special register read that LLVM may not merge with an earlier read or
+    /// hoist (volatile inline asm): recomputing a coordinate from it after the
+    /// key-block loop keeps values derived from it from living across the loop.
+    pub fn sreg_fresh(&self, reg: &str) -> Result<IV<'ctx>> {
+        let ty = self.i32t().fn_type(&[], false);
+        let asm = self.ctx.create_inline_asm(ty, format!("mov.u32 $0, %{reg};"), "=r".to_string(), true, false, None, false);
+        Ok(self.b.build_indirect_call(ty, asm, &[], "")?.try_as_basic_value().basic().ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?.into_int_value())
+    }
+
     // ---- synchronisation ----
     /// `bar.sync 0`: every thread of the CTA.
     pub fn barrier(&self) -> Result<()> {

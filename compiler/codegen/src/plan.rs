@@ -43,14 +43,16 @@ impl KernelPlan {
     pub fn for_pattern(p: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> Result<Self> {
         check_head_dim(head_dim)?;
         // Registers per thread ~ O (block_q/warps * head_dim / 32) + S (block_q/warps * block_k / 32)
-        // + Q fragments; each choice keeps that well under 255 so ptxas never spills.
+        // + Q fragments; each choice keeps that under 255 so ptxas never spills.
         // Measured on an H200 (dense bf16, N = 1K..16K). D=64: 2 slabs per warp
         // (K/V fragments reused across slabs) ~290 TFLOP/s vs ~260 with one.
-        // D=128: 2 slabs (128x32, 4 warps) was 10% faster dense but spills with
-        // predicates (QkDrop, HashBucket), so one slab per warp, 8 warps (~285).
+        // D=128: 2 slabs per warp too (one ldmatrix.x4 feeds 4 mma instead of 2;
+        // the 1-slab, 8-warp kernel is shared-memory bound): 128x32, 4 warps,
+        // 3 stages, with the softmax state in shared memory and O rescaled only
+        // when a row maximum moves, fits 255 registers for every standard pattern.
         let (block_q, block_k, warps, stages) = match head_dim {
             0..=64 => (128, 64, 4, 3),
-            65..=128 => (128, 64, 8, 2),
+            65..=128 => (128, 32, 4, 3),
             _ => (64, 32, 4, 2),
         };
         let range = KeyRange::derive(p);
@@ -59,8 +61,7 @@ impl KernelPlan {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let mut plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first };
-        dev_overrides(&mut plan);
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first };
         plan.validate()?;
         Ok(plan)
     }
@@ -109,15 +110,42 @@ impl KernelPlan {
     }
 
     /// The CTA's list of key blocks to visit (one i32 per candidate of a
-    /// chunk), one count per (round, warp), the list's length and the next
+    /// chunk and an end marker), one count per (round, warp) and the next
     /// chunk's first block.
     pub fn key_list_bytes(&self) -> u32 {
-        (4 * (self.key_chunk() + self.key_list_rounds() * self.warps + 2)).next_multiple_of(16)
+        (4 * (self.key_chunk() + 1 + self.key_list_rounds() * self.warps + 1)).next_multiple_of(16)
+    }
+
+    /// The online-softmax state (row max and partial row sum of each of a
+    /// thread's rows) lives in shared memory, one slot per thread, instead of
+    /// in registers, when a warp owns two or more slabs at head dims above 64:
+    /// there the O accumulators alone take 128+ registers and the 8 to 16
+    /// state registers decide whether ptxas spills.
+    pub fn softmax_state_in_shared(&self) -> bool {
+        self.slabs_per_warp() >= 2 && self.head_dim > 64
+    }
+
+    /// O is rescaled only when some row of a warp has a new maximum (a warp
+    /// vote and a uniform branch) rather than after every key block. Worth it
+    /// where O is large (the same cases as [`Self::softmax_state_in_shared`]):
+    /// measured on an H200, D=128 causal +3%, and it is what keeps ptxas from
+    /// spilling there; at D=64 the branch costs as much as the multiplies save.
+    pub fn conditional_rescale(&self) -> bool {
+        self.softmax_state_in_shared()
+    }
+
+    /// Bytes of the softmax state slots (0 when it stays in registers).
+    pub fn softmax_state_bytes(&self) -> u32 {
+        if self.softmax_state_in_shared() {
+            self.threads() * self.slabs_per_warp() * 4 * 4
+        } else {
+            0
+        }
     }
 
     /// Dynamic shared memory the forward kernel needs (the manifest's `shared_bytes`).
     pub fn shared_bytes(&self) -> u32 {
-        self.q_tile_bytes() + self.stages * self.stage_bytes() + self.key_list_bytes()
+        self.q_tile_bytes() + self.stages * self.stage_bytes() + self.key_list_bytes() + self.softmax_state_bytes()
     }
 
     /// The most dynamic shared memory one block may use on `arch`.
@@ -172,27 +200,6 @@ fn work_grows_with_q(range: Option<&KeyRange>) -> bool {
     r.spans.iter().any(|s| !s.upper.is_empty() && s.upper.iter().all(|b| b.q_coef > 0) && s.lower.iter().all(|b| b.q_coef <= 0))
 }
 
-/// Development knobs for tuning runs (read once per plan):
-/// `LACUNA_EXP=d128=128x32x4x3,d64=128x64x4x3,inorder`.
-fn dev_overrides(plan: &mut KernelPlan) {
-    let Ok(v) = std::env::var("LACUNA_EXP") else { return };
-    for item in v.split(',') {
-        if item == "inorder" {
-            plan.heaviest_first = false;
-        } else if let Some((d, shape)) = item.split_once('=') {
-            let want = match d {
-                "d64" => plan.head_dim <= 64,
-                "d128" => plan.head_dim > 64 && plan.head_dim <= 128,
-                _ => false,
-            };
-            let f: Vec<u32> = shape.split('x').filter_map(|x| x.parse().ok()).collect();
-            if want && f.len() == 4 {
-                (plan.block_q, plan.block_k, plan.warps, plan.stages) = (f[0], f[1], f[2], f[3]);
-            }
-        }
-    }
-}
-
 fn check_head_dim(head_dim: u32) -> Result<()> {
     if head_dim == 0 || head_dim % 16 != 0 || head_dim > 256 {
         return Err(CodegenError::UnsupportedHeadDim { head_dim });
@@ -215,12 +222,13 @@ impl fmt::Display for KernelPlan {
         writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
         writeln!(
             f,
-            "  shared memory: {} bytes (Q {} + {} x K/V {} + key list {})",
+            "  shared memory: {} bytes (Q {} + {} x K/V {} + key list {}{})",
             self.shared_bytes(),
             self.q_tile_bytes(),
             self.stages,
             self.stage_bytes(),
-            self.key_list_bytes()
+            self.key_list_bytes(),
+            if self.softmax_state_in_shared() { format!(" + softmax state {}", self.softmax_state_bytes()) } else { String::new() }
         )?;
         writeln!(f, "  query blocks: {}", if self.heaviest_first { "last first (heaviest first)" } else { "in order" })?;
         match &self.key_source {

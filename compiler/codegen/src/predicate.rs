@@ -117,6 +117,8 @@ pub(crate) struct Predicate<'p, 'ctx> {
     /// Exact values of the launch-uniform nodes (computed once, in the entry block).
     uniform: Vec<Option<Val<'ctx>>>,
     env: PredEnv<'ctx>,
+    /// Replaces `env.bh` while set (see [`Predicate::with_bh`]).
+    bh_override: std::cell::Cell<Option<IV<'ctx>>>,
 }
 
 impl<'p, 'ctx> Predicate<'p, 'ctx> {
@@ -140,7 +142,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             };
             dep.push(d);
         }
-        let mut this = Self { p, dep, uniform: Vec::new(), env };
+        let mut this = Self { p, dep, uniform: Vec::new(), env, bh_override: std::cell::Cell::new(None) };
         let mut uniform: Vec<Option<Val<'ctx>>> = Vec::with_capacity(this.dep.len());
         for (id, node) in p.nodes() {
             let v = if this.dep[id.index()] == Dep::UNIFORM {
@@ -157,6 +159,21 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         }
         this.uniform = uniform;
         Ok(this)
+    }
+
+    /// `b * heads + h` (i64): the entry's value, or the one `with_bh` set.
+    fn bh(&self) -> IV<'ctx> {
+        self.bh_override.get().unwrap_or(self.env.bh)
+    }
+
+    /// Runs `f` with `bh` standing for `b * heads + h`: code in a rarely taken
+    /// path can recompute it instead of keeping the entry's value (and every
+    /// address derived from it) alive across the key-block loop.
+    pub fn with_bh<T>(&self, bh: IV<'ctx>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let old = self.bh_override.replace(Some(bh));
+        let out = f();
+        self.bh_override.set(old);
+        out
     }
 
     /// The i32 value of a launch-uniform node (closed-form key-range terms).
@@ -220,8 +237,10 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
     }
 
     /// The tensor inputs of `kind` (query or key tensors), in input order:
-    /// (input index, this (b, h)'s row of values).
-    pub fn tensor_rows(&self, cx: &Cx<'_, 'ctx>, kind: InputKind) -> Result<Vec<(usize, PointerValue<'ctx>)>> {
+    /// (input index, this (b, h)'s row of values). `bh` replaces the entry's
+    /// `b * heads + h` (a value recomputed where it is used).
+    pub fn tensor_rows(&self, cx: &Cx<'_, 'ctx>, kind: InputKind, bh: Option<IV<'ctx>>) -> Result<Vec<(usize, PointerValue<'ctx>)>> {
+        let bh = bh.unwrap_or(self.bh());
         let mut out = Vec::new();
         for (i, d) in self.p.inputs().iter().enumerate() {
             if d.kind != kind {
@@ -229,7 +248,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             }
             let InputArg::Tensor { values, .. } = self.env.inputs[i] else { unreachable!("a tensor input") };
             let len = if kind == InputKind::QueryTensor { self.env.q_len } else { self.env.kv_len };
-            out.push((i, cx.gep(cx.i32t(), values, cx.mul(self.env.bh, cx.sext64(len)?)?)?));
+            out.push((i, cx.gep(cx.i32t(), values, cx.mul(bh, cx.sext64(len)?)?)?));
         }
         Ok(out)
     }
@@ -330,7 +349,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
     /// `values[b, h, idx]` of a tensor input (idx already clamped into range).
     fn tensor_value(&self, cx: &Cx<'_, 'ctx>, input: usize, idx: IV<'ctx>, len: IV<'ctx>) -> Result<IV<'ctx>> {
         let InputArg::Tensor { values, .. } = self.env.inputs[input] else { unreachable!("a tensor input") };
-        let row = cx.mul(self.env.bh, cx.sext64(len)?)?;
+        let row = cx.mul(self.bh(), cx.sext64(len)?)?;
         let at = cx.add(row, cx.sext64(idx)?)?;
         cx.load_i32(cx.gep(cx.i32t(), values, at)?)
     }
@@ -340,7 +359,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
     fn list_row_mask(&self, cx: &Cx<'_, 'ctx>, list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, lq: IV<'ctx>, lk0: IV<'ctx>, nk: IV<'ctx>) -> Result<IV<'ctx>> {
         // Row (b, h, lq) of the (B, H, ceil(q_len / block), width) list.
         let n_lq = cx.udiv(cx.add(self.env.q_len, cx.i32(block as i32 - 1))?, cx.i32(block as i32))?;
-        let rows = cx.add(cx.mul(self.env.bh, cx.sext64(n_lq)?)?, cx.sext64(lq)?)?;
+        let rows = cx.add(cx.mul(self.bh(), cx.sext64(n_lq)?)?, cx.sext64(lq)?)?;
         let row = cx.gep(cx.i32t(), list, cx.mul(rows, cx.sext64(width)?)?)?;
         let masks = cx.for_range(cx.i32(0), width, vec![cx.i32(0).into()], "list", |cx, w, carried| {
             let entry = cx.load_i32(cx.gep(cx.i32t(), row, cx.sext64(w)?)?)?;
@@ -372,7 +391,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
                         InputArg::Tensor { summary, .. } => {
                             let is_q = self.p.input(input).kind == InputKind::QueryTensor;
                             let (tile, blocks) = if is_q { (q, self.env.q_blocks) } else { (k, self.env.k_blocks) };
-                            let rowb = cx.mul(self.env.bh, cx.sext64(blocks)?)?;
+                            let rowb = cx.mul(self.bh(), cx.sext64(blocks)?)?;
                             let at = cx.mul(cx.add(rowb, cx.sext64(tile.block)?)?, cx.i64(2))?;
                             let lo = cx.load_i32(cx.gep(cx.i32t(), summary, at)?)?;
                             let hi = cx.load_i32(cx.gep(cx.i32t(), summary, cx.add(at, cx.i64(1))?)?)?;

@@ -1,13 +1,17 @@
 //! The forward kernel skeleton: where the tile list becomes a loop.
 //!
 //! ```text
-//! entry:    CTA coordinates, base pointers, launch-uniform predicate values,
-//!           the CTA's key-block candidates (keys.rs); Q tile → shared;
-//!           prologue: classify ahead and issue the first stages-1 K/V blocks
+//! entry:    CTA coordinates (query blocks last-first for causal-like patterns),
+//!           base pointers, launch-uniform predicate values, the CTA's key-block
+//!           candidates (keys.rs); Q tile (and its query-tensor values) → shared;
+//!           prologue: build the key-block list (all threads classify a chunk of
+//!           candidates) and issue the first stages-1 K/V blocks
 //! kv_loop:  while the oldest pending block exists:
-//!             wait for it; issue the next non-empty block into the freed slot;
-//!             S = Q·Kᵀ (mma.rs); if Partial or ragged: element test (predicate.rs);
-//!             online softmax (exp2 form); O += P·V
+//!             wait for it; take the next list entry and issue its block into the
+//!             freed slot (with its key-tensor values when it is Partial);
+//!             S = Q·Kᵀ (mma.rs); if Partial or ragged: element test (predicate.rs),
+//!             reading the staged tensor values from shared memory;
+//!             online softmax (exp2 form; row maxima, rescale of O, exponentials); O += P·V
 //! epilogue: O / l in dtype, lse in natural log; an all-masked row gives 0 and -inf
 //! ```
 
@@ -23,7 +27,7 @@ use lacuna_ir::{InputKind, PatternIr};
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
-use crate::lower::keys::{next_block, KeyBlocks, KeyList};
+use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor};
 use crate::lower::pipeline::{copy_tile, dynamic_smem, stage_values, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::KernelPlan;
@@ -41,6 +45,18 @@ fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, q_blocks: IV<'c
     Ok(named(qb, "qb"))
 }
 
+/// A thread's place in the CTA's tile, as the epilogue recomputes it.
+struct Coords<'ctx> {
+    b: IV<'ctx>,
+    h: IV<'ctx>,
+    /// `b * heads + h`, i64.
+    bh: IV<'ctx>,
+    q0: IV<'ctx>,
+    warp_row0: IV<'ctx>,
+    g: IV<'ctx>,
+    t4: IV<'ctx>,
+}
+
 /// Online-softmax state of one accumulator row (per thread: a partial row sum).
 #[derive(Clone, Copy)]
 struct RowState<'ctx> {
@@ -54,18 +70,19 @@ struct RowState<'ctx> {
 struct LoopState<'ctx> {
     slot: IV<'ctx>,
     /// Position in the key-block list.
-    cursor: IV<'ctx>,
+    cursor: ListCursor<'ctx>,
     /// Pending (classified, loading) blocks, oldest first: (kb or -1, partial).
     pending: Vec<(IV<'ctx>, IV<'ctx>)>,
     /// `[slab][d n8 tile]`.
     o: Vec<Vec<Acc<'ctx>>>,
-    /// `[slab][0: row g, 1: row g + 8]`.
+    /// `[slab][0: row g, 1: row g + 8]`; empty when the state lives in shared memory.
     rows: Vec<[RowState<'ctx>; 2]>,
 }
 
 impl<'ctx> LoopState<'ctx> {
     fn flatten(&self) -> Vec<BV<'ctx>> {
-        let mut v: Vec<BV<'ctx>> = vec![self.slot.into(), self.cursor.into()];
+        let mut v: Vec<BV<'ctx>> = vec![self.slot.into()];
+        v.extend(self.cursor.values().map(BV::from));
         for (kb, partial) in &self.pending {
             v.push((*kb).into());
             v.push((*partial).into());
@@ -88,7 +105,7 @@ impl<'ctx> LoopState<'ctx> {
         let mut it = v.iter();
         let mut next = || *it.next().expect("same shape");
         let slot = next().into_int_value();
-        let cursor = next().into_int_value();
+        let cursor = ListCursor::from_values([0; 2].map(|_| next().into_int_value()));
         let pending = self.pending.iter().map(|_| (next().into_int_value(), next().into_int_value())).collect();
         let o = self
             .o
@@ -155,18 +172,14 @@ struct Forward<'p, 'a, 'ctx> {
     layout: SmemLayout,
     lanes: LaneOffsets<'ctx>,
     tid: IV<'ctx>,
-    /// Thread-in-group `t` and group `g` of the mma layouts.
-    t4: IV<'ctx>,
-    g: IV<'ctx>,
-    /// This warp's first query row inside the CTA's tile.
-    warp_row0: IV<'ctx>,
     q_len: IV<'ctx>,
     kv_len: IV<'ctx>,
     scale_log2: FV<'ctx>,
     k_copy: TileCopy<'ctx>,
     v_copy: TileCopy<'ctx>,
-    /// Key-tensor inputs staged in the K rows' padding: this (b, h)'s values.
-    k_staged: Vec<PointerValue<'ctx>>,
+    /// Key-tensor inputs are staged in the K rows' padding.
+    k_staged: bool,
+    heads: IV<'ctx>,
     /// Per input: its word in a K row's padding (key tensors) ...
     k_words: Vec<Option<usize>>,
     /// ... and in a Q row's padding (query tensors).
@@ -184,8 +197,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let tid = named(cx.tid_x()?, "tid");
         let lane = cx.and(tid, cx.i32(31))?;
         let warp = cx.lshr(tid, cx.i32(5))?;
-        let g = named(cx.lshr(lane, cx.i32(2))?, "g");
-        let t4 = named(cx.and(lane, cx.i32(3))?, "t");
         let q_len_early = int(fixed::Q_LEN);
         let q_blocks = named(cx.udiv(cx.add(q_len_early, cx.i32(bq - 1))?, cx.i32(bq))?, "q_blocks");
         let qb = query_block_index(cx, plan, q_blocks)?;
@@ -248,8 +259,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
         // Tensor inputs whose values are staged in the rows' padding (at most
         // STAGED_PER_ROW per side; any others are read from global memory).
-        let staging = |kind: InputKind| -> Result<(Vec<(usize, PointerValue<'ctx>)>, Vec<Option<usize>>)> {
-            let rows: Vec<_> = pred.tensor_rows(cx, kind)?.into_iter().take(STAGED_PER_ROW).collect();
+        type Staging<'ctx> = (Vec<(usize, PointerValue<'ctx>)>, Vec<Option<usize>>);
+        let staging = |kind: InputKind| -> Result<Staging<'ctx>> {
+            let rows: Vec<_> = pred.tensor_rows(cx, kind, None)?.into_iter().take(STAGED_PER_ROW).collect();
             let mut words = vec![None; p.inputs().len()];
             for (w, (i, _)) in rows.iter().enumerate() {
                 words[*i] = Some(w);
@@ -272,15 +284,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             lanes: LaneOffsets::new(cx, lane, layout.row_bytes)?,
             layout,
             tid,
-            t4,
-            g,
-            warp_row0,
             q_len,
             kv_len,
             scale_log2,
             k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem },
             v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem },
-            k_staged: k_staged.into_iter().map(|(_, v)| v).collect(),
+            k_staged: !k_staged.is_empty(),
+            heads,
             k_words,
             q_words,
         };
@@ -315,15 +325,80 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
 
         let zero = cx.f32(0.0);
-        let init = LoopState {
-            slot: cx.i32(0),
-            cursor,
-            pending,
-            o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize],
-            rows: vec![[RowState { m: cx.f32(f32::NEG_INFINITY), l: zero }; 2]; slabs as usize],
+        let rows = vec![[RowState { m: cx.f32(f32::NEG_INFINITY), l: zero }; 2]; slabs as usize];
+        let rows = if plan.softmax_state_in_shared() {
+            this.store_rows(&rows)?;
+            Vec::new()
+        } else {
+            rows
         };
-        let last = this.kv_loop(init, &qfrags)?;
-        this.epilogue(&last, ptr(fixed::O), ptr(fixed::LSE), b, h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
+        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows };
+        let mut last = this.kv_loop(init, &qfrags)?;
+        if plan.softmax_state_in_shared() {
+            last.rows = this.load_rows()?;
+        }
+        // Coordinates again, from fresh special-register reads: values the loop does not
+        // need then do not live across it (at D=128 they would cost spills).
+        let coords = this.fresh_coords()?;
+        this.epilogue(&last, &coords, ptr(fixed::O), ptr(fixed::LSE), coords.b, coords.h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
+    }
+
+    /// The thread's coordinates recomputed from fresh special-register reads
+    /// (volatile, so LLVM neither merges them with the entry's nor hoists them):
+    /// for code after the loop or in its rare paths, which would otherwise keep
+    /// the entry's values, and every address derived from them, in registers
+    /// across the whole loop.
+    fn fresh_coords(&self) -> Result<Coords<'ctx>> {
+        let cx = self.cx;
+        let bq = self.plan.block_q as i32;
+        let (b, h) = (cx.sreg_fresh("ctaid.z")?, cx.sreg_fresh("ctaid.y")?);
+        let x = cx.sreg_fresh("ctaid.x")?;
+        let q_blocks = cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq))?;
+        let qb = if self.plan.heaviest_first { cx.sub(cx.sub(q_blocks, cx.i32(1))?, x)? } else { x };
+        let tid = cx.sreg_fresh("tid.x")?;
+        let lane = cx.and(tid, cx.i32(31))?;
+        Ok(Coords {
+            b,
+            h,
+            bh: cx.add(cx.mul(cx.sext64(b)?, cx.sext64(self.heads)?)?, cx.sext64(h)?)?,
+            q0: cx.mul(qb, cx.i32(bq))?,
+            warp_row0: cx.mul(cx.lshr(tid, cx.i32(5))?, cx.i32((16 * self.plan.slabs_per_warp()) as i32))?,
+            g: cx.lshr(lane, cx.i32(2))?,
+            t4: cx.and(lane, cx.i32(3))?,
+        })
+    }
+
+    /// This thread's slot for value `i` of the shared softmax state (`[i][thread]`: conflict free).
+    fn row_slot(&self, i: u32) -> Result<PointerValue<'ctx>> {
+        let cx = self.cx;
+        let at = cx.add(cx.i32((self.layout.softmax + 4 * i * self.plan.threads()) as i32), cx.mul(self.tid, cx.i32(4))?)?;
+        cx.byte_gep(self.smem, at)
+    }
+
+    /// Reads the softmax state from shared memory (each thread its own slots).
+    fn load_rows(&self) -> Result<Vec<[RowState<'ctx>; 2]>> {
+        let cx = self.cx;
+        (0..self.plan.slabs_per_warp())
+            .map(|sl| {
+                let row = |r: u32| -> Result<RowState<'ctx>> {
+                    let m = cx.load(cx.f32t(), self.row_slot(sl * 4 + 2 * r)?)?.into_float_value();
+                    let l = cx.load(cx.f32t(), self.row_slot(sl * 4 + 2 * r + 1)?)?.into_float_value();
+                    Ok(RowState { m, l })
+                };
+                Ok([row(0)?, row(1)?])
+            })
+            .collect()
+    }
+
+    fn store_rows(&self, rows: &[[RowState<'ctx>; 2]]) -> Result<()> {
+        for (sl, pair) in rows.iter().enumerate() {
+            for (r, st) in pair.iter().enumerate() {
+                let i = (sl * 4 + 2 * r) as u32;
+                self.cx.store(self.row_slot(i)?, st.m)?;
+                self.cx.store(self.row_slot(i + 1)?, st.l)?;
+            }
+        }
+        Ok(())
     }
 
     /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0` (and, when
@@ -338,10 +413,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
             copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k)?;
             copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)?;
-            if !self.k_staged.is_empty() {
+            if self.k_staged {
                 let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
                 cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
-                    stage_values(cx, self.plan, self.tid, &self.k_staged, k_dst, row0, self.plan.block_k, self.kv_len)
+                    // The rows' addresses from fresh coordinates: 64-bit pointers kept across
+                    // the loop for this rare path would cost registers (spills at D=128).
+                    let bh = self.fresh_coords()?.bh;
+                    let rows: Vec<_> = self.pred.tensor_rows(cx, InputKind::KeyTensor, Some(bh))?.into_iter().take(STAGED_PER_ROW).map(|(_, v)| v).collect();
+                    stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, k_dst, row0, self.plan.block_k, self.kv_len)
                 })?;
             }
             Ok(())
@@ -421,17 +500,55 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
 
         // Online softmax, then O += P·V.
         let mut o = state.o.clone();
-        let mut rows = state.rows.clone();
+        let mut rows = if self.plan.softmax_state_in_shared() { self.load_rows()? } else { state.rows.clone() };
+        // Row maxima first: they give every row's rescale factor alpha.
+        let mut maxima = Vec::with_capacity(s.len());
+        let mut changed = cx.bool(false);
+        for (slab, row_pair) in s.iter().zip(&rows) {
+            let mut pair = Vec::with_capacity(2);
+            for (r, old) in row_pair.iter().enumerate() {
+                let (m, m_use, alpha) = self.row_max(slab, r, *old)?;
+                changed = cx.or(changed, cx.fcmp(FP::UNE, alpha, cx.f32(1.0))?)?;
+                pair.push((m, m_use, alpha));
+            }
+            maxima.push(pair);
+        }
+        // With `conditional_rescale`, O is rescaled only when some row of the warp has
+        // a new maximum (alpha != 1; exact, since x * 1 == x): once the maxima settle,
+        // most blocks skip these head_dim / 2 multiplies per row. The branch comes
+        // before the exponentials, so they and P·V stay in one block for the scheduler.
+        let flat: Vec<BV<'ctx>> = o.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
+        let per_slab = flat.len() / o.len();
+        let rescale = |cx: &Cx<'_, 'ctx>, vals: &[BV<'ctx>]| -> Result<Vec<BV<'ctx>>> {
+            vals.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let (sl, c) = (i / per_slab, i % 4);
+                    Ok(cx.fmul(v.into_float_value(), maxima[sl][c / 2].2)?.into())
+                })
+                .collect()
+        };
+        let scaled = if !self.plan.conditional_rescale() {
+            rescale(cx, &flat)?
+        } else {
+            let any = cx.icmp(IP::NE, cx.ballot(changed)?, cx.i32(0))?;
+            cx.if_then_values(any, "rescale", flat, rescale)?
+        };
+        let mut it = scaled.into_iter();
+        for slab in o.iter_mut() {
+            for acc in slab.iter_mut() {
+                for x in acc.iter_mut() {
+                    *x = it.next().expect("same shape").into_float_value();
+                }
+            }
+        }
         let mut p_frags = Vec::with_capacity(s.len());
         for (sl, slab) in s.iter().enumerate() {
             let mut p: Vec<Acc<'ctx>> = slab.clone();
             for r in 0..2 {
-                let (new, alpha) = self.softmax_row(&mut p, r, rows[sl][r])?;
-                rows[sl][r] = new;
-                for acc in o[sl].iter_mut() {
-                    acc[2 * r] = cx.fmul(acc[2 * r], alpha)?;
-                    acc[2 * r + 1] = cx.fmul(acc[2 * r + 1], alpha)?;
-                }
+                let (m, m_use, alpha) = maxima[sl][r];
+                let l = self.row_exp(&mut p, r, m_use, rows[sl][r].l, alpha)?;
+                rows[sl][r] = RowState { m, l };
             }
             p_frags.push(mma::p_as_a(cx, self.plan.dtype, &p)?);
         }
@@ -442,6 +559,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let slot = cx.select_int(wrap, cx.i32(0), cx.add(state.slot, cx.i32(1))?)?;
         let mut pending: Vec<(IV<'ctx>, IV<'ctx>)> = state.pending[1..].to_vec();
         pending.push((next.kb, next.partial));
+        let rows = if self.plan.softmax_state_in_shared() {
+            self.store_rows(&rows)?;
+            Vec::new()
+        } else {
+            rows
+        };
         let after = LoopState { slot, cursor: next.cursor, pending, o, rows };
         let latch = cx.current();
         cx.br(head)?;
@@ -472,28 +595,33 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let ktile = TileRange { lo: k0, hi: k1, block: kb };
         let slabs = self.plan.slabs_per_warp();
         // Rows of this thread: slab s, r = 0 (row g) or 1 (row g + 8).
+        // A rare path: coordinates from fresh reads (see `fresh_coords`).
+        let c = self.fresh_coords()?;
         let mut row_vals = Vec::new();
-        for s in 0..slabs {
-            for r in 0..2 {
-                let local = cx.add(self.warp_row0, cx.add(self.g, cx.i32((16 * s + 8 * r) as i32))?)?;
-                let q = cx.add(self.qtile.lo, local)?;
-                let at = cx.add(cx.i32(self.layout.q as i32), cx.add(cx.mul(local, row_bytes)?, pad)?)?;
-                let staged = Staged { pad: cx.byte_gep(self.smem, at)?, word: &self.q_words };
-                row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
-            }
-        }
-        // Columns of this thread: n8 tile j, e = 0 or 1 (column 2t + e).
         let mut col_vals = Vec::new();
-        let two_t = cx.mul(self.t4, cx.i32(2))?;
-        for j in 0..bk / 8 {
-            for e in 0..2 {
-                let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
-                let k = cx.add(k0, local)?;
-                let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
-                let staged = Staged { pad: cx.byte_gep(k_tile, cx.add(cx.mul(local, row_bytes)?, pad)?)?, word: &self.k_words };
-                col_vals.push((self.pred.col_side(cx, k, &ktile, Some(&staged))?, inside));
+        self.pred.with_bh(c.bh, || {
+            for s in 0..slabs {
+                for r in 0..2 {
+                    let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * s + 8 * r) as i32))?)?;
+                    let q = cx.add(c.q0, local)?;
+                    let at = cx.add(cx.i32(self.layout.q as i32), cx.add(cx.mul(local, row_bytes)?, pad)?)?;
+                    let staged = Staged { pad: cx.byte_gep(self.smem, at)?, word: &self.q_words };
+                    row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
+                }
             }
-        }
+            // Columns of this thread: n8 tile j, e = 0 or 1 (column 2t + e).
+            let two_t = cx.mul(c.t4, cx.i32(2))?;
+            for j in 0..bk / 8 {
+                for e in 0..2 {
+                    let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
+                    let k = cx.add(k0, local)?;
+                    let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
+                    let staged = Staged { pad: cx.byte_gep(k_tile, cx.add(cx.mul(local, row_bytes)?, pad)?)?, word: &self.k_words };
+                    col_vals.push((self.pred.col_side(cx, k, &ktile, Some(&staged))?, inside));
+                }
+            }
+            Ok(())
+        })?;
         let per_slab = (bk / 8 * 4) as usize;
         let mut words = vec![cx.i32(0); self.mask_words() as usize];
         for i in 0..self.scores_per_thread() as usize {
@@ -509,10 +637,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         Ok(words)
     }
 
-    /// One row's online-softmax step over this block: rewrites the row's scores
-    /// in `p` to probabilities 2^(s - m'), returns the new state and the factor
-    /// 2^(m - m') by which the row's O and l are rescaled.
-    fn softmax_row(&self, p: &mut [Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(RowState<'ctx>, FV<'ctx>)> {
+    /// The first half of one row's online-softmax step over this block: the
+    /// new maximum m', the m' used in exponents (0 while the row is all
+    /// masked, so -inf - -inf never makes NaN) and the factor 2^(m - m') by
+    /// which the row's O and l are rescaled.
+    fn row_max(&self, p: &[Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(FV<'ctx>, FV<'ctx>, FV<'ctx>)> {
         let cx = self.cx;
         let (a, b) = (2 * r, 2 * r + 1);
         let mut mx = cx.f32(f32::NEG_INFINITY);
@@ -526,28 +655,34 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // All masked so far: use 0 in the exponent so -inf - -inf never makes NaN.
         let m_use = cx.select_f32(cx.fcmp(FP::OEQ, m, cx.f32(f32::NEG_INFINITY))?, cx.f32(0.0), m)?;
         let alpha = cx.ex2(cx.fsub(old.m, m_use)?)?;
+        Ok((m, m_use, alpha))
+    }
+
+    /// The second half of a row's step: rewrites its scores in `p` to 2^(s - m_use)
+    /// and returns the new partial row sum `l * alpha + Σ p`.
+    fn row_exp(&self, p: &mut [Acc<'ctx>], r: usize, m_use: FV<'ctx>, l: FV<'ctx>, alpha: FV<'ctx>) -> Result<FV<'ctx>> {
+        let cx = self.cx;
         let mut sum = cx.f32(0.0);
         for acc in p.iter_mut() {
-            for i in [a, b] {
+            for i in [2 * r, 2 * r + 1] {
                 acc[i] = cx.ex2(cx.fsub(acc[i], m_use)?)?;
                 sum = cx.fadd(sum, acc[i])?;
             }
         }
-        let l = cx.fma(old.l, alpha, sum)?;
-        Ok((RowState { m, l }, alpha))
+        cx.fma(l, alpha, sum)
     }
 
     /// O / l (0 for an all-masked row) in dtype for rows < q_len, and
     /// lse = (m + log2 l) · ln 2 (-inf for an all-masked row).
     #[allow(clippy::too_many_arguments)]
-    fn epilogue(&self, st: &LoopState<'ctx>, o: PointerValue<'ctx>, lse: PointerValue<'ctx>, b: IV<'ctx>, h: IV<'ctx>, heads: IV<'ctx>, osb: IV<'ctx>, osh: IV<'ctx>, osn: IV<'ctx>) -> Result<()> {
+    fn epilogue(&self, st: &LoopState<'ctx>, c: &Coords<'ctx>, o: PointerValue<'ctx>, lse: PointerValue<'ctx>, b: IV<'ctx>, h: IV<'ctx>, heads: IV<'ctx>, osb: IV<'ctx>, osh: IV<'ctx>, osn: IV<'ctx>) -> Result<()> {
         let cx = self.cx;
         let elem = cx.ctx.i16_type();
         let o_off = cx.add(cx.mul(cx.sext64(b)?, osb)?, cx.mul(cx.sext64(h)?, osh)?)?;
         let o_bh = cx.gep(elem, o, o_off)?;
         let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
         let lse_row0 = cx.mul(bh, cx.sext64(self.q_len)?)?;
-        let two_t = cx.mul(self.t4, cx.i32(2))?;
+        let two_t = cx.mul(c.t4, cx.i32(2))?;
         let zero = cx.f32(0.0);
         for (sl, rows) in st.rows.iter().enumerate() {
             for (r, row) in rows.iter().enumerate() {
@@ -556,8 +691,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
                 let any = cx.fcmp(FP::OGT, l, zero)?;
                 let inv = cx.select_f32(any, cx.fdiv(cx.f32(1.0), l)?, zero)?;
-                let local = cx.add(self.warp_row0, cx.add(self.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
-                let q = cx.add(self.qtile.lo, local)?;
+                let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
+                let q = cx.add(c.q0, local)?;
                 let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
                 let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
                 cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| {
@@ -567,7 +702,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                         let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
                         cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, packed)?;
                     }
-                    cx.if_then(cx.icmp(IP::EQ, self.t4, cx.i32(0))?, "store_lse", |cx| {
+                    cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_lse", |cx| {
                         cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(q)?)?)?, lse_v)
                     })
                 })?;

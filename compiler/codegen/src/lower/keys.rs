@@ -6,9 +6,10 @@
 //! consecutive blocks at a time (one or more per thread, in rounds of
 //! `threads` blocks), and the non-Empty ones are compacted
 //! with their class into a list in shared memory (warp ballot, then a prefix
-//! over the warps, so the list stays in ascending order). The pipeline then
-//! walks the list; a chunk is classified again only when the list runs out.
-//! Empty blocks are never loaded.
+//! over the warps, so the list stays in ascending order) and ended by -1.
+//! The pipeline then walks the list, reading each entry one call ahead so
+//! the shared-memory latency is off its path; a chunk is classified again
+//! only when the walk reaches the -1. Empty blocks are never loaded.
 
 use inkwell::IntPredicate as IP;
 
@@ -30,12 +31,11 @@ pub(crate) struct KeyBlocks<'ctx> {
 
 /// Where the CTA's key-block list lives and who builds it.
 pub(crate) struct KeyList<'ctx> {
-    /// `key_chunk` i32 entries `kb * 2 + partial`, ascending in kb.
+    /// Up to `key_chunk` i32 entries `kb * 2 + partial`, ascending in kb, then -1.
     pub list: PointerValue<'ctx>,
-    /// One i32 per (round, warp): how many entries the warp contributed; then the
-    /// list's length and the first block of the next chunk to classify
-    /// (`k_blocks` when none is left). Kept here rather than in registers,
-    /// which the loop needs for its accumulators.
+    /// One i32 per (round, warp): how many entries the warp contributed;
+    /// then the first block of the next chunk to classify (`k_blocks` when
+    /// none is left), kept here rather than in a register the loop needs.
     pub counts: PointerValue<'ctx>,
     pub warps: u32,
     pub rounds: u32,
@@ -49,17 +49,27 @@ pub(crate) struct KeyList<'ctx> {
 const MAX_COEF: i64 = 1 << 30;
 
 impl<'ctx> KeyList<'ctx> {
-    fn len_ptr(&self, cx: &Cx<'_, 'ctx>) -> Result<PointerValue<'ctx>> {
+    fn next_ptr(&self, cx: &Cx<'_, 'ctx>) -> Result<PointerValue<'ctx>> {
         cx.gep(cx.i32t(), self.counts, cx.i32((self.rounds * self.warps) as i32))
     }
-    fn next_ptr(&self, cx: &Cx<'_, 'ctx>) -> Result<PointerValue<'ctx>> {
-        cx.gep(cx.i32t(), self.counts, cx.i32((self.rounds * self.warps) as i32 + 1))
+}
+
+/// The walk's position, carried through the key-block loop (launch-uniform).
+#[derive(Clone, Copy)]
+pub(crate) struct ListCursor<'ctx> {
+    /// Index of `ahead` in the list.
+    pub pos: IV<'ctx>,
+    /// The list entry at `pos`, already read: `kb * 2 + partial`, or -1 at
+    /// the end of the list (classify the next chunk, if any).
+    pub ahead: IV<'ctx>,
+}
+
+impl<'ctx> ListCursor<'ctx> {
+    pub fn values(&self) -> [IV<'ctx>; 2] {
+        [self.pos, self.ahead]
     }
-    /// Every thread stores the same values: each then reads back what it
-    /// stored (or the identical value of another thread), so no barrier is needed.
-    fn set_state(&self, cx: &Cx<'_, 'ctx>, len: IV<'ctx>, next: IV<'ctx>) -> Result<()> {
-        cx.store(self.len_ptr(cx)?, len)?;
-        cx.store(self.next_ptr(cx)?, next)
+    pub fn from_values(v: [IV<'ctx>; 2]) -> Self {
+        Self { pos: v[0], ahead: v[1] }
     }
 }
 
@@ -152,11 +162,12 @@ impl<'ctx> KeyBlocks<'ctx> {
         cx.and(any, cx.icmp(IP::SLT, kb, self.k_blocks)?)
     }
 
-    /// The walk's start: an empty list, the first chunk at the first
-    /// candidate. Returns the list position the walk carries.
-    pub fn start(&self, cx: &Cx<'_, 'ctx>, kl: &KeyList<'ctx>) -> Result<IV<'ctx>> {
-        kl.set_state(cx, cx.i32(0), self.next_candidate(cx, cx.i32(0))?)?;
-        Ok(cx.i32(0))
+    /// The walk's start: at the end of an empty list, the first chunk at the
+    /// first candidate. Every thread stores the same value and reads back
+    /// its own store (or an identical one), so no barrier is needed.
+    pub fn start(&self, cx: &Cx<'_, 'ctx>, kl: &KeyList<'ctx>) -> Result<ListCursor<'ctx>> {
+        cx.store(kl.next_ptr(cx)?, self.next_candidate(cx, cx.i32(0))?)?;
+        Ok(ListCursor { pos: cx.i32(0), ahead: cx.i32(-1) })
     }
 }
 
@@ -166,8 +177,8 @@ pub(crate) struct NextBlock<'ctx> {
     pub kb: IV<'ctx>,
     /// The tile is Partial: the element test must run.
     pub partial: IV<'ctx>,
-    /// The list position where the walk resumes.
-    pub cursor: IV<'ctx>,
+    /// Where the walk resumes.
+    pub cursor: ListCursor<'ctx>,
 }
 
 /// Hands out the next list entry, refilling the list from the next chunk of
@@ -182,7 +193,7 @@ pub(crate) fn next_block<'ctx>(
     pred: &Predicate<'_, 'ctx>,
     q: &TileRange<'ctx>,
     kv_len: IV<'ctx>,
-    cursor: IV<'ctx>,
+    cursor: ListCursor<'ctx>,
 ) -> Result<NextBlock<'ctx>> {
     let pre = cx.current();
     let (head, take, check, refill, exit) =
@@ -190,17 +201,19 @@ pub(crate) fn next_block<'ctx>(
     cx.br(head)?;
     cx.at(head);
     let pos_phi = cx.b.build_phi(cx.i32t(), "list_pos")?;
-    pos_phi.add_incoming(&[(&cursor, pre)]);
+    let ahead_phi = cx.b.build_phi(cx.i32t(), "list_ahead")?;
+    pos_phi.add_incoming(&[(&cursor.pos, pre)]);
+    ahead_phi.add_incoming(&[(&cursor.ahead, pre)]);
     let pos = pos_phi.as_basic_value().into_int_value();
-    let len = named(cx.load_i32(kl.len_ptr(cx)?)?, "list_len");
-    cx.cond_br(cx.icmp(IP::SLT, pos, len)?, take, check)?;
+    let ahead = ahead_phi.as_basic_value().into_int_value();
+    cx.cond_br(cx.icmp(IP::SGE, ahead, cx.i32(0))?, take, check)?;
 
-    // An entry is left: hand it out.
+    // An entry is left: hand it out, and read the one after it for the next call.
     cx.at(take);
-    let entry = cx.load_i32(cx.gep(cx.i32t(), kl.list, pos)?)?;
-    let take_kb = cx.lshr(entry, cx.i32(1))?;
-    let take_partial = cx.icmp(IP::NE, cx.and(entry, cx.i32(1))?, cx.i32(0))?;
+    let take_kb = cx.lshr(ahead, cx.i32(1))?;
+    let take_partial = cx.icmp(IP::NE, cx.and(ahead, cx.i32(1))?, cx.i32(0))?;
     let take_pos = cx.add(pos, cx.i32(1))?;
+    let take_ahead = cx.load_i32(cx.gep(cx.i32t(), kl.list, take_pos)?)?;
     cx.br(exit)?;
 
     cx.at(check);
@@ -248,17 +261,21 @@ pub(crate) fn next_block<'ctx>(
         }
         cx.if_then(keep, "list.put", |cx| cx.store(cx.gep(cx.i32t(), kl.list, cx.add(before, rank)?)?, entry))?;
     }
-    let after = keys.next_candidate(cx, cx.add(next, cx.i32(plan.key_chunk() as i32))?)?;
-    // Every thread read the old length and chunk before the first barrier above.
-    kl.set_state(cx, total, after)?;
+    // Every thread read the old list and chunk start before the first barrier above.
+    // All store the same end marker and chunk start.
+    cx.store(cx.gep(cx.i32t(), kl.list, total)?, cx.i32(-1))?;
+    cx.store(kl.next_ptr(cx)?, keys.next_candidate(cx, cx.add(next, cx.i32(plan.key_chunk() as i32))?)?)?;
     cx.barrier()?;
+    let first = cx.load_i32(kl.list)?;
     let refill_end = cx.current();
     cx.br(head)?;
     pos_phi.add_incoming(&[(&cx.i32(0), refill_end)]);
+    ahead_phi.add_incoming(&[(&first, refill_end)]);
 
     cx.at(exit);
     let kb = cx.phi(cx.i32t(), &[(take_kb.into(), take), (cx.i32(-1).into(), check)])?.into_int_value();
     let partial = cx.phi(cx.i1t(), &[(take_partial.into(), take), (cx.bool(false).into(), check)])?.into_int_value();
     let pos = cx.phi(cx.i32t(), &[(take_pos.into(), take), (pos.into(), check)])?.into_int_value();
-    Ok(NextBlock { kb, partial, cursor: pos })
+    let ahead = cx.phi(cx.i32t(), &[(take_ahead.into(), take), (ahead.into(), check)])?.into_int_value();
+    Ok(NextBlock { kb, partial, cursor: ListCursor { pos, ahead } })
 }

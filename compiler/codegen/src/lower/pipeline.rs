@@ -5,7 +5,8 @@
 //! Layout (bytes from the start of dynamic shared memory), rows padded by
 //! 16 B so ldmatrix is bank-conflict free:
 //! `[Q: block_q rows][slot 0: K block_k rows, V block_k rows][slot 1] ...
-//! [key list: key_chunk i32][counts: rounds x warps i32][list length][next chunk]`
+//! [key list: key_chunk + 1 i32][counts: rounds x warps i32][next chunk]
+//! [softmax state, when the plan keeps it in shared memory]`
 //!
 //! The 16 padding bytes after each row hold up to four i32 values of that
 //! row's query (Q tile) or key (K tile) from the pattern's tensor inputs,
@@ -46,6 +47,8 @@ pub(crate) struct SmemLayout {
     /// The key-block list, then the per-warp counts.
     pub list: u32,
     pub counts: u32,
+    /// Softmax state slots: `[slab * 4 + (m0, l0, m1, l1)][thread]` f32.
+    pub softmax: u32,
 }
 
 /// Tensor values a row's padding holds.
@@ -61,7 +64,8 @@ impl SmemLayout {
             v_in_slot: plan.block_k * plan.smem_row_bytes(),
             pad_in_row: plan.head_dim * 2,
             list: plan.q_tile_bytes() + plan.stages * plan.stage_bytes(),
-            counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * plan.key_chunk(),
+            counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * (plan.key_chunk() + 1),
+            softmax: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes(),
         }
     }
 
@@ -125,6 +129,7 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
 /// padding of row r of the tile at `dst`, word `i` for the i-th tensor
 /// (`tensors.len() <= STAGED_PER_ROW`). Indices past `len - 1` read element
 /// `len - 1`, exactly as the element test clamps them. No commit.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_values<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, tensors: &[PointerValue<'ctx>], dst: PointerValue<'ctx>, row0: IV<'ctx>, rows: u32, len: IV<'ctx>) -> Result<()> {
     debug_assert!(tensors.len() <= STAGED_PER_ROW);
     let threads = plan.threads();
