@@ -58,10 +58,24 @@ extern "C" __global__ void lacuna_lsh_bucket(
     const int pitch = d + 1;
     float* rt = xs + rows * pitch;  // [d][LSH_COLS]
     const u16* xbh = x + b * sb + h * sh;
-    for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
-        const int t = e / d, c = e - t * d;
-        const int tok = t0 + t;
-        xs[t * pitch + c] = tok < n ? lacuna_to_f32(xbh[(i64)tok * sn + c], is_f16) : 0.0f;
+    if (d % 8 == 0 && sn % 8 == 0 && ((unsigned long long)xbh & 15) == 0) {
+        // 16-byte loads: 8 values per thread and step (2-byte loads ran the
+        // staging at a tenth of the memory bandwidth).
+        const int per_row = d / 8;
+        for (int e = threadIdx.x; e < rows * per_row; e += blockDim.x) {
+            const int t = e / per_row, c8 = e - t * per_row;
+            const int tok = t0 + t;
+            uint4 v = tok < n ? *(const uint4*)(xbh + (i64)tok * sn + c8 * 8) : make_uint4(0, 0, 0, 0);
+            const u16* h8 = (const u16*)&v;
+#pragma unroll
+            for (int u = 0; u < 8; ++u) xs[t * pitch + c8 * 8 + u] = lacuna_to_f32(h8[u], is_f16);
+        }
+    } else {
+        for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
+            const int t = e / d, c = e - t * d;
+            const int tok = t0 + t;
+            xs[t * pitch + c] = tok < n ? lacuna_to_f32(xbh[(i64)tok * sn + c], is_f16) : 0.0f;
+        }
     }
     const int tok = t0 + threadIdx.x;
     const float* row = xs + threadIdx.x * pitch;
@@ -225,16 +239,21 @@ extern "C" __global__ void lacuna_bucket_place(
 // ---------------------------------------------------------------------------
 // Gather rows: dst[b, h, i, :] = src[b, h / group, idx[b, h, i], :], a zero
 // row where idx is outside [0, src_n) (padding). dst is contiguous
-// (B, H, M, D). One warp per row; `vec8` copies 8 values (16 bytes) at a time
-// when D, the strides and both base addresses allow it.
-// grid ceil(B * H * M / warps_per_block).
+// (B, H, M, D). One thread per 16-byte chunk when `vec8` (D, the strides and
+// both base addresses allow it), else one per value.
+// grid ceil(B * H * M * chunks_per_row / threads_per_block).
 // ---------------------------------------------------------------------------
 extern "C" __global__ void lacuna_gather_rows(
     const u16* __restrict__ src, i64 sb, i64 sh, i64 sn, int src_n, int group,
     const int* __restrict__ idx, int heads, int m, int d, i64 rows, int vec8, u16* __restrict__ dst)
 {
-    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
+    // One thread per 16-byte chunk (or per value without vec8): a warp covers
+    // several rows, so every lane moves data (one warp per row left 3/4 of
+    // the lanes idle at D = 64 and ran at a quarter of the bandwidth).
+    const int per_row = vec8 ? d / 8 : d;
+    const i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 row = e / per_row;
+    const int c = (int)(e - row * per_row);
     if (row >= rows) return;
     const i64 bh = row / m;
     const int b = (int)(bh / heads), h = (int)(bh % heads);
@@ -243,11 +262,9 @@ extern "C" __global__ void lacuna_gather_rows(
     const bool pad = s < 0 || s >= src_n;
     const u16* in = src + b * sb + (i64)(h / group) * sh + (i64)s * sn;
     if (vec8) {
-        uint4* o4 = (uint4*)o;
-        const uint4* in4 = (const uint4*)in;
-        for (int c = lane; c < d / 8; c += 32) o4[c] = pad ? make_uint4(0, 0, 0, 0) : in4[c];
+        ((uint4*)o)[c] = pad ? make_uint4(0, 0, 0, 0) : ((const uint4*)in)[c];
     } else {
-        for (int c = lane; c < d; c += 32) o[c] = pad ? (u16)0 : in[c];
+        o[c] = pad ? (u16)0 : in[c];
     }
 }
 
@@ -263,8 +280,11 @@ extern "C" __global__ void lacuna_scatter_rows(
     int heads, int m, int d, i64 rows, int dst_n,
     u16* __restrict__ dst, i64 db, i64 dh, i64 dn, float* __restrict__ dst_lse, int vec8)
 {
-    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
+    // One thread per 16-byte chunk, as in lacuna_gather_rows.
+    const int per_row = vec8 ? d / 8 : d;
+    const i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 row = e / per_row;
+    const int c = (int)(e - row * per_row);
     if (row >= rows) return;
     const i64 bh = row / m;
     const int b = (int)(bh / heads), h = (int)(bh % heads);
@@ -273,13 +293,11 @@ extern "C" __global__ void lacuna_scatter_rows(
     const u16* in = src + row * d;
     u16* o = dst + b * db + h * dh + (i64)p * dn;
     if (vec8) {
-        const uint4* in4 = (const uint4*)in;
-        uint4* o4 = (uint4*)o;
-        for (int c = lane; c < d / 8; c += 32) o4[c] = in4[c];
+        ((uint4*)o)[c] = ((const uint4*)in)[c];
     } else {
-        for (int c = lane; c < d; c += 32) o[c] = in[c];
+        o[c] = in[c];
     }
-    if (lane == 0) dst_lse[bh * dst_n + p] = src_lse[row];
+    if (c == 0) dst_lse[bh * dst_n + p] = src_lse[row];
 }
 
 // ---------------------------------------------------------------------------

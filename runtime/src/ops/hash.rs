@@ -168,7 +168,9 @@ impl GpuOps {
             I32(vec8 as i32),
             Ptr(out.device_ptr()),
         ];
-        self.launch("lacuna_gather_rows", &args, (blocks_for(rows, 8)?, 1, 1), 256, 0)?;
+        // One thread per 16-byte chunk (per value without vec8).
+        let chunks = rows * if vec8 { d / 8 } else { d };
+        self.launch("lacuna_gather_rows", &args, (blocks_for(chunks, 256)?, 1, 1), 256, 0)?;
         Ok(out)
     }
 
@@ -224,7 +226,8 @@ impl GpuOps {
             Ptr(dst_lse.device_ptr()),
             I32(vec8 as i32),
         ];
-        self.launch("lacuna_scatter_rows", &args, (blocks_for(rows, 8)?, 1, 1), 256, 0)
+        let chunks = rows * if vec8 { d / 8 } else { d };
+        self.launch("lacuna_scatter_rows", &args, (blocks_for(chunks, 256)?, 1, 1), 256, 0)
     }
 
     /// i32 (B, Hs, N) with each head repeated `group` times → (B, Hs·group, N).
