@@ -16,7 +16,7 @@ use crate::error::CliError;
 use crate::{CompileArgs, Emit};
 
 pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let pattern = lacuna_patterns::find(&args.pattern)?;
+    let pattern = crate::registry::find(&args.pattern)?;
     let ir = (pattern.ir)();
     verified(&ir)?;
     let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;

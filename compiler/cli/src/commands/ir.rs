@@ -13,7 +13,7 @@ use crate::params;
 use crate::IrArgs;
 
 pub fn run(args: &IrArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let pattern = lacuna_patterns::find(&args.pattern)?;
+    let pattern = crate::registry::find(&args.pattern)?;
     let ir = (pattern.ir)();
     // The IR does not depend on parameters; they are checked against the
     // declaration so a typo shows up here rather than at launch.

@@ -49,7 +49,7 @@ struct CountsJson {
 }
 
 pub fn run(args: &MaskArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let pattern = lacuna_patterns::find(&args.pattern)?;
+    let pattern = crate::registry::find(&args.pattern)?;
     let ir = (pattern.ir)();
     verified(&ir)?;
     let dims = Dims::new(args.batch, args.heads, args.q_len, args.kv_len.unwrap_or(args.q_len));

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::error::CliError;
 
 pub fn run(out: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let all = lacuna_patterns::standard();
+    let all: Vec<_> = crate::registry::all().collect();
     let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0).max(4);
     writeln!(out, "{:width$}  SUMMARY", "NAME")?;
     for p in all {

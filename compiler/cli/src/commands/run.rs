@@ -97,7 +97,7 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<(
 }
 
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
-    let pattern = lacuna_patterns::find(&args.pattern)?;
+    let pattern = crate::registry::find(&args.pattern)?;
     // The SCFA patterns run their whole pipeline from raw Q/K/V unless the
     // pattern's own (already reordered) inputs are given: decided from the
     // names alone, before any file is read or the GPU is touched.

@@ -82,7 +82,7 @@ pub fn run(args: &TourArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         PtxasState::Missing(_) => writeln!(out, "  ptxas:       not found; the kernels are not assembled (how to install it: at the end)")?,
     }
 
-    for pattern in lacuna_patterns::standard() {
+    for pattern in crate::registry::all() {
         writeln!(out)?;
         writeln!(out, "== {}: {}", pattern.name, pattern.summary)?;
         writeln!(out, "   paper: {}", pattern.paper)?;
