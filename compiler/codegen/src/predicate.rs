@@ -263,10 +263,19 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         self.tensor_value(cx, input, idx, len)
     }
 
-    /// Row-dependent nodes for query row `q` of a tile whose keys are `k`.
-    pub fn row_side(&self, cx: &Cx<'_, 'ctx>, q: IV<'ctx>, k: &TileRange<'ctx>, staged: Option<&Staged<'_, 'ctx>>) -> Result<RowVals<'ctx>> {
-        let want = |d: Dep| d.row && !d.col;
-        let q_clamped = cx.smin(q, cx.sub(self.env.q_len, cx.i32(1))?)?;
+    /// The nodes that depend on one side only (`Coord::Q`: the query row,
+    /// `Coord::K`: the key column) at position `pos` (`clamped` for reading
+    /// inputs, whose length is `len`); uniform nodes are shared, the rest None.
+    fn one_side(
+        &self,
+        cx: &Cx<'_, 'ctx>,
+        side: Coord,
+        pos: IV<'ctx>,
+        clamped: IV<'ctx>,
+        len: IV<'ctx>,
+        staged: Option<&Staged<'_, 'ctx>>,
+    ) -> Result<Vec<Option<Val<'ctx>>>> {
+        let want = |d: Dep| if side == Coord::Q { d.row && !d.col } else { d.col && !d.row };
         let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
         for (id, node) in self.p.nodes() {
             let d = self.dep[id.index()];
@@ -274,15 +283,22 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
                 self.uniform[id.index()]
             } else if want(d) {
                 Some(match *node {
-                    Node::Coord(Coord::Q) => Val::I(q),
-                    Node::Input(input) => Val::I(self.staged_or_global(cx, staged, input.index(), q_clamped, self.env.q_len)?),
-                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("row operand"))?,
+                    Node::Coord(c) if c == side => Val::I(pos),
+                    Node::Input(input) => Val::I(self.staged_or_global(cx, staged, input.index(), clamped, len)?),
+                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("one-side operand"))?,
                 })
             } else {
                 None
             };
             vals.push(v);
         }
+        Ok(vals)
+    }
+
+    /// Row-dependent nodes for query row `q` of a tile whose keys are `k`.
+    pub fn row_side(&self, cx: &Cx<'_, 'ctx>, q: IV<'ctx>, k: &TileRange<'ctx>, staged: Option<&Staged<'_, 'ctx>>) -> Result<RowVals<'ctx>> {
+        let q_clamped = cx.smin(q, cx.sub(self.env.q_len, cx.i32(1))?)?;
+        let vals = self.one_side(cx, Coord::Q, q, q_clamped, self.env.q_len, staged)?;
         let mut list_mask = vec![None; self.env.inputs.len()];
         for (i, list, width, block) in self.block_lists() {
             let lq = cx.udiv(q_clamped, cx.i32(block as i32))?;
@@ -294,24 +310,8 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
 
     /// Column-dependent nodes for key `k` of the tile `tile`.
     pub fn col_side(&self, cx: &Cx<'_, 'ctx>, k: IV<'ctx>, tile: &TileRange<'ctx>, staged: Option<&Staged<'_, 'ctx>>) -> Result<ColVals<'ctx>> {
-        let want = |d: Dep| d.col && !d.row;
         let k_clamped = cx.smin(k, cx.sub(self.env.kv_len, cx.i32(1))?)?;
-        let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
-        for (id, node) in self.p.nodes() {
-            let d = self.dep[id.index()];
-            let v = if d == Dep::UNIFORM {
-                self.uniform[id.index()]
-            } else if want(d) {
-                Some(match *node {
-                    Node::Coord(Coord::K) => Val::I(k),
-                    Node::Input(input) => Val::I(self.staged_or_global(cx, staged, input.index(), k_clamped, self.env.kv_len)?),
-                    _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("column operand"))?,
-                })
-            } else {
-                None
-            };
-            vals.push(v);
-        }
+        let vals = self.one_side(cx, Coord::K, k, k_clamped, self.env.kv_len, staged)?;
         let mut list_bit = vec![None; self.env.inputs.len()];
         for (i, _, _, block) in self.block_lists() {
             let (lk0, _) = list_key_span(cx, tile, block)?;
