@@ -115,7 +115,8 @@ impl Interval {
                 if lo >= 0 { Interval::int(lo, hi) } else if hi <= 0 { Self::wrap(-hi, -lo) } else { Self::wrap(0, (-lo).max(hi)) }
             }
             (UnaryOp::Abs, Interval::Float { lo, hi, nan }) => {
-                if lo > hi { a } else if lo >= 0.0 { a } else if hi <= 0.0 { Self::float(-hi, -lo, nan) } else { Self::float(0.0, (-lo).max(hi), nan) }
+                // Only NaN (lo > hi) or already non-negative: unchanged.
+                if lo > hi || lo >= 0.0 { a } else if hi <= 0.0 { Self::float(-hi, -lo, nan) } else { Self::float(0.0, (-lo).max(hi), nan) }
             }
             _ => unreachable!("verified types"),
         }

@@ -146,7 +146,7 @@ fn random_pattern(seed: u64) -> PatternIr {
 fn random_bindings(p: &PatternIr, dims: Dims, seed: u64, sorted: bool) -> Bindings {
     let mut g = Gen(seed ^ 0x5555);
     let Dims { batch, heads, q_len, kv_len } = dims;
-    let mut tensor = |n: usize, g: &mut Gen| {
+    let tensor = |n: usize, g: &mut Gen| {
         let mut data: Vec<i32> = (0..batch * heads * n).map(|_| g.below(60) as i32 - 20).collect();
         if sorted {
             data.chunks_mut(n).for_each(|c| c.sort_unstable());
