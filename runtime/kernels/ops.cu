@@ -17,6 +17,15 @@ typedef unsigned short u16;
 typedef long long i64;
 
 #define FULL_MASK 0xffffffffu
+
+// Inclusive prefix sum of `v` across the 32 lanes of a warp.
+__device__ __forceinline__ int lacuna_warp_inclusive_scan(int v, int lane) {
+    for (int off = 1; off < 32; off <<= 1) {
+        const int up = __shfl_up_sync(FULL_MASK, v, off);
+        if (lane >= off) v += up;
+    }
+    return v;
+}
 #define INT_MAX_ 2147483647
 
 __device__ __forceinline__ float lacuna_to_f32(u16 bits, int is_f16) {
@@ -169,20 +178,12 @@ extern "C" __global__ void lacuna_bucket_offsets(int* __restrict__ hist, int len
     for (int c0 = 0; c0 < len; c0 += 1024) {
         const int i = c0 + tid;
         const int v = i < len ? h[i] : 0;
-        int incl = v;
-        for (int off = 1; off < 32; off <<= 1) {
-            const int up = __shfl_up_sync(FULL_MASK, incl, off);
-            if (lane >= off) incl += up;
-        }
+        const int incl = lacuna_warp_inclusive_scan(v, lane);
         if (lane == 31) warp_sums[warp] = incl;
         __syncthreads();
         if (warp == 0) {
             const int w = warp_sums[lane];
-            int wi = w;
-            for (int off = 1; off < 32; off <<= 1) {
-                const int up = __shfl_up_sync(FULL_MASK, wi, off);
-                if (lane >= off) wi += up;
-            }
+            const int wi = lacuna_warp_inclusive_scan(w, lane);
             warp_sums[lane] = wi - w;
             if (lane == 31) chunk_total = wi;
         }
@@ -361,11 +362,7 @@ extern "C" __global__ void lacuna_keep_compact(
         __syncthreads();
         if (warp == 0) {
             const int v = warp_sums[lane];
-            int incl = v;
-            for (int off = 1; off < 32; off <<= 1) {
-                const int up = __shfl_up_sync(FULL_MASK, incl, off);
-                if (lane >= off) incl += up;
-            }
+            const int incl = lacuna_warp_inclusive_scan(v, lane);
             warp_sums[lane] = incl - v;
             if (lane == 31) chunk_total = incl;
         }
