@@ -1,10 +1,11 @@
 //! Snapshots of the last stages for the tuned head dims: the kernel plan, the
 //! LLVM IR lacuna emits (before LLVM's optimiser) and the PTX, each for the
-//! forward entry only, with toolchain banner lines filtered out. A diff here
-//! means the generated code moved; read it before re-blessing with
-//! `cargo insta review` (or `INSTA_UPDATE=always`).
+//! forward entry only, with toolchain banner lines filtered out. Both
+//! tensor-core paths: wgmma (sm_90a) for every pattern here, mma.sync (sm_80)
+//! for causal and hash-bucket. A diff here means the generated code moved;
+//! read it before re-blessing with `cargo insta review` (or `INSTA_UPDATE=always`).
 
-use lacuna_codegen::{compile, Arch, Dtype, KernelPlan};
+use lacuna_codegen::{compile, Arch, Dtype, KernelPlan, Mma};
 use lacuna_patterns::find;
 
 const PATTERNS: [&str; 4] = ["causal", "sliding-window", "hash-bucket", "moa"];
@@ -40,18 +41,34 @@ fn one_entry(text: &str, start: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// Snapshots the three stages of one kernel under `{name}_d{d}_{path}_*`.
+fn snapshot_kernel(name: &str, d: u32, arch: Arch, mma: Mma) {
+    let sp = find(name).expect("standard pattern");
+    let ir = (sp.ir)();
+    let plan = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, arch).expect("plan");
+    assert_eq!(plan.mma, mma, "{name} d{d} on {}: the planner's path", arch.name());
+    let k = compile(&ir, &plan).unwrap_or_else(|e| panic!("{name} d{d}: {e}"));
+    let entry = &k.manifest.entry;
+    let key = format!("{name}_d{d}_{}", mma.name());
+    insta::assert_snapshot!(format!("{key}_plan"), format!("{plan}\n{}", k.manifest));
+    insta::assert_snapshot!(format!("{key}_llvm_ir"), one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{entry}(")));
+    insta::assert_snapshot!(format!("{key}_ptx"), one_entry(&k.ptx, &format!(".entry {entry}(")));
+}
+
 #[test]
-fn forward_kernels_plan_ir_and_ptx() {
+fn forward_kernels_plan_ir_and_ptx_wgmma() {
     for name in PATTERNS {
-        let sp = find(name).expect("standard pattern");
-        let ir = (sp.ir)();
         for d in HEAD_DIMS {
-            let plan = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
-            let k = compile(&ir, &plan).unwrap_or_else(|e| panic!("{name} d{d}: {e}"));
-            let entry = &k.manifest.entry;
-            insta::assert_snapshot!(format!("{name}_d{d}_plan"), format!("{plan}\n{}", k.manifest));
-            insta::assert_snapshot!(format!("{name}_d{d}_llvm_ir"), one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{entry}(")));
-            insta::assert_snapshot!(format!("{name}_d{d}_ptx"), one_entry(&k.ptx, &format!(".entry {entry}(")));
+            snapshot_kernel(name, d, Arch::Sm90a, Mma::Wgmma);
+        }
+    }
+}
+
+#[test]
+fn forward_kernels_plan_ir_and_ptx_mma_sync() {
+    for name in ["causal", "hash-bucket"] {
+        for d in HEAD_DIMS {
+            snapshot_kernel(name, d, Arch::Sm80, Mma::Sync);
         }
     }
 }

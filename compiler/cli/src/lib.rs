@@ -95,6 +95,10 @@ pub struct SelftestArgs {
     /// Only patterns whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Tensor-core path where the GPU and head dim allow it: sync (mma.sync)
+    /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
+    #[arg(long, value_parser = parse_mma)]
+    pub mma: Option<lacuna_codegen::Mma>,
     /// Also write the outcomes as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -114,6 +118,13 @@ pub struct BenchArgs {
     /// Timed launches per configuration (the median is reported).
     #[arg(long, default_value = "10")]
     pub reps: usize,
+    /// Tile shape instead of the planner's, as BLOCK_QxBLOCK_KxWARPSxSTAGES (e.g. 128x64x8x3).
+    #[arg(long, value_parser = parse_tile)]
+    pub tile: Option<[u32; 4]>,
+    /// Tensor-core path where the GPU and head dim allow it: sync (mma.sync)
+    /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
+    #[arg(long, value_parser = parse_mma)]
+    pub mma: Option<lacuna_codegen::Mma>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -130,6 +141,10 @@ pub struct BenchMethodsArgs {
     /// Timed calls per configuration after 3 warm-up calls (the median is reported).
     #[arg(long, default_value = "10")]
     pub reps: usize,
+    /// Tensor-core path where the GPU and head dim allow it: sync (mma.sync)
+    /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
+    #[arg(long, value_parser = parse_mma)]
+    pub mma: Option<lacuna_codegen::Mma>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -199,6 +214,10 @@ pub struct CompileArgs {
     /// GPU target: sm_80 (Ampere) or sm_90a (Hopper).
     #[arg(long, default_value = "sm_90a")]
     pub arch: String,
+    /// Tensor-core path instead of the planner's choice: sync (mma.sync,
+    /// any target) or wgmma (sm_90a, head dims 64 and 128).
+    #[arg(long, value_parser = parse_mma)]
+    pub mma: Option<lacuna_codegen::Mma>,
     /// Query rows per CTA, instead of the planner's choice.
     #[arg(long, value_name = "N")]
     pub block_q: Option<u32>,
@@ -274,13 +293,15 @@ where
         Command::Compile(args) => commands::compile::run(args, &mut *out),
         Command::Tour(args) => commands::tour::run(args, &mut *out),
         Command::Run(args) => commands::run::run(args, &mut *out),
-        Command::Selftest(args) => gpu::selftest::run(args.quick, args.filter.as_deref(), args.json.as_deref(), &mut *out),
+        Command::Selftest(args) => gpu::selftest::run(args.quick, args.filter.as_deref(), args.mma, args.json.as_deref(), &mut *out),
         Command::Bench(args) => gpu::bench::run(
             &gpu::bench::BenchArgs {
                 ns: &args.ns,
                 head_dims: &args.head_dims,
                 patterns: args.patterns.as_deref(),
                 reps: args.reps,
+                mma: args.mma,
+                tile: args.tile,
                 json_out: args.json.as_deref(),
             },
             &mut *out,
@@ -290,6 +311,7 @@ where
                 ns: &args.ns,
                 methods: args.methods.as_deref(),
                 reps: args.reps,
+                mma: args.mma,
                 json_out: args.json.as_deref(),
             },
             &mut *out,
@@ -305,4 +327,13 @@ where
             ExitCode::from(2)
         }
     }
+}
+
+fn parse_mma(s: &str) -> Result<lacuna_codegen::Mma, String> {
+    lacuna_codegen::Mma::parse(s).ok_or_else(|| format!("unknown tensor-core path `{s}`: use sync or wgmma"))
+}
+
+fn parse_tile(s: &str) -> Result<[u32; 4], String> {
+    let parts: Vec<u32> = s.split('x').map(str::parse).collect::<Result<_, _>>().map_err(|_| format!("`{s}` is not BLOCK_QxBLOCK_KxWARPSxSTAGES (e.g. 128x64x8x3)"))?;
+    <[u32; 4]>::try_from(parts).map_err(|_| format!("`{s}` needs four numbers: BLOCK_QxBLOCK_KxWARPSxSTAGES (e.g. 128x64x8x3)"))
 }

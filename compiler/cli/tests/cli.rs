@@ -295,7 +295,17 @@ fn compile_emit_plan_prints_the_plan() {
     let out = stdout(&o);
     assert!(out.starts_with("kernel plan: sm_90a bf16, head_dim 64\n"), "{out}");
     assert!(out.contains("  tile: block_q 128 x block_k 64\n"), "{out}");
+    assert!(out.contains("  tensor cores: wgmma m64n64k16 (S) and m64n64k16 (O) per warpgroup, 2 warpgroups\n"), "{out}");
     assert!(out.contains("  key source: closed form, k in [0, q]"), "{out}");
+    // The mma.sync path on request, with its own default tiles.
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--mma", "sync", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("  tile: block_q 128 x block_k 64\n") && out.contains("warps: 4 (128 threads)") && out.contains("mma.sync m16n8k16"), "{out}");
+    // wgmma where it cannot run is an error that says so.
+    let o = lacuna(&["compile", "causal", "--head-dim", "96", "--mma", "wgmma", "--emit", "plan"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs sm_90a and head_dim 64 or 128"), "{}", stderr(&o));
     // No PTX on stdout for the plan stage.
     assert!(!out.contains(".entry") && !out.contains("lacuna-manifest"), "{out}");
 

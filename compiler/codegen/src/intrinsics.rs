@@ -166,6 +166,21 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         Ok(self.call_value("llvm.fptosi.sat", &[self.i32t().into(), self.f32t().into()], &[a.into()])?.into_int_value())
     }
 
+    // ---- sm_90a warpgroup products (wgmma.rs issues the products themselves) ----
+    /// `wgmma.fence.sync.aligned`: registers written before it are what the next wgmma reads.
+    pub fn wgmma_fence(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.wgmma.fence.sync.aligned", &[], &[])
+    }
+    /// `wgmma.commit_group.sync.aligned`.
+    pub fn wgmma_commit(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.wgmma.commit_group.sync.aligned", &[], &[])
+    }
+    /// `fence.proxy.async.shared::cta`: this thread's ordinary (and cp.async)
+    /// writes to shared memory become visible to the async proxy (wgmma).
+    pub fn fence_proxy_async_shared(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.fence.proxy.async.shared_cta", &[], &[])
+    }
+
     /// Two f32 rounded to nearest into one register of two halves (`lo` in the low 16 bits).
     pub fn pack_half2(&self, dtype: Dtype, lo: FV<'ctx>, hi: FV<'ctx>) -> Result<IV<'ctx>> {
         let half = match dtype {

@@ -8,7 +8,8 @@
 //!   and the cp.async pipeline (`lower/pipeline.rs`); plus the summary kernel.
 //! - `predicate`: where the pattern IR becomes LLVM: the element test and the
 //!   in-kernel tile classifier.
-//! - `mma` / `intrinsics`: tensor-core fragments and typed NVVM wrappers.
+//! - `mma` / `wgmma` / `intrinsics`: tensor-core products (mma.sync per warp;
+//!   wgmma per warpgroup on sm_90a) and typed NVVM wrappers.
 //! - `emit`: LLVM module → PTX through the NVPTX target machine.
 //! - [`ptxas`]: assemble PTX without a GPU to check registers and spills.
 
@@ -25,6 +26,7 @@ mod lower;
 mod mma;
 pub mod plan;
 mod predicate;
+mod wgmma;
 pub mod ptxas;
 
 use inkwell::context::Context;
@@ -37,7 +39,7 @@ pub use abi::{snake_case, SUMMARY_ENTRY};
 /// generated code may change, so caches of PTX key on it.
 pub const FINGERPRINT: &str = env!("LACUNA_CODEGEN_FINGERPRINT");
 pub use error::CodegenError;
-pub use plan::KernelPlan;
+pub use plan::{KernelPlan, Mma, RowLength};
 
 use lacuna_ir::PatternIr;
 

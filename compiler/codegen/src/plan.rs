@@ -30,7 +30,66 @@ pub struct KernelPlan {
     /// with the query index (causal-like), the heaviest CTAs start first and
     /// the light ones fill the tail of the grid.
     pub heaviest_first: bool,
+    /// Which tensor-core instructions compute S = Q·Kᵀ and O += P·V.
+    pub mma: Mma,
 }
+
+/// How many key blocks a query block visits, as the planner sees it from the
+/// pattern's closed-form key range: `Long` when a span grows with the query
+/// and is bounded below by a constant (causal-like: thousands of keys at
+/// long lengths); `Short` for bounded spans (windows, MoA bands, sinks) and
+/// for scanned patterns (hash buckets, QK-drop), whose rows are sparse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowLength {
+    Long,
+    Short,
+}
+
+/// The tensor-core path of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mma {
+    /// `mma.sync.m16n8k16` per warp, operands from padded shared rows by
+    /// ldmatrix (sm_80 and later). Every head dim.
+    Sync,
+    /// `wgmma.mma_async` per warpgroup of 4 warps (sm_90a): S from Q and K
+    /// in shared memory (128-byte swizzled rows), O += P·V with P from
+    /// registers and V from shared memory. Head dims 64 and 128.
+    Wgmma,
+}
+
+impl Mma {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mma::Sync => "sync",
+            Mma::Wgmma => "wgmma",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sync" => Some(Mma::Sync),
+            "wgmma" => Some(Mma::Wgmma),
+            _ => None,
+        }
+    }
+
+    /// Whether `arch` and `head_dim` can take this path.
+    pub fn supports(self, arch: Arch, head_dim: u32) -> bool {
+        match self {
+            Mma::Sync => true,
+            Mma::Wgmma => arch == Arch::Sm90a && (head_dim == 64 || head_dim == 128),
+        }
+    }
+}
+
+/// Bytes of one row of a 128-byte-swizzled tile: 64 halves. A tile of a wider
+/// head dim is stored as `head_dim / 64` such column blocks, one after another.
+pub const SWIZZLE_ROW_BYTES: u32 = 128;
+/// Alignment of every swizzled tile: the swizzle pattern repeats every 8 rows
+/// of 128 bytes and wgmma reads it relative to 1024-byte boundaries.
+pub const SWIZZLE_ALIGN: u32 = 1024;
+/// Bytes per row of staged tensor values beside a swizzled tile (4 i32 words).
+pub const STAGED_ROW_BYTES: u32 = 16;
 
 /// Bytes of padding after each shared-memory row: rows of `head_dim + 8`
 /// halves make eight consecutive rows hit eight different 16-byte bank
@@ -50,20 +109,64 @@ impl KernelPlan {
         // the 1-slab, 8-warp kernel is shared-memory bound): 128x32, 4 warps,
         // 3 stages, with the softmax state in shared memory and O rescaled only
         // when a row maximum moves, fits 255 registers for every standard pattern.
-        let (block_q, block_k, warps, stages) = match head_dim {
-            0..=64 => (128, 64, 4, 3),
-            65..=128 => (128, 32, 4, 3),
-            _ => (64, 32, 4, 2),
-        };
+        let mma = if Mma::Wgmma.supports(arch, head_dim) { Mma::Wgmma } else { Mma::Sync };
         let range = KeyRange::derive(p);
         let heaviest_first = work_grows_with_q(range.as_ref());
+        let rows = if range.is_some() && heaviest_first { RowLength::Long } else { RowLength::Short };
+        let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
         let key_source = match range {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first };
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma };
         plan.validate()?;
         Ok(plan)
+    }
+
+    /// (block_q, block_k, warps, stages) the planner picks for a path.
+    ///
+    /// wgmma, measured on an H100 (docs/perf-log.md, "wgmma v1"): rows that
+    /// grow with the query (causal-like) take two warpgroups per CTA and the
+    /// largest blocks that keep S and O in registers (D=64: 128x64, 370
+    /// TFLOP/s causal at 16K; D=128: 128x128, 437); short or scanned rows
+    /// (windows, MoA bands, hash buckets, QK-drop) take one warpgroup and
+    /// 64x64 tiles, so 2-3 CTAs share an SM and overlap one another's softmax
+    /// and matrix phases, and boundary tiles waste less (D=64 hash-8 +21%,
+    /// window +25% over the large tiles). Stages: what fits shared memory
+    /// for that many CTAs.
+    pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength) -> (u32, u32, u32, u32) {
+        match (mma, head_dim, rows) {
+            (Mma::Wgmma, 0..=64, RowLength::Long) => (128, 64, 8, 3),
+            (Mma::Wgmma, _, RowLength::Long) => (128, 128, 8, 2),
+            (Mma::Wgmma, 0..=64, RowLength::Short) => (64, 64, 4, 3),
+            (Mma::Wgmma, _, RowLength::Short) => (64, 64, 4, 2),
+            (Mma::Sync, 0..=64, _) => (128, 64, 4, 3),
+            (Mma::Sync, 65..=128, _) => (128, 32, 4, 3),
+            (Mma::Sync, _, _) => (64, 32, 4, 2),
+        }
+    }
+
+    /// Whether this plan's rows count as long (see [`RowLength`]).
+    pub fn row_length(&self) -> RowLength {
+        let closed_form = matches!(self.key_source, KeySource::Range(_));
+        if closed_form && self.heaviest_first {
+            RowLength::Long
+        } else {
+            RowLength::Short
+        }
+    }
+
+    /// Switches to `mma` with that path's default tile shape (keeping the
+    /// key source and query order); `validate` then checks the combination.
+    pub fn with_mma(mut self, mma: Mma) -> Self {
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.row_length());
+        self.mma = mma;
+        self
+    }
+
+    /// Whether tiles are stored 128-byte swizzled (wgmma) instead of in padded rows.
+    pub fn swizzled(&self) -> bool {
+        self.mma == Mma::Wgmma
     }
 
     pub fn threads(&self) -> u32 {
@@ -80,21 +183,46 @@ impl KernelPlan {
     /// shared memory per key block (as FlashAttention-2 does). Holding 2 slabs
     /// of Q at D=64 made ptxas spill in the element-test path.
     pub fn q_in_registers(&self) -> bool {
-        self.slabs_per_warp() == 1 && self.head_dim <= 128
+        !self.swizzled() && self.slabs_per_warp() == 1 && self.head_dim <= 128
     }
 
-    /// Bytes of one shared-memory row of `head_dim` halves, padded.
+    /// Bytes of one shared-memory row of `head_dim` halves, padded (mma.sync);
+    /// for swizzled tiles, the bytes of a row inside one 64-column block.
     pub fn smem_row_bytes(&self) -> u32 {
-        self.head_dim * 2 + ROW_PAD_BYTES
+        if self.swizzled() {
+            SWIZZLE_ROW_BYTES
+        } else {
+            self.head_dim * 2 + ROW_PAD_BYTES
+        }
     }
 
+    /// Bytes of a tile of `rows` rows (swizzled: rounded up to whole 1024-byte units).
+    pub fn tile_bytes(&self, rows: u32) -> u32 {
+        if self.swizzled() {
+            (rows * self.head_dim * 2).next_multiple_of(SWIZZLE_ALIGN)
+        } else {
+            rows * self.smem_row_bytes()
+        }
+    }
+
+    /// Bytes of the staged tensor values of `rows` rows kept beside a swizzled
+    /// tile (padded rows hold them in their padding: 0).
+    pub fn staged_bytes(&self, rows: u32) -> u32 {
+        if self.swizzled() {
+            (rows * STAGED_ROW_BYTES).next_multiple_of(SWIZZLE_ALIGN)
+        } else {
+            0
+        }
+    }
+
+    /// The Q tile and its staged query-tensor values.
     pub fn q_tile_bytes(&self) -> u32 {
-        self.block_q * self.smem_row_bytes()
+        self.tile_bytes(self.block_q) + self.staged_bytes(self.block_q)
     }
 
-    /// One pipeline stage: a K tile then a V tile.
+    /// One pipeline stage: a K tile, a V tile, the K rows' staged values.
     pub fn stage_bytes(&self) -> u32 {
-        2 * self.block_k * self.smem_row_bytes()
+        2 * self.tile_bytes(self.block_k) + self.staged_bytes(self.block_k)
     }
 
     /// Rounds of one candidate per thread that make a chunk of the key-block
@@ -182,6 +310,20 @@ impl KernelPlan {
         if !(2..=8).contains(&self.stages) {
             return bad(format!("stages = {}, use 2 to 8", self.stages));
         }
+        if !self.mma.supports(self.arch, self.head_dim) {
+            return bad(format!(
+                "mma = {} needs sm_90a and head_dim 64 or 128 (got {}, head_dim {}); use mma = sync",
+                self.mma.name(),
+                self.arch.name(),
+                self.head_dim
+            ));
+        }
+        if self.mma == Mma::Wgmma && (self.warps % 4 != 0 || self.slabs_per_warp() != 1 || self.block_k % 16 != 0) {
+            return bad(format!(
+                "wgmma needs whole warpgroups with 16 rows per warp: warps = {} must be a multiple of 4 and block_q = 16 * warps (got block_q {})",
+                self.warps, self.block_q
+            ));
+        }
         let (bytes, limit) = (self.shared_bytes(), Self::shared_limit(self.arch));
         if bytes > limit {
             return Err(CodegenError::SharedMemory { bytes, limit, arch: self.arch });
@@ -217,9 +359,24 @@ impl fmt::Display for KernelPlan {
             self.warps,
             self.threads(),
             self.slabs_per_warp(),
-            if self.q_in_registers() { "kept in registers" } else { "re-read from shared memory per key block" }
+            if self.swizzled() {
+                "read by wgmma from shared memory"
+            } else if self.q_in_registers() {
+                "kept in registers"
+            } else {
+                "re-read from shared memory per key block"
+            }
         )?;
-        writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
+        match self.mma {
+            Mma::Sync => {
+                writeln!(f, "  tensor cores: mma.sync m16n8k16 per warp, ldmatrix from shared")?;
+                writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
+            }
+            Mma::Wgmma => {
+                writeln!(f, "  tensor cores: wgmma m64n{}k16 (S) and m64n{}k16 (O) per warpgroup, {} warpgroups", self.block_k, self.head_dim, self.warps / 4)?;
+                writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, 128-byte swizzled rows", self.stages)?;
+            }
+        }
         writeln!(
             f,
             "  shared memory: {} bytes (Q {} + {} x K/V {} + key list {}{})",

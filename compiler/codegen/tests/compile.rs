@@ -3,7 +3,7 @@
 
 mod common;
 
-use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, SUMMARY_ENTRY};
+use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, Mma, SUMMARY_ENTRY};
 use lacuna_ir::KernelParam;
 
 #[test]
@@ -79,17 +79,31 @@ fn every_head_dim_compiles_for_causal() {
             let k = compile(&p, &plan).unwrap_or_else(|e| panic!("d={d}: {e}"));
             let entry = format!("fwd_causal_d{d}_{}", dtype.name());
             assert_eq!(k.manifest.entry, entry);
-            for needle in [
-                "mma.sync.aligned.m16n8k16.row.col.f32",
-                "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
-                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+            let ty = if dtype == Dtype::Bf16 { "bf16" } else { "f16" };
+            let products: Vec<String> = match plan.mma {
+                Mma::Sync => vec![
+                    "mma.sync.aligned.m16n8k16.row.col.f32".into(),
+                    "ldmatrix.sync.aligned.m8n8.x4.shared.b16".into(),
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16".into(),
+                ],
+                Mma::Wgmma => vec![
+                    format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32.{ty}.{ty}", plan.block_k),
+                    format!("wgmma.mma_async.sync.aligned.m64n{d}k16.f32.{ty}.{ty}"),
+                    "wgmma.fence.sync.aligned".into(),
+                    "wgmma.commit_group.sync.aligned".into(),
+                    "wgmma.wait_group.sync.aligned 0".into(),
+                    "fence.proxy.async.shared::cta".into(),
+                ],
+            };
+            assert_eq!(plan.mma == Mma::Wgmma, d == 64 || d == 128, "d={d}: sm_90a takes wgmma exactly at head dims 64 and 128");
+            for needle in products.iter().map(String::as_str).chain([
                 "cp.async.cg.shared.global",
                 "cp.async.wait_group",
                 ".target sm_90a",
                 &format!(".entry {entry}("),
                 &format!(".entry {SUMMARY_ENTRY}("),
                 &format!(".maxntid {}", plan.threads()),
-            ] {
+            ]) {
                 assert!(k.ptx.contains(needle), "d={d} {dtype:?}: PTX lacks {needle:?}");
             }
             assert!(!k.ptx.contains(".local"), "d={d}: no local memory in the PTX");

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use lacuna_codegen::{CompiledKernel, KernelPlan};
+use lacuna_codegen::{CompiledKernel, KernelPlan, Mma};
 use lacuna_ir::{Arch, Dtype, PatternIr};
 
 use crate::commands::ir::verified;
@@ -21,7 +21,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
     verified(&ir)?;
     let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;
     let arch = Arch::parse(&args.arch).ok_or_else(|| CliError::UnknownArch { given: args.arch.clone() })?;
-    let overrides = PlanOverrides { block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
+    let overrides = PlanOverrides { mma: args.mma, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
         Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
@@ -41,6 +41,8 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
 /// Plan fields given on the command line; `None` keeps the planner's choice.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PlanOverrides {
+    /// The tensor-core path (its default tiles first; the fields below then apply).
+    pub mma: Option<Mma>,
     pub block_q: Option<u32>,
     pub block_k: Option<u32>,
     pub warps: Option<u32>,
@@ -60,6 +62,9 @@ pub fn compile_kernel(
 ) -> Result<CompiledKernel, CliError> {
     let err = |source| CliError::Codegen { pattern: pattern.into(), head_dim, source };
     let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(err)?;
+    if let Some(m) = overrides.mma {
+        plan = plan.with_mma(m);
+    }
     if let Some(v) = overrides.block_q {
         plan.block_q = v;
     }

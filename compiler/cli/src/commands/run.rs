@@ -122,7 +122,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
 
     let gpu = Gpu::new(0)?;
     let kernel_dtype = kernel_dtype(q.dtype);
-    let (_, kernel) = load_kernel(&gpu, &ir, d as u32, kernel_dtype)?;
+    let (_, kernel) = load_kernel(&gpu, &ir, d as u32, kernel_dtype, None)?;
     let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
     let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
     let mut o = DeviceTensor::zeros(&gpu, ElemType::from(kernel_dtype), &q.shape)?;
@@ -445,7 +445,7 @@ mod pipeline {
         };
 
         let gpu = Gpu::new(0)?;
-        let (_, kernel) = load_kernel(&gpu, &ir, d as u32, kernel_dtype)?;
+        let (_, kernel) = load_kernel(&gpu, &ir, d as u32, kernel_dtype, None)?;
         let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
         let (result, what) = match (method, masks) {
             (Method::Hash { buckets, seed, causal, shared_qk }, _) => {

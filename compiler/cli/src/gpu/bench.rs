@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
 use lacuna_runtime::{ElemType, DeviceTensor, ForwardOptions, Gpu};
 
-use super::{load_kernel, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel_tiled, upload_rounded, DeviceInputs, Noise};
 use crate::error::CliError;
 
 /// One benchmarked configuration of a standard pattern.
@@ -53,6 +53,8 @@ pub struct BenchArgs<'a> {
     pub head_dims: &'a [u32],
     pub patterns: Option<&'a [String]>,
     pub reps: usize,
+    pub mma: Option<lacuna_codegen::Mma>,
+    pub tile: Option<[u32; 4]>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -73,7 +75,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             }
             let sp = lacuna_patterns::find(variant.pattern)?;
             let ir = (sp.ir)();
-            let (plan, kernel) = load_kernel(&gpu, &ir, d, Dtype::Bf16)?;
+            let (plan, kernel) = load_kernel_tiled(&gpu, &ir, d, Dtype::Bf16, args.mma, args.tile)?;
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
                 let dims = Dims::new(batch, heads, len, len);
@@ -119,7 +121,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                     visited_fraction,
                     tflops_visited: visited_flops / ms / 1e9,
                     tflops_causal_equiv: causal_flops / ms / 1e9,
-                    plan: format!("{}x{} tiles, {} warps, {} stages", plan.block_q, plan.block_k, plan.warps, plan.stages),
+                    plan: format!("{} {}x{} tiles, {} warps, {} stages", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages),
                 };
                 w(out, format!(
                     "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1}",

@@ -58,6 +58,7 @@ pub struct MethodsBenchArgs<'a> {
     pub ns: &'a [usize],
     pub methods: Option<&'a [String]>,
     pub reps: usize,
+    pub mma: Option<lacuna_codegen::Mma>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -160,7 +161,7 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     w(out, format!("{:<11} {:>6} {:>9} {:>9}  {}", "method", "N", "ms", "vs dense", "stages (ms, each timed alone) | facts"))?;
 
     let d = HEAD_DIM as u32;
-    let compile = |ir: PatternIr| load_kernel(&gpu, &ir, d, Dtype::Bf16);
+    let compile = |ir: PatternIr| load_kernel(&gpu, &ir, d, Dtype::Bf16, args.mma);
     // The dense baseline is always timed: every ratio needs it.
     let (_, dense_kernel) = compile((lacuna_patterns::find("causal")?.ir)())?;
     let hash_kernel = if wants("hash") { Some(compile(MethodPattern::HashBucket.ir())?.1) } else { None };

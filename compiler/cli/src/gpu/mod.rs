@@ -9,17 +9,29 @@ pub mod selftest;
 use std::collections::BTreeMap;
 
 use half::{bf16, f16};
-use lacuna_codegen::KernelPlan;
+use lacuna_codegen::{KernelPlan, Mma};
 use lacuna_ir::{Dtype, InputKind, InputValue, PatternIr};
 use lacuna_runtime::{AttentionKernel, DeviceTensor, Gpu, PatternArgs};
 
 use crate::error::CliError;
 
-/// Compiles `ir` for this GPU and loads it.
-pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<(KernelPlan, AttentionKernel), CliError> {
+/// Compiles `ir` for this GPU and loads it; `mma` forces a tensor-core path
+/// where this GPU and `head_dim` allow it (else the planner's choice stands).
+pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
+    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None)
+}
+
+/// [`load_kernel`] with the tile shape `[block_q, block_k, warps, stages]` forced.
+pub fn load_kernel_tiled(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>, tile: Option<[u32; 4]>) -> Result<(KernelPlan, AttentionKernel), CliError> {
     let arch = gpu.arch()?;
     let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
-    let plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?;
+    let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?;
+    if let Some(m) = mma.filter(|m| m.supports(arch, head_dim) && *m != plan.mma) {
+        plan = plan.with_mma(m);
+    }
+    if let Some([block_q, block_k, warps, stages]) = tile {
+        (plan.block_q, plan.block_k, plan.warps, plan.stages) = (block_q, block_k, warps, stages);
+    }
     let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
     let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
     Ok((plan, kernel))

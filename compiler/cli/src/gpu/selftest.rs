@@ -74,7 +74,7 @@ struct Outcome {
     pass: bool,
 }
 
-pub fn run(quick: bool, filter: Option<&str>, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+pub fn run(quick: bool, filter: Option<&str>, mma: Option<lacuna_codegen::Mma>, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
     writeln!(out, "selftest on {} (sm count {})", gpu.name(), gpu.sm_count()).map_err(CliError::Output)?;
     let mut outcomes = Vec::new();
@@ -84,7 +84,7 @@ pub fn run(quick: bool, filter: Option<&str>, json_out: Option<&std::path::Path>
         if filter.is_some_and(|f| !case.pattern.contains(f)) {
             continue;
         }
-        let outcome = run_case(&gpu, &case, seed)?;
+        let outcome = run_case(&gpu, &case, seed, mma)?;
         writeln!(
             out,
             "{} {:<60} rel {:.2e}  lse {:.2e}  masked rows {:>4} (bad {})  unwritten {}",
@@ -103,7 +103,7 @@ pub fn run(quick: bool, filter: Option<&str>, json_out: Option<&std::path::Path>
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn run_case(gpu: &Gpu, c: &Case, seed: u64) -> Result<Outcome, CliError> {
+fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) -> Result<Outcome, CliError> {
     let name = format!(
         "{}{} B{} H{}/{} Nq{} Nk{} D{} {}{}",
         c.pattern,
@@ -117,7 +117,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64) -> Result<Outcome, CliError> {
     let params: BTreeMap<String, String> = c.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), seed)?;
     let bindings = Bindings::new(&ir, dims, values.clone()).map_err(|source| CliError::Bind { source, file: None })?;
-    let (_, kernel) = load_kernel(gpu, &ir, c.head_dim, c.dtype)?;
+    let (_, kernel) = load_kernel(gpu, &ir, c.head_dim, c.dtype, mma)?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);

@@ -28,9 +28,10 @@ use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor};
-use crate::lower::pipeline::{copy_tile, dynamic_smem, stage_values, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::pipeline::{align_dynamic_smem, copy_tile, dynamic_smem, stage_values, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
-use crate::plan::KernelPlan;
+use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
+use crate::wgmma::{self, SmemOperand};
 use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
@@ -55,6 +56,13 @@ struct Coords<'ctx> {
     warp_row0: IV<'ctx>,
     g: IV<'ctx>,
     t4: IV<'ctx>,
+}
+
+/// Where S = Q·Kᵀ takes Q from: mma.sync fragments, or the warpgroup's Q
+/// rows in shared memory for wgmma.
+enum QOperand<'ctx> {
+    Sync(QFrags<'ctx>),
+    Wgmma(SmemOperand<'ctx>),
 }
 
 /// Online-softmax state of one accumulator row (per thread: a partial row sum).
@@ -151,12 +159,20 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
     Forward::emit(&cx, p, plan, &abi)
 }
 
-/// Two CTAs per SM when 128 threads at up to 255 registers and the shared
-/// memory of two both fit; otherwise one.
+/// CTAs per SM the kernel is built for (`.minnctapersm`; ptxas then caps
+/// registers at 64K / (threads · CTAs)). mma.sync: two when 128 threads at up
+/// to 255 registers fit. wgmma: as many as a register estimate allows (S,
+/// O and P per thread plus 64 for addresses and softmax state), at most 4,
+/// so small tiles get several CTAs whose softmax and matrix phases overlap.
+/// Never more than the shared memory of that many CTAs allows.
 fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
-    let by_regs = 65536 / (plan.threads() * 255);
+    let regs = match plan.mma {
+        Mma::Sync => 255,
+        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 64,
+    };
+    let by_regs = 65536 / (plan.threads() * regs);
     let by_smem = KernelPlan::shared_limit(plan.arch) / plan.shared_bytes().max(1);
-    by_regs.min(by_smem).clamp(1, 2)
+    by_regs.min(by_smem).clamp(1, if plan.mma == Mma::Sync { 2 } else { 4 })
 }
 
 /// Everything fixed for the CTA, shared by the loop body and the epilogue.
@@ -247,6 +263,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let keys = KeyBlocks::new(cx, p, plan, &pred, &qtile, q_len, kv_len, k_blocks)?;
 
         let smem = dynamic_smem(cx);
+        if plan.swizzled() {
+            align_dynamic_smem(cx, SWIZZLE_ALIGN);
+        }
         let layout = SmemLayout::new(plan);
         let list = KeyList {
             list: cx.byte_gep(smem, cx.i32(layout.list as i32))?,
@@ -300,7 +319,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q)?;
         if !q_staged.is_empty() {
             let rows: Vec<_> = q_staged.iter().map(|(_, v)| *v).collect();
-            stage_values(cx, plan, tid, &rows, q_copy.dst, q0, plan.block_q, q_len)?;
+            let dst = cx.byte_gep(smem, cx.i32(this.layout.q_values as i32))?;
+            stage_values(cx, plan, tid, &rows, dst, this.layout.values_row_bytes, q0, plan.block_q, q_len)?;
         }
         cx.cp_async_commit()?;
         let mut cursor = this.keys.start(cx, &this.list)?;
@@ -312,16 +332,20 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             pending.push((next.kb, next.partial));
         }
         // Q has landed once at most stages-1 groups are still in flight.
-        cx.cp_async_wait(plan.stages - 1)?;
-        cx.barrier()?;
+        this.wait_tiles(plan.stages - 1)?;
         let q_lane = cx.byte_gep(smem, cx.add(cx.i32(this.layout.q as i32), cx.add(cx.mul(warp_row0, cx.i32(this.layout.row_bytes as i32))?, this.lanes.a)?)?)?;
-        let qfrags = if plan.q_in_registers() {
+        let qfrags = if plan.mma == Mma::Wgmma {
+            // The warpgroup's 64 rows start 64 rows into each column block of the Q tile.
+            let wg_rows = cx.mul(cx.lshr(warp, cx.i32(2))?, cx.i32((64 * SWIZZLE_ROW_BYTES) as i32))?;
+            let at = cx.byte_gep(smem, cx.add(cx.i32(this.layout.q as i32), wg_rows)?)?;
+            QOperand::Wgmma(wgmma::k_major(cx, at, plan.block_q)?)
+        } else if plan.q_in_registers() {
             let frags = (0..slabs)
                 .map(|s| (0..plan.head_dim / 16).map(|kk| mma::load_a(cx, q_lane, this.layout.row_bytes, s, kk)).collect::<Result<Vec<_>>>())
                 .collect::<Result<Vec<_>>>()?;
-            QFrags::Registers(frags)
+            QOperand::Sync(QFrags::Registers(frags))
         } else {
-            QFrags::Shared { lane_base: q_lane, row_bytes: this.layout.row_bytes }
+            QOperand::Sync(QFrags::Shared { lane_base: q_lane, row_bytes: this.layout.row_bytes })
         };
 
         let zero = cx.f32(0.0);
@@ -366,6 +390,17 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             g: cx.lshr(lane, cx.i32(2))?,
             t4: cx.and(lane, cx.i32(3))?,
         })
+    }
+
+    /// Waits until at most `pending` cp.async groups are in flight, then the
+    /// CTA barrier; on the wgmma path each thread first fences its copies
+    /// into the async proxy, which is where wgmma reads shared memory.
+    fn wait_tiles(&self, pending: u32) -> Result<()> {
+        self.cx.cp_async_wait(pending)?;
+        if self.plan.mma == Mma::Wgmma {
+            self.cx.fence_proxy_async_shared()?;
+        }
+        self.cx.barrier()
     }
 
     /// This thread's slot for value `i` of the shared softmax state (`[i][thread]`: conflict free).
@@ -420,7 +455,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     // the loop for this rare path would cost registers (spills at D=128).
                     let bh = self.fresh_coords()?.bh;
                     let rows: Vec<_> = self.pred.tensor_rows(cx, InputKind::KeyTensor, Some(bh))?.into_iter().take(STAGED_PER_ROW).map(|(_, v)| v).collect();
-                    stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, k_dst, row0, self.plan.block_k, self.kv_len)
+                    let dst = cx.byte_gep(k_dst, cx.i32(self.layout.k_values_in_slot as i32))?;
+                    stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, dst, self.layout.values_row_bytes, row0, self.plan.block_k, self.kv_len)
                 })?;
             }
             Ok(())
@@ -429,7 +465,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     }
 
     /// The key-block loop; returns the state after the last block.
-    fn kv_loop(&self, init: LoopState<'ctx>, q: &QFrags<'ctx>) -> Result<LoopState<'ctx>> {
+    fn kv_loop(&self, init: LoopState<'ctx>, q: &QOperand<'ctx>) -> Result<LoopState<'ctx>> {
         let cx = self.cx;
         let stages = self.plan.stages as i32;
         let pre = cx.current();
@@ -449,8 +485,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.at(body);
         // Block kb's group is complete once at most stages-2 newer groups are pending;
         // the barrier also means every warp is done with the slot refilled below.
-        cx.cp_async_wait(self.plan.stages - 2)?;
-        cx.barrier()?;
+        self.wait_tiles(self.plan.stages - 2)?;
         let next = next_block(cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
         let is_first = cx.icmp(IP::EQ, state.slot, cx.i32(0))?;
         let refill = cx.select_int(is_first, cx.i32(stages - 1), cx.sub(state.slot, cx.i32(1))?)?;
@@ -474,7 +509,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         })?;
 
         // S = Q·Kᵀ, scaled into log2 units; masked scores become -inf.
-        let s = mma::qk(cx, self.tile, q, k_lane)?;
+        let s = match q {
+            QOperand::Sync(q) => mma::qk(cx, self.tile, q, k_lane)?,
+            QOperand::Wgmma(q) => {
+                let k = wgmma::k_major(cx, slot_ptr, self.plan.block_k)?;
+                vec![wgmma::qk(cx, self.plan.dtype, self.plan.head_dim, self.plan.block_k, *q, k)?]
+            }
+        };
         let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
         let flat = flat
             .iter()
@@ -552,8 +593,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             p_frags.push(mma::p_as_a(cx, self.plan.dtype, &p)?);
         }
-        let v_tile = self.tile;
-        mma::pv(cx, v_tile, &p_frags, v_lane, &mut o)?;
+        match self.plan.mma {
+            Mma::Sync => mma::pv(cx, self.tile, &p_frags, v_lane, &mut o)?,
+            Mma::Wgmma => {
+                let v = wgmma::mn_major(cx, cx.byte_gep(slot_ptr, cx.i32(self.layout.v_in_slot as i32))?, self.plan.block_k)?;
+                wgmma::pv(cx, self.plan.dtype, self.plan.head_dim, &p_frags[0], v, &mut o[0])?;
+            }
+        }
 
         let wrap = cx.icmp(IP::EQ, state.slot, cx.i32(stages - 1))?;
         let slot = cx.select_int(wrap, cx.i32(0), cx.add(state.slot, cx.i32(1))?)?;
@@ -588,8 +634,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
     /// i.e. the predicate holds and the key is inside kv_len.
     fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>) -> Result<Vec<IV<'ctx>>> {
-        let row_bytes = cx.i32(self.layout.row_bytes as i32);
-        let pad = cx.i32(self.layout.pad_in_row as i32);
+        let values_row = cx.i32(self.layout.values_row_bytes as i32);
         let bk = self.plan.block_k;
         let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
         let ktile = TileRange { lo: k0, hi: k1, block: kb };
@@ -604,7 +649,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 for r in 0..2 {
                     let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * s + 8 * r) as i32))?)?;
                     let q = cx.add(c.q0, local)?;
-                    let at = cx.add(cx.i32(self.layout.q as i32), cx.add(cx.mul(local, row_bytes)?, pad)?)?;
+                    let at = cx.add(cx.i32(self.layout.q_values as i32), cx.mul(local, values_row)?)?;
                     let staged = Staged { pad: cx.byte_gep(self.smem, at)?, word: &self.q_words };
                     row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
                 }
@@ -616,7 +661,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
                     let k = cx.add(k0, local)?;
                     let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
-                    let staged = Staged { pad: cx.byte_gep(k_tile, cx.add(cx.mul(local, row_bytes)?, pad)?)?, word: &self.k_words };
+                    let at = cx.add(cx.i32(self.layout.k_values_in_slot as i32), cx.mul(local, values_row)?)?;
+                    let staged = Staged { pad: cx.byte_gep(k_tile, at)?, word: &self.k_words };
                     col_vals.push((self.pred.col_side(cx, k, &ktile, Some(&staged))?, inside));
                 }
             }

@@ -12,6 +12,13 @@
 //! row's query (Q tile) or key (K tile) from the pattern's tensor inputs,
 //! staged by 4-byte cp.async beside the tile, so the element test reads
 //! them from shared memory instead of global memory.
+//!
+//! The wgmma path (`plan.swizzled()`) stores each tile unpadded in the
+//! 128-byte swizzle wgmma reads: 16-byte chunk c of row r of a 64-column
+//! block goes to `r * 128 + ((c ^ (r % 8)) * 16)`, column blocks one after
+//! another, every tile 1024-byte aligned. Staged values then sit in their
+//! own 16-byte rows after the Q tile and after each slot's V tile:
+//! `[Q][Q values][slot 0: K, V, K values][slot 1] ... [key list][counts]`.
 
 use inkwell::module::Linkage;
 use inkwell::values::PointerValue;
@@ -19,7 +26,7 @@ use inkwell::IntPredicate as IP;
 
 use crate::cx::{Cx, IV, SHARED};
 use crate::error::Result;
-use crate::plan::KernelPlan;
+use crate::plan::{KernelPlan, STAGED_ROW_BYTES, SWIZZLE_ROW_BYTES};
 
 pub(crate) const SMEM_SYMBOL: &str = "lacuna_smem";
 
@@ -34,6 +41,14 @@ pub(crate) fn dynamic_smem<'ctx>(cx: &Cx<'_, 'ctx>) -> PointerValue<'ctx> {
     g.as_pointer_value()
 }
 
+/// Raises the dynamic shared memory's alignment to `align` bytes (swizzled
+/// tiles must start on 1024-byte boundaries).
+pub(crate) fn align_dynamic_smem(cx: &Cx<'_, '_>, align: u32) {
+    if let Some(g) = cx.module.get_global(SMEM_SYMBOL) {
+        g.set_alignment(align);
+    }
+}
+
 /// Byte offsets of the tiles in dynamic shared memory.
 pub(crate) struct SmemLayout {
     pub row_bytes: u32,
@@ -42,8 +57,12 @@ pub(crate) struct SmemLayout {
     pub slot_bytes: u32,
     /// The V tile's offset inside a slot.
     pub v_in_slot: u32,
-    /// Where staged tensor values start inside a row (the row's padding).
-    pub pad_in_row: u32,
+    /// Where the Q rows' staged values start, and the distance between rows
+    /// (padded rows: the padding of each row; swizzled: a separate array).
+    pub q_values: u32,
+    /// Where the K rows' staged values start inside a slot.
+    pub k_values_in_slot: u32,
+    pub values_row_bytes: u32,
     /// The key-block list, then the per-warp counts.
     pub list: u32,
     pub counts: u32,
@@ -56,13 +75,20 @@ pub(crate) const STAGED_PER_ROW: usize = 4;
 
 impl SmemLayout {
     pub fn new(plan: &KernelPlan) -> Self {
+        let (q_values, k_values_in_slot, values_row_bytes) = if plan.swizzled() {
+            (plan.tile_bytes(plan.block_q), 2 * plan.tile_bytes(plan.block_k), STAGED_ROW_BYTES)
+        } else {
+            (plan.head_dim * 2, plan.head_dim * 2, plan.smem_row_bytes())
+        };
         Self {
             row_bytes: plan.smem_row_bytes(),
             q: 0,
             first_slot: plan.q_tile_bytes(),
             slot_bytes: plan.stage_bytes(),
-            v_in_slot: plan.block_k * plan.smem_row_bytes(),
-            pad_in_row: plan.head_dim * 2,
+            v_in_slot: plan.tile_bytes(plan.block_k),
+            q_values,
+            k_values_in_slot,
+            values_row_bytes,
             list: plan.q_tile_bytes() + plan.stages * plan.stage_bytes(),
             counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * (plan.key_chunk() + 1),
             softmax: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes(),
@@ -110,7 +136,14 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
             let src_row = cx.select_int(valid, grow, cx.i32(0))?;
             let elem_off = cx.add(cx.mul(cx.sext64(src_row)?, t.stride)?, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)?;
             let src = cx.gep(elem, t.src, elem_off)?;
-            let dst_off = cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(chunk, cx.i32(16))?)?;
+            let dst_off = if plan.swizzled() {
+                // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
+                let block = cx.mul(cx.lshr(chunk, cx.i32(3))?, cx.i32((rows * SWIZZLE_ROW_BYTES) as i32))?;
+                let swz = cx.xor(cx.and(chunk, cx.i32(7))?, cx.and(row, cx.i32(7))?)?;
+                cx.add(block, cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(swz, cx.i32(16))?)?)?
+            } else {
+                cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(chunk, cx.i32(16))?)?
+            };
             let dst = cx.byte_gep(t.dst, dst_off)?;
             let size = cx.select_int(valid, cx.i32(16), cx.i32(0))?;
             cx.cp_async_16(dst, src, size)
@@ -125,16 +158,17 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
     Ok(())
 }
 
-/// Stages `values[row0 + r]` (r < rows) of each tensor in `tensors` into the
-/// padding of row r of the tile at `dst`, word `i` for the i-th tensor
-/// (`tensors.len() <= STAGED_PER_ROW`). Indices past `len - 1` read element
-/// `len - 1`, exactly as the element test clamps them. No commit.
+/// Stages `values[row0 + r]` (r < rows) of each tensor in `tensors` into
+/// row r of the staged-values rows at `dst` (`row_bytes` apart), word `i`
+/// for the i-th tensor (`tensors.len() <= STAGED_PER_ROW`). Indices past
+/// `len - 1` read element `len - 1`, exactly as the element test clamps
+/// them. No commit.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn stage_values<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, tensors: &[PointerValue<'ctx>], dst: PointerValue<'ctx>, row0: IV<'ctx>, rows: u32, len: IV<'ctx>) -> Result<()> {
+pub(crate) fn stage_values<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, tensors: &[PointerValue<'ctx>], dst: PointerValue<'ctx>, row_bytes: u32, row0: IV<'ctx>, rows: u32, len: IV<'ctx>) -> Result<()> {
     debug_assert!(tensors.len() <= STAGED_PER_ROW);
     let threads = plan.threads();
     let total = rows * tensors.len() as u32;
-    let row_bytes = plan.smem_row_bytes() as i32;
+    let row_bytes = row_bytes as i32;
     let last = cx.sub(len, cx.i32(1))?;
     for it in 0..total.div_ceil(threads) {
         let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
@@ -146,7 +180,7 @@ pub(crate) fn stage_values<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'
                 cx.if_then(mine, "stage", |cx| {
                     let at = cx.smin(cx.add(row0, r)?, last)?;
                     let s = cx.gep(cx.i32t(), src, cx.sext64(at)?)?;
-                    let d = cx.byte_gep(dst, cx.add(cx.mul(r, cx.i32(row_bytes))?, cx.i32((plan.head_dim * 2 + 4 * i as u32) as i32))?)?;
+                    let d = cx.byte_gep(dst, cx.add(cx.mul(r, cx.i32(row_bytes))?, cx.i32(4 * i as i32))?)?;
                     cx.cp_async_4(d, s)
                 })?;
             }

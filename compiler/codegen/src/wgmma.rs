@@ -1,0 +1,207 @@
+//! Warpgroup matrix products on sm_90a: `wgmma.mma_async` as inline PTX (LLVM
+//! has no intrinsic for it), the shared-memory matrix descriptors of
+//! 128-byte-swizzled tiles, and the two products of the forward kernel,
+//! S = Q·Kᵀ and O += P·V, for one warpgroup (4 warps, 64 query rows).
+//!
+//! The m64nNk16 accumulator is, per warp, the m16n8 accumulator layout of
+//! mma.sync repeated over N/8 column tiles (rows 16·(warp % 4) + g and + 8,
+//! columns 8j + 2t and + 1), and the register A operand of P·V has the
+//! m16n8k16 A layout. So the element test, the online softmax and the
+//! epilogue are shared with the mma.sync path unchanged; only where the
+//! operands come from differs.
+//!
+//! Ordering: tiles written by cp.async are made visible to the tensor cores
+//! by `fence.proxy.async` before the CTA barrier (the caller's job); each
+//! product here opens with `wgmma.fence` (its accumulator and A registers were
+//! written by ordinary instructions), commits one group and waits for it. The
+//! wait names the accumulators as tied operands, so LLVM cannot move a use
+//! of them above it.
+
+use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
+use inkwell::values::{BasicMetadataValueEnum, PointerValue};
+
+use lacuna_ir::Dtype;
+
+use crate::cx::{Cx, FV, IV};
+use crate::error::{CodegenError, Result};
+use crate::mma::{AFrag, Acc};
+use crate::plan::{SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
+
+/// Descriptor bits 62-63: the 128-byte swizzle mode.
+const SWIZZLE_128B: u64 = 1 << 62;
+
+/// One operand tile in shared memory, as wgmma reads it.
+#[derive(Clone, Copy)]
+pub(crate) struct SmemOperand<'ctx> {
+    /// The 64-bit descriptor of the tile's first k16 step.
+    pub desc: IV<'ctx>,
+    /// Rows of the tile (bytes between its 64-column blocks / 128).
+    pub rows: u32,
+}
+
+/// The matrix descriptor of a 128-byte-swizzled tile at `addr` (1024-byte
+/// aligned): start address, leading and stride byte offsets (all in 16-byte
+/// units) and the swizzle mode.
+///
+/// K-major operands (Q and K: the reduction dimension, head_dim, is
+/// contiguous): 8-row groups are `SBO` = 1024 bytes apart and the k16 steps
+/// move the start address inside the 128-byte row (LBO unused, 1).
+/// MN-major operands (V: keys are the reduction, head_dim contiguous): the
+/// 8-key groups are `SBO` = 1024 bytes apart and the 64-column blocks of head_dim
+/// `LBO` = rows · 128 bytes apart.
+fn descriptor<'ctx>(cx: &Cx<'_, 'ctx>, addr: PointerValue<'ctx>, lbo: u32, sbo: u32) -> Result<IV<'ctx>> {
+    let a = cx.b.build_ptr_to_int(addr, cx.i32t(), "smem_addr")?;
+    let start = cx.lshr(cx.and(a, cx.i32(0x3ffff))?, cx.i32(4))?;
+    let fixed = ((lbo as u64 >> 4) << 16) | ((sbo as u64 >> 4) << 32) | SWIZZLE_128B;
+    let start = cx.zext(start, cx.i64t())?;
+    Ok(cx.b.build_or(start, cx.i64t().const_int(fixed, false), "desc")?)
+}
+
+/// A K-major operand of `rows` rows at `addr` (Q rows of a warpgroup, a K tile).
+pub(crate) fn k_major<'ctx>(cx: &Cx<'_, 'ctx>, addr: PointerValue<'ctx>, rows: u32) -> Result<SmemOperand<'ctx>> {
+    Ok(SmemOperand { desc: descriptor(cx, addr, 16, SWIZZLE_ALIGN)?, rows })
+}
+
+/// An MN-major operand (a V tile of `rows` keys).
+pub(crate) fn mn_major<'ctx>(cx: &Cx<'_, 'ctx>, addr: PointerValue<'ctx>, rows: u32) -> Result<SmemOperand<'ctx>> {
+    Ok(SmemOperand { desc: descriptor(cx, addr, rows * SWIZZLE_ROW_BYTES, SWIZZLE_ALIGN)?, rows })
+}
+
+/// `desc` moved on by `bytes` (a multiple of 16, inside the 14-bit address field).
+fn advance<'ctx>(cx: &Cx<'_, 'ctx>, desc: IV<'ctx>, bytes: u32) -> Result<IV<'ctx>> {
+    if bytes == 0 {
+        return Ok(desc);
+    }
+    Ok(cx.b.build_int_add(desc, cx.i64t().const_int((bytes >> 4) as u64, false), "")?)
+}
+
+/// Byte offset of k16 step `kk` of a K-major tile of `rows` rows: column block
+/// kk / 4, then 32 bytes per step inside the 128-byte row.
+fn k_step_offset(kk: u32, rows: u32) -> u32 {
+    (kk / 4) * rows * SWIZZLE_ROW_BYTES + (kk % 4) * 32
+}
+
+fn type_suffix(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::Bf16 => "bf16.bf16",
+        Dtype::F16 => "f16.f16",
+    }
+}
+
+/// `{$first, ..., $first+n-1}`.
+fn reg_list(first: usize, n: usize) -> String {
+    let regs: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!("{{{}}}", regs.join(", "))
+}
+
+/// Calls one inline-asm statement whose outputs are `n` f32 accumulators
+/// tied to the first `n` inputs; returns the outputs.
+fn call_tied<'ctx>(cx: &Cx<'_, 'ctx>, asm: String, extra: &[(BasicMetadataValueEnum<'ctx>, &str)], acc: &[FV<'ctx>]) -> Result<Vec<FV<'ctx>>> {
+    let n = acc.len();
+    let f32t = cx.f32t();
+    let ret = cx.ctx.struct_type(&vec![BasicTypeEnum::from(f32t); n], false);
+    let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = vec![f32t.into(); n];
+    let mut args: Vec<BasicMetadataValueEnum<'ctx>> = acc.iter().map(|v| (*v).into()).collect();
+    let mut constraints: Vec<String> = (0..n).map(|_| "=f".to_string()).collect();
+    constraints.extend((0..n).map(|i| i.to_string()));
+    for (v, c) in extra {
+        params.push(match v {
+            BasicMetadataValueEnum::IntValue(i) => i.get_type().into(),
+            _ => return Err(CodegenError::Builder("wgmma operands are integers".into())),
+        });
+        args.push(*v);
+        constraints.push(c.to_string());
+    }
+    let fn_type = ret.fn_type(&params, false);
+    let ptr = cx.ctx.create_inline_asm(fn_type, asm, constraints.join(","), true, false, None, false);
+    let call = cx.b.build_indirect_call(fn_type, ptr, &args, "")?;
+    let value = call.try_as_basic_value().basic().ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?.into_struct_value();
+    (0..n as u32)
+        .map(|i| Ok(cx.b.build_extract_value(value, i, "")?.into_float_value()))
+        .collect()
+}
+
+fn flatten<'ctx>(acc: &[Acc<'ctx>]) -> Vec<FV<'ctx>> {
+    acc.iter().flat_map(|a| a.iter().copied()).collect()
+}
+
+fn unflatten<'ctx>(v: &[FV<'ctx>]) -> Vec<Acc<'ctx>> {
+    v.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+}
+
+/// Waits for every committed wgmma group of this warpgroup; `acc` flows
+/// through the wait so their uses stay below it.
+fn commit_and_wait<'ctx>(cx: &Cx<'_, 'ctx>, acc: &[FV<'ctx>]) -> Result<Vec<FV<'ctx>>> {
+    cx.wgmma_commit()?;
+    call_tied(cx, "wgmma.wait_group.sync.aligned 0;".to_string(), &[], acc)
+}
+
+/// S = Q·Kᵀ for this warpgroup's 64 rows and all `block_k` keys: `[n8 tile]`
+/// accumulators (block_k / 8 of them), from `q` (the warpgroup's 64 Q rows)
+/// and `k` (the key tile), both K-major, `head_dim / 16` steps.
+pub(crate) fn qk<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, block_k: u32, q: SmemOperand<'ctx>, k: SmemOperand<'ctx>) -> Result<Vec<Acc<'ctx>>> {
+    let n = (block_k / 2) as usize;
+    let asm = format!(
+        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\nwgmma.mma_async.sync.aligned.m64n{block_k}k16.f32.{} {}, ${}, ${}, p, 1, 1, 0, 0;\n}}",
+        2 * n + 2,
+        type_suffix(dtype),
+        reg_list(0, n),
+        2 * n,
+        2 * n + 1
+    );
+    let undef = cx.f32t().get_undef();
+    let mut s: Vec<FV<'ctx>> = vec![undef; n];
+    cx.wgmma_fence()?;
+    for kk in 0..head_dim / 16 {
+        let qd = advance(cx, q.desc, k_step_offset(kk, q.rows))?;
+        let kd = advance(cx, k.desc, k_step_offset(kk, k.rows))?;
+        // The first step overwrites the accumulators (scale-d = 0).
+        let scale_d = cx.i32(i32::from(kk > 0));
+        s = call_tied(cx, asm.clone(), &[(qd.into(), "l"), (kd.into(), "l"), (scale_d.into(), "r")], &s)?;
+    }
+    Ok(unflatten(&commit_and_wait(cx, &s)?))
+}
+
+/// O += P·V for this warpgroup: `p[k16 slice]` A fragments in registers
+/// (block_k / 16 of them), `v` the MN-major V tile, `o[d n8 tile]`.
+pub(crate) fn pv<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFrag<'ctx>], v: SmemOperand<'ctx>, o: &mut Vec<Acc<'ctx>>) -> Result<()> {
+    let n = (head_dim / 2) as usize;
+    let asm = format!(
+        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\nwgmma.mma_async.sync.aligned.m64n{head_dim}k16.f32.{} {}, {}, ${}, p, 1, 1, 1;\n}}",
+        2 * n + 5,
+        type_suffix(dtype),
+        reg_list(0, n),
+        reg_list(2 * n, 4),
+        2 * n + 4
+    );
+    let mut acc = flatten(o);
+    cx.wgmma_fence()?;
+    for (j, a) in p.iter().enumerate() {
+        // Keys 16 j .. 16 j + 15: two 8-row groups, 2048 bytes into the tile.
+        let vd = advance(cx, v.desc, j as u32 * 16 * SWIZZLE_ROW_BYTES)?;
+        let mut extra: Vec<(BasicMetadataValueEnum<'ctx>, &str)> = a.iter().map(|r| ((*r).into(), "r")).collect();
+        extra.push((vd.into(), "l"));
+        extra.push((cx.i32(1).into(), "r"));
+        acc = call_tied(cx, asm.clone(), &extra, &acc)?;
+    }
+    *o = unflatten(&commit_and_wait(cx, &acc)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_steps_walk_the_row_then_the_column_blocks() {
+        // D = 128 in a 128-row tile: steps 0-3 inside the first 128-byte row,
+        // steps 4-7 in the second column block, 128 * 128 bytes further on.
+        let offs: Vec<u32> = (0..8).map(|kk| k_step_offset(kk, 128)).collect();
+        assert_eq!(offs, vec![0, 32, 64, 96, 16384, 16416, 16448, 16480]);
+    }
+
+    #[test]
+    fn register_lists_number_operands() {
+        assert_eq!(reg_list(4, 3), "{$4, $5, $6}");
+    }
+}
