@@ -1,6 +1,7 @@
 //! SCFA hash-bucketed attention end to end on the GPU: LSH buckets, stable
-//! sort by bucket, gather, the HashBucket kernel, scatter back to original
-//! order; one call. Checks the result against the CPU reference (buckets
+//! sort by bucket, and the HashBucket kernel reading Q/K/V rows and writing
+//! O/LSE rows through the sort's permutation (no gather or scatter pass);
+//! one call. Checks the result against the CPU reference (buckets
 //! recomputed on the CPU from the same projection) and times it against
 //! dense causal attention of the same shape.
 //!
@@ -8,11 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use lacuna_examples::{arg, check_against_reference, compile, dense_causal_ms, gpu, iota, median_ms, ok, random_qkv, report_time, Shape};
+use lacuna_examples::{arg, check_against_reference, compile_method, dense_causal_ms, gpu, iota, median_ms, ok, random_qkv, report_time, Shape};
 use lacuna_ir::InputValue;
 use lacuna_runtime::methods::{Causal, HashConfig, MethodPattern, Projection};
 use lacuna_runtime::ops::cpu;
-use lacuna_runtime::{scfa_hash_attention, ForwardOptions, GpuOps, PatternArgs};
+use lacuna_runtime::{scfa_hash_attention, DeviceTensor, ElemType, ForwardOptions, GpuOps, PatternArgs};
 
 fn main() {
     let gpu = gpu();
@@ -22,7 +23,7 @@ fn main() {
     // 1. Correctness at a size the CPU reference handles quickly.
     let s = Shape { batch: 1, heads: 4, kv_heads: 4, n: arg("check-n", 1024), head_dim: 64 };
     let cfg = HashConfig { buckets, projection: Projection::Seed(7), shared_qk: false, causal: Causal::Inclusive };
-    let kernel = compile(&gpu, &MethodPattern::HashBucket.ir(), s);
+    let kernel = compile_method(&gpu, MethodPattern::HashBucket, s);
     let x = random_qkv(&gpu, s, 1);
     let out = ok(scfa_hash_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &cfg));
     let r = cfg.projection.matrix(s.head_dim, buckets);
@@ -36,33 +37,31 @@ fn main() {
 
     // 2. Time at a long length.
     let s = Shape { batch: arg("batch", 1), heads: arg("heads", 16), kv_heads: arg("heads", 16), n: arg("n", 16384), head_dim: 64 };
-    let kernel = compile(&gpu, &MethodPattern::HashBucket.ir(), s);
+    let kernel = compile_method(&gpu, MethodPattern::HashBucket, s);
     let x = random_qkv(&gpu, s, 2);
     let method = median_ms(&gpu, iters, || {
         ok(scfa_hash_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &cfg));
     });
-    // The attention kernel alone, on inputs already in bucket order.
+    // The attention kernel alone, given the buckets and the sort.
     let ops = ok(GpuOps::for_gpu(&gpu));
     let rd = ok(ops.upload_projection(&r, s.head_dim, buckets));
     let qo = ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.q, &rd, buckets)), buckets));
     let ko = ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.k, &rd, buckets)), buckets));
-    let (qs, ks, vs) = (ok(ops.gather_rows(&x.q, &qo.perm)), ok(ops.gather_rows(&x.k, &ko.perm)), ok(ops.gather_rows(&x.v, &ko.perm)));
+    let mut o = ok(DeviceTensor::zeros(&gpu, ElemType::Bf16, x.q.shape()));
+    let mut lse = ok(DeviceTensor::zeros(&gpu, ElemType::F32, &x.q.shape()[..3]));
     let args = PatternArgs::new()
         .tensor("q_bucket", &qo.buckets)
         .tensor("k_bucket", &ko.buckets)
         .tensor("q_pos", &qo.perm)
         .tensor("k_pos", &ko.perm);
     let kernel_only = median_ms(&gpu, iters, || {
-        ok(kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default()));
+        ok(kernel.forward_rows_into(&x.q, &x.k, &x.v, &qo.perm, &ko.perm, &args, &mut o, &mut lse, ForwardOptions::default()));
     });
     let helpers = median_ms(&gpu, iters, || {
-        let qo = ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.q, &rd, buckets)), buckets));
-        let ko = ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.k, &rd, buckets)), buckets));
-        ok(ops.gather_rows(&x.q, &qo.perm));
-        ok(ops.gather_rows(&x.k, &ko.perm));
-        ok(ops.gather_rows(&x.v, &ko.perm));
+        ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.q, &rd, buckets)), buckets));
+        ok(ops.sort_by_bucket(&ok(ops.lsh_buckets(&x.k, &rd, buckets)), buckets));
     });
     let dense = dense_causal_ms(&gpu, s, &x, iters);
-    println!("buckets {buckets}: attention kernel alone {kernel_only:.3} ms; hashing + sorting + gathering {helpers:.3} ms");
+    println!("buckets {buckets}: attention kernel alone {kernel_only:.3} ms; hashing + sorting {helpers:.3} ms");
     report_time(s, method, dense);
 }

@@ -1,6 +1,7 @@
 //! SCFA QK-dropping end to end on the GPU: keep masks for queries and keys,
-//! stable compaction into original positions, gather, the QkDrop kernel,
-//! scatter back (dropped queries: output 0, LSE −inf); one call. Checks the
+//! stable compaction into original positions, and the QkDrop kernel reading
+//! and writing rows through the compaction (dropped queries: output 0,
+//! LSE −inf; no gather or scatter pass); one call. Checks the
 //! result against the CPU reference with the equivalent mask in original
 //! order and times it against dense causal attention of the same shape.
 //!
@@ -8,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use lacuna_examples::{arg, check_against_reference, compile, dense_causal_ms, gpu, median_ms, ok, random_qkv, report_time, Noise, Shape};
+use lacuna_examples::{arg, check_against_reference, compile_method, dense_causal_ms, gpu, median_ms, ok, random_qkv, report_time, Noise, Shape};
 use lacuna_ir::InputValue;
 use lacuna_runtime::methods::MethodPattern;
-use lacuna_runtime::{scfa_qk_drop_attention, ForwardOptions, Gpu, GpuOps, KeepMask, PatternArgs};
+use lacuna_runtime::{scfa_qk_drop_attention, DeviceTensor, ElemType, ForwardOptions, Gpu, GpuOps, KeepMask, PatternArgs};
 
 fn masks(gpu: &Gpu, s: Shape, drop_pct: u64, seed: u64) -> (Vec<bool>, Vec<bool>, KeepMask, KeepMask) {
     let mut noise = Noise::new(seed);
@@ -28,7 +29,7 @@ fn main() {
     let iters = arg("iters", 10);
 
     let s = Shape { batch: 1, heads: 4, kv_heads: 4, n: arg("check-n", 1024), head_dim: 64 };
-    let kernel = compile(&gpu, &MethodPattern::QkDrop.ir(), s);
+    let kernel = compile_method(&gpu, MethodPattern::QkDrop, s);
     let x = random_qkv(&gpu, s, 1);
     let (qk, kk, qm, km) = masks(&gpu, s, drop_pct, 3);
     let out = ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
@@ -42,19 +43,20 @@ fn main() {
     check_against_reference(&MethodPattern::QkDrop.ir(), values, s, &x, &out.o, &out.lse);
 
     let s = Shape { batch: arg("batch", 1), heads: arg("heads", 16), kv_heads: arg("heads", 16), n: arg("n", 16384), head_dim: 64 };
-    let kernel = compile(&gpu, &MethodPattern::QkDrop.ir(), s);
+    let kernel = compile_method(&gpu, MethodPattern::QkDrop, s);
     let x = random_qkv(&gpu, s, 2);
     let (_, _, qm, km) = masks(&gpu, s, drop_pct, 4);
     let method = median_ms(&gpu, iters, || {
         ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
     });
-    // The attention kernel alone, on inputs already compacted.
+    // The attention kernel alone, given the compaction.
     let ops = ok(GpuOps::for_gpu(&gpu));
     let (qc, kc) = (ok(ops.compact(&qm, -1)), ok(ops.compact(&km, i32::MAX)));
-    let (qs, ks, vs) = (ok(ops.gather_rows(&x.q, &qc.pos)), ok(ops.gather_rows(&x.k, &kc.pos)), ok(ops.gather_rows(&x.v, &kc.pos)));
     let args = PatternArgs::new().tensor("q_pos", &qc.pos).tensor("k_pos", &kc.pos);
+    let mut o = ok(DeviceTensor::zeros(&gpu, ElemType::Bf16, x.q.shape()));
+    let mut lse = ok(DeviceTensor::zeros(&gpu, ElemType::F32, &x.q.shape()[..3]));
     let kernel_only = median_ms(&gpu, iters, || {
-        ok(kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default()));
+        ok(kernel.forward_rows_into(&x.q, &x.k, &x.v, &qc.pos, &kc.pos, &args, &mut o, &mut lse, ForwardOptions::default()));
     });
     let dense = dense_causal_ms(&gpu, s, &x, iters);
     println!(

@@ -95,6 +95,15 @@ pub fn random_qkv(gpu: &Gpu, s: Shape, seed: u64) -> Qkv {
     Qkv { q, k, v, qf, kf, vf }
 }
 
+/// Compiles (or loads from the cache) the kernel a seed method's pipeline
+/// runs (SCFA: rows read and written through index arrays).
+pub fn compile_method(gpu: &Gpu, method: lacuna_runtime::methods::MethodPattern, s: Shape) -> AttentionKernel {
+    let t = std::time::Instant::now();
+    let k = ok(method.compile(gpu, s.head_dim as u32, Dtype::Bf16));
+    println!("kernel `{}` ready in {:.0} ms (compile or cache)", method.ir().name(), t.elapsed().as_secs_f64() * 1e3);
+    k
+}
+
 /// Compiles (or loads from the cache) a kernel for `ir` at this shape.
 pub fn compile(gpu: &Gpu, ir: &PatternIr, s: Shape) -> AttentionKernel {
     let t = std::time::Instant::now();

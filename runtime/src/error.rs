@@ -88,6 +88,9 @@ pub enum RuntimeError {
     #[error("input `{name}` must be {expected}, got {got}")]
     InputShape { name: String, expected: String, got: String },
 
+    #[error("kernel `{entry}` {problem}")]
+    RowIndexMode { entry: String, problem: &'static str },
+
     #[error("internal error in lacuna-runtime ({what}); please report it with the pattern and shapes")]
     Internal { what: String },
 

@@ -99,6 +99,16 @@ mod compile {
         /// capability 9.0, sm_80 otherwise) and loads it, reusing PTX from
         /// the on-disk cache when an intact file for the same IR and plan exists.
         pub fn compile(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {
+            Self::compile_with(gpu, pattern, head_dim, dtype, false)
+        }
+
+        /// [`AttentionKernel::compile`] of a kernel that reads and writes rows
+        /// through index arrays ([`AttentionKernel::forward_rows_into`]).
+        pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {
+            Self::compile_with(gpu, pattern, head_dim, dtype, true)
+        }
+
+        fn compile_with(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool) -> Result<AttentionKernel> {
             let arch = gpu.arch()?;
             let codegen_err = |message: String| RuntimeError::Codegen {
                 pattern: pattern.name().into(),
@@ -107,11 +117,12 @@ mod compile {
                 arch: arch.name(),
                 message,
             };
-            let plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(e.to_string()))?;
+            let mut plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(e.to_string()))?;
+            plan.row_index = row_index;
             let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string(), lacuna_codegen::FINGERPRINT)));
             if let Some(text) = path.as_deref().and_then(read_cached) {
                 let fits = KernelManifest::from_ptx(&text)
-                    .is_ok_and(|m| m.head_dim == head_dim && m.dtype == dtype && m.arch == arch);
+                    .is_ok_and(|m| m.head_dim == head_dim && m.dtype == dtype && m.arch == arch && m.row_index == row_index);
                 if fits {
                     // Anything wrong with a cached file (stale, unloadable)
                     // falls through to a fresh compile, which reports real errors.

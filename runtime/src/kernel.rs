@@ -17,7 +17,7 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
-    validate_inputs, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+    validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
 
 /// Dynamic shared memory a kernel may use without opting in.
@@ -216,9 +216,65 @@ impl AttentionKernel {
         lse: &mut DeviceTensor,
         opts: ForwardOptions,
     ) -> Result<()> {
+        self.launch_forward(q, k, v, None, args, o, lse, opts)
+    }
+
+    /// For a kernel compiled with `row_index` (see the manifest): attention
+    /// over a regrouped sequence whose row i is row `q_rows[b, h, i]` of q
+    /// (and key row j is row `kv_rows[b, h, j]` of k and v, in the query
+    /// head's key/value head), written to row `q_rows[b, h, i]` of o and lse.
+    /// The pattern's tensor inputs are in the regrouped order (length
+    /// Nq' = q_rows' last dimension, Nk' = kv_rows'). Index entries outside
+    /// the source rows are padding: zero rows in, nothing written out. o and
+    /// lse have q's shape and (B, H, Nq); rows no index names are left as
+    /// they are. This is SCFA's gather → attention → scatter in one kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rows_into(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        q_rows: &DeviceTensor,
+        kv_rows: &DeviceTensor,
+        args: &PatternArgs<'_>,
+        o: &mut DeviceTensor,
+        lse: &mut DeviceTensor,
+        opts: ForwardOptions,
+    ) -> Result<()> {
+        self.launch_forward(q, k, v, Some((q_rows, kv_rows)), args, o, lse, opts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_forward(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        rows: Option<(&DeviceTensor, &DeviceTensor)>,
+        args: &PatternArgs<'_>,
+        o: &mut DeviceTensor,
+        lse: &mut DeviceTensor,
+        opts: ForwardOptions,
+    ) -> Result<()> {
         let m = &self.manifest;
         let (qd, kd, vd, od, ld) = (q.desc("q"), k.desc("k"), v.desc("v"), o.desc("o"), lse.desc("lse"));
-        let p = validate_forward(m, self.gpu.ordinal(), &qd, &kd, &vd, Some((&od, &ld)))?;
+        let src = validate_forward(m, self.gpu.ordinal(), &qd, &kd, &vd, Some((&od, &ld)))?;
+        let p = match (m.row_index, rows) {
+            (false, None) => src,
+            (true, Some((qr, kr))) => validate_row_index(self.gpu.ordinal(), &qr.desc("q_rows"), &kr.desc("kv_rows"), &src)?,
+            (true, None) => {
+                return Err(RuntimeError::RowIndexMode {
+                    entry: m.entry.clone(),
+                    problem: "reads rows through index arrays: call `forward_rows_into` with q_rows and kv_rows",
+                })
+            }
+            (false, Some(_)) => {
+                return Err(RuntimeError::RowIndexMode {
+                    entry: m.entry.clone(),
+                    problem: "was compiled without row indices: compile it with `row_index` (`lacuna compile --row-index`) or call `forward_into`",
+                })
+            }
+        };
         let order = validate_inputs(&self.pattern, &m.params, &args.describe(), &p, self.gpu.ordinal())?;
         let scale_log2 = scale_log2(opts.scale, p.head_dim)?;
 
@@ -261,7 +317,15 @@ impl AttentionKernel {
             o: o.device_ptr(),
             lse: lse.device_ptr(),
         };
-        let all = forward_args(ptrs, [q.strides(), k.strides(), v.strides(), o.strides()], &p, scale_log2, &inputs);
+        let mut all = forward_args(ptrs, [q.strides(), k.strides(), v.strides(), o.strides()], &p, scale_log2, &inputs);
+        if let Some((qr, kr)) = rows {
+            all.extend([
+                KernelArg::Ptr(qr.device_ptr()),
+                KernelArg::Ptr(kr.device_ptr()),
+                KernelArg::I32(src.q_len as i32),
+                KernelArg::I32(src.kv_len as i32),
+            ]);
+        }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };
         self.launch(&self.forward, &all, cfg).map_err(RuntimeError::driver(format!(

@@ -139,6 +139,24 @@ impl DeviceTensor {
         Ok(Self::contiguous(gpu, storage, dtype, shape))
     }
 
+    /// A new contiguous tensor whose contents are unspecified, for an output
+    /// every element of which the next kernel writes (skips the memset).
+    pub(crate) fn uninit(gpu: &Gpu, dtype: ElemType, shape: &[usize]) -> Result<Self> {
+        let n = count("a new tensor", shape)?.max(1);
+        let stream = gpu.stream();
+        let action = || format!("allocating a {dtype} tensor of shape {shape:?} on device {}", gpu.ordinal());
+        // SAFETY: the elements are plain bits on the device (bf16/f16/f32/i32);
+        // any pattern is a valid value, and callers overwrite all of them.
+        let storage = unsafe {
+            match dtype {
+                ElemType::Bf16 | ElemType::F16 => Storage::Bits16(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
+                ElemType::F32 => Storage::F32(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
+                ElemType::I32 => Storage::I32(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
+            }
+        };
+        Ok(Self::contiguous(gpu, storage, dtype, shape))
+    }
+
     fn upload<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, data: &[T], what: &str) -> Result<CudaSlice<T>> {
         gpu.stream().clone_htod(data).map_err(RuntimeError::driver(format!("copying {what} to device {}", gpu.ordinal())))
     }

@@ -277,6 +277,31 @@ pub fn validate_forward(
     Ok(p)
 }
 
+/// Checks the row-index arrays of a `row_index` kernel against the source
+/// problem `src` (read off q, k, v) and returns the problem the kernel runs:
+/// the same batch and heads, with `q_len` / `kv_len` the index lengths.
+/// `q_rows` is i32 (B, H, M), `kv_rows` i32 (B, H, Mk), both contiguous and
+/// indexed by the query head; entries outside the source rows are padding.
+pub fn validate_row_index(device: usize, q_rows: &TensorDesc, kv_rows: &TensorDesc, src: &Problem) -> Result<Problem> {
+    for (t, what) in [(q_rows, "Nq'"), (kv_rows, "Nk'")] {
+        check_device(t, device)?;
+        check_dtype(t, ElemType::I32, " (row indices are i32)")?;
+        if t.shape.len() != 3 || t.shape[0] != src.batch || t.shape[1] != src.heads || t.shape[2] == 0 {
+            return Err(RuntimeError::Shape {
+                tensor: t.name.clone(),
+                got: t.shape.clone(),
+                expected: format!("it must be ({}, {}, {what}) (B, H, rows of the regrouped sequence), {what} >= 1", src.batch, src.heads),
+            });
+        }
+        check_contiguous(t, "a row index")?;
+        check_in_bounds(t)?;
+    }
+    let p = Problem { q_len: q_rows.shape[2], kv_len: kv_rows.shape[2], ..*src };
+    check_len("the rows of q_rows", p.q_len, MAX_LEN, "lengths are i32 kernel parameters")?;
+    check_len("the rows of kv_rows", p.kv_len, MAX_LEN, "lengths are i32 kernel parameters")?;
+    Ok(p)
+}
+
 /// A softmax scale, or the default 1/sqrt(D), in the exp2 form the kernel takes.
 pub fn scale_log2(scale: Option<f32>, head_dim: usize) -> Result<f32> {
     let s = scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
@@ -605,6 +630,7 @@ mod tests {
             shared_bytes: 96 * 1024,
             key_source: KeySource::Scan,
             params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
+            row_index: false,
         }
     }
 
@@ -620,6 +646,26 @@ mod tests {
             buffer,
             device: 0,
         }
+    }
+
+    #[test]
+    fn row_indices_set_the_kernel_lengths_and_are_checked() {
+        let src = Problem { batch: 2, heads: 8, kv_heads: 2, q_len: 300, kv_len: 500, head_dim: 64 };
+        let qr = contiguous("q_rows", ElemType::I32, &[2, 8, 320], 1);
+        let kr = contiguous("kv_rows", ElemType::I32, &[2, 8, 512], 2);
+        let p = validate_row_index(0, &qr, &kr, &src).expect("good indices");
+        assert_eq!((p.q_len, p.kv_len, p.heads, p.kv_heads), (320, 512, 8, 2));
+        // Per key/value head instead of per query head: the shape error says what is needed.
+        let bad = contiguous("kv_rows", ElemType::I32, &[2, 2, 512], 2);
+        let msg = validate_row_index(0, &qr, &bad, &src).expect_err("per key head").to_string();
+        assert!(msg.contains("kv_rows") && msg.contains("(2, 8, Nk')"), "{msg}");
+        let bad = contiguous("q_rows", ElemType::F32, &[2, 8, 320], 1);
+        let msg = validate_row_index(0, &bad, &kr, &src).expect_err("f32 indices").to_string();
+        assert!(msg.contains("q_rows") && msg.contains("i32"), "{msg}");
+        let mut strided = contiguous("q_rows", ElemType::I32, &[2, 8, 320], 1);
+        strided.strides = vec![8 * 640, 640, 2];
+        strided.buffer_len = 2 * 8 * 640;
+        assert!(validate_row_index(0, &strided, &kr, &src).is_err());
     }
 
     struct Fwd {

@@ -173,6 +173,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         shared_bytes,
         key_source: KeySource::Scan,
         params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
+        row_index: false,
     }
 }
 

@@ -218,6 +218,10 @@ pub struct CompileArgs {
     /// any target) or wgmma (sm_90a, head dims 64 and 128).
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Read Q/K/V rows and write O/LSE rows through `q_rows` / `kv_rows`
+    /// index arrays (the kernel SCFA's pipelines use: no gather or scatter pass).
+    #[arg(long)]
+    pub row_index: bool,
     /// Query rows per CTA, instead of the planner's choice.
     #[arg(long, value_name = "N")]
     pub block_q: Option<u32>,

@@ -31,6 +31,9 @@ pub struct ForwardAbi {
     pub params: Vec<AbiParam>,
     /// Index into `params` of the first parameter of input `i`.
     pub input_start: Vec<usize>,
+    /// With `plan.row_index`: where `q_rows, kv_rows, q_src_len, kv_src_len`
+    /// start (after the pattern inputs).
+    pub rows_start: Option<usize>,
 }
 
 /// Indices of the fixed parameters.
@@ -54,7 +57,7 @@ pub mod fixed {
 }
 
 impl ForwardAbi {
-    pub fn new(p: &PatternIr) -> Self {
+    pub fn new(p: &PatternIr, plan: &KernelPlan) -> Self {
         let mut params = Vec::new();
         let mut push = |name: String, ty: AbiType| params.push(AbiParam { name, ty });
         for t in ["q", "k", "v", "o"] {
@@ -89,7 +92,15 @@ impl ForwardAbi {
                 }
             }
         }
-        Self { params, input_start }
+        let rows_start = plan.row_index.then(|| {
+            let start = params.len();
+            params.push(AbiParam { name: "q_rows".into(), ty: AbiType::GlobalPtr });
+            params.push(AbiParam { name: "kv_rows".into(), ty: AbiType::GlobalPtr });
+            params.push(AbiParam { name: "q_src_len".into(), ty: AbiType::I32 });
+            params.push(AbiParam { name: "kv_src_len".into(), ty: AbiType::I32 });
+            start
+        });
+        Self { params, input_start, rows_start }
     }
 }
 

@@ -81,6 +81,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         shared_bytes: plan.shared_bytes(),
         key_source: plan.key_source.clone(),
         params: abi::manifest_params(p),
+        row_index: plan.row_index,
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

@@ -32,6 +32,12 @@ pub struct KernelPlan {
     pub heaviest_first: bool,
     /// Which tensor-core instructions compute S = Q·Kᵀ and O += P·V.
     pub mma: Mma,
+    /// Q, K, V rows are read, and O / LSE rows written, through per-(b, h)
+    /// index arrays (`q_rows`, `kv_rows`; out-of-range entries are padding:
+    /// zero rows, nothing written): the kernel runs on a regrouped sequence
+    /// (SCFA's bucket-sorted or compacted tokens) with no gather or scatter
+    /// pass around it.
+    pub row_index: bool,
 }
 
 /// How many key blocks a query block visits, as the planner sees it from the
@@ -118,7 +124,7 @@ impl KernelPlan {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma };
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma, row_index: false };
         plan.validate()?;
         Ok(plan)
     }
@@ -387,6 +393,9 @@ impl fmt::Display for KernelPlan {
             self.key_list_bytes(),
             if self.softmax_state_in_shared() { format!(" + softmax state {}", self.softmax_state_bytes()) } else { String::new() }
         )?;
+        if self.row_index {
+            writeln!(f, "  rows: Q, K, V read and O, LSE written through q_rows / kv_rows indices")?;
+        }
         writeln!(f, "  query blocks: {}", if self.heaviest_first { "last first (heaviest first)" } else { "in order" })?;
         match &self.key_source {
             KeySource::Range(r) => writeln!(f, "  key source: closed form, {r}"),

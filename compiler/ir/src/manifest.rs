@@ -92,6 +92,11 @@ pub struct KernelManifest {
     pub shared_bytes: u32,
     pub key_source: KeySource,
     pub params: Vec<KernelParam>,
+    /// The kernel reads Q/K/V rows, and writes O/LSE rows, through index
+    /// arrays (`q_rows`, `kv_rows`: i32 (B, H, M)): it works on a regrouped
+    /// sequence of M rows without a gather or scatter pass.
+    #[serde(default)]
+    pub row_index: bool,
 }
 
 impl fmt::Display for KernelManifest {
@@ -106,6 +111,9 @@ impl fmt::Display for KernelManifest {
         for p in &self.params {
             let KernelParam::Input { name, kind } = p;
             writeln!(f, "  input {name}: {kind}")?;
+        }
+        if self.row_index {
+            writeln!(f, "  rows: through q_rows (B, H, Nq) and kv_rows (B, H, Nk) indices into Q, K, V, O, LSE")?;
         }
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }

@@ -80,10 +80,21 @@ impl MethodPattern {
         }
     }
 
-    /// Compiles (or takes from the on-disk cache) and loads the kernel.
+    /// Compiles (or takes from the on-disk cache) and loads the kernel the
+    /// method's pipeline runs: for SCFA's patterns one that reads and writes
+    /// rows through index arrays, so no gather or scatter pass is needed.
     #[cfg(feature = "jit")]
     pub fn compile(self, gpu: &Gpu, head_dim: u32, dtype: lacuna_ir::Dtype) -> OpResult<AttentionKernel> {
-        Ok(AttentionKernel::compile(gpu, &self.ir(), head_dim, dtype)?)
+        Ok(if self.regroups_rows() {
+            AttentionKernel::compile_row_index(gpu, &self.ir(), head_dim, dtype)?
+        } else {
+            AttentionKernel::compile(gpu, &self.ir(), head_dim, dtype)?
+        })
+    }
+
+    /// Whether the method runs attention on regrouped rows (SCFA: bucket-sorted or compacted).
+    pub fn regroups_rows(self) -> bool {
+        matches!(self, MethodPattern::HashBucket | MethodPattern::HashBucketStrict | MethodPattern::QkDrop)
     }
 }
 

@@ -1,7 +1,10 @@
 //! SCFA (Pagliardini et al., 2023) end to end: hash-bucketed attention and
 //! QK-dropping. Both regroup tokens per (b, h), run exact attention on the
-//! regrouped rows with their original positions, and scatter the output
-//! back to original order.
+//! regrouped rows with their original positions, and put the output back in
+//! original order. With a `row_index` kernel (the default the CLI and the
+//! examples build) the regrouping is only an index: the kernel reads Q/K/V
+//! rows and writes O/LSE rows through it, so no gathered copy or scatter
+//! pass exists; other kernels get the explicit gather → attention → scatter.
 
 use super::{check_kernel, check_qkv, fresh_outputs, MethodOutput, MethodPattern, Qkv};
 use crate::args::PatternArgs;
@@ -93,9 +96,6 @@ pub fn scfa_hash_attention(
     let k_own = if cfg.shared_qk { None } else { Some(ops.sort_by_bucket(&ops.lsh_buckets(k, &r, cfg.buckets)?, cfg.buckets)?) };
     let k_order = k_own.as_ref().unwrap_or(&q_order);
 
-    let qs = ops.gather_rows(q, &q_order.perm)?;
-    let ks = ops.gather_rows(k, &k_order.perm)?;
-    let vs = ops.gather_rows(v, &k_order.perm)?;
     // The kernel takes key inputs per query head.
     let key_heads = k_order.perm.shape()[1];
     let expanded = if key_heads == p.heads {
@@ -113,6 +113,18 @@ pub fn scfa_hash_attention(
         .tensor("k_bucket", k_bucket)
         .tensor("q_pos", &q_order.perm)
         .tensor("k_pos", k_pos);
+    if kernel.manifest().row_index {
+        // Every row is some query's: the kernel writes all of o and lse.
+        let mut out = MethodOutput {
+            o: DeviceTensor::uninit(gpu, p.dtype, &[p.batch, p.heads, p.q_len, p.head_dim])?,
+            lse: DeviceTensor::uninit(gpu, crate::tensor::ElemType::F32, &[p.batch, p.heads, p.q_len])?,
+        };
+        kernel.forward_rows_into(q, k, v, &q_order.perm, k_pos, &args, &mut out.o, &mut out.lse, ForwardOptions::default())?;
+        return Ok(out);
+    }
+    let qs = ops.gather_rows(q, &q_order.perm)?;
+    let ks = ops.gather_rows(k, &k_order.perm)?;
+    let vs = ops.gather_rows(v, &k_order.perm)?;
     let (os, lses) = kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
     let mut out = fresh_outputs(gpu, &p)?;
     ops.scatter_rows(&os, &lses, &q_order.perm, &mut out.o, &mut out.lse)?;
@@ -165,14 +177,20 @@ pub fn scfa_qk_drop_attention(
     let q_pos = ops.compact_into(q_keep, mq, -1)?;
     let k_pos = ops.compact_into(k_keep, mk, i32::MAX)?;
 
+    let key_heads = k_keep.shape()[1];
+    let expanded = if key_heads == p.heads { None } else { Some(ops.expand_heads(&k_pos, p.heads / key_heads)?) };
+    let k_pos_per_head = expanded.as_ref().unwrap_or(&k_pos);
+    let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", k_pos_per_head);
+    // Dropped queries keep output 0 and LSE -inf: no index names their rows.
+    let mut out = fresh_outputs(gpu, &p)?;
+    if kernel.manifest().row_index {
+        kernel.forward_rows_into(q, k, v, &q_pos, k_pos_per_head, &args, &mut out.o, &mut out.lse, ForwardOptions::default())?;
+        return Ok(out);
+    }
     let qs = ops.gather_rows(q, &q_pos)?;
     let ks = ops.gather_rows(k, &k_pos)?;
     let vs = ops.gather_rows(v, &k_pos)?;
-    let key_heads = k_keep.shape()[1];
-    let expanded = if key_heads == p.heads { None } else { Some(ops.expand_heads(&k_pos, p.heads / key_heads)?) };
-    let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", expanded.as_ref().unwrap_or(&k_pos));
     let (os, lses) = kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
-    let mut out = fresh_outputs(gpu, &p)?;
     ops.scatter_rows(&os, &lses, &q_pos, &mut out.o, &mut out.lse)?;
     Ok(out)
 }

@@ -21,7 +21,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
     verified(&ir)?;
     let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;
     let arch = Arch::parse(&args.arch).ok_or_else(|| CliError::UnknownArch { given: args.arch.clone() })?;
-    let overrides = PlanOverrides { mma: args.mma, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
+    let overrides = PlanOverrides { mma: args.mma, row_index: args.row_index, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
         Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
@@ -43,6 +43,8 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
 pub struct PlanOverrides {
     /// The tensor-core path (its default tiles first; the fields below then apply).
     pub mma: Option<Mma>,
+    /// Rows through index arrays (`KernelPlan::row_index`).
+    pub row_index: bool,
     pub block_q: Option<u32>,
     pub block_k: Option<u32>,
     pub warps: Option<u32>,
@@ -65,6 +67,7 @@ pub fn compile_kernel(
     if let Some(m) = overrides.mma {
         plan = plan.with_mma(m);
     }
+    plan.row_index |= overrides.row_index;
     if let Some(v) = overrides.block_q {
         plan.block_q = v;
     }

@@ -75,7 +75,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             }
             let sp = lacuna_patterns::find(variant.pattern)?;
             let ir = (sp.ir)();
-            let (plan, kernel) = load_kernel_tiled(&gpu, &ir, d, Dtype::Bf16, args.mma, args.tile)?;
+            let (plan, kernel) = load_kernel_tiled(&gpu, &ir, d, Dtype::Bf16, args.mma, args.tile, false)?;
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
                 let dims = Dims::new(batch, heads, len, len);

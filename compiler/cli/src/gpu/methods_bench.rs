@@ -27,7 +27,7 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_kernel, upload_rounded, Noise};
+use super::{load_kernel, load_row_index_kernel, upload_rounded, Noise};
 use crate::error::CliError;
 
 /// The shape (SCFA's kernel benchmark uses B=4, D=64; H=16 here as in `lacuna bench`).
@@ -164,8 +164,13 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     let compile = |ir: PatternIr| load_kernel(&gpu, &ir, d, Dtype::Bf16, args.mma);
     // The dense baseline is always timed: every ratio needs it.
     let (_, dense_kernel) = compile((lacuna_patterns::find("causal")?.ir)())?;
-    let hash_kernel = if wants("hash") { Some(compile(MethodPattern::HashBucket.ir())?.1) } else { None };
-    let drop_kernel = if wants("qkdrop") { Some(compile(MethodPattern::QkDrop.ir())?.1) } else { None };
+    // SCFA: the row-index kernel the pipelines run, and the plain one for the
+    // gather → attention → scatter comparison.
+    let both = |ir: PatternIr| -> Result<(AttentionKernel, AttentionKernel), CliError> {
+        Ok((load_row_index_kernel(&gpu, &ir, d, Dtype::Bf16, args.mma)?.1, compile(ir)?.1))
+    };
+    let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket.ir())?) } else { None };
+    let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop.ir())?) } else { None };
     let moa = if wants("moa") { Some(compile(MethodPattern::Moa.ir())?) } else { None };
     let topk_kernel = if wants("sparsek") { Some(compile(MethodPattern::TopK.ir())?.1) } else { None };
 
@@ -312,12 +317,20 @@ fn print_row(out: &mut dyn Write, r: &Row) -> Result<(), CliError> {
     writeln!(out, "{:<11} {:>6} {:>9.3} {:>9}  {} | {}", r.label, r.n, r.ms, speed, stages.join(", "), facts).map_err(CliError::Output)
 }
 
-/// SCFA hash: hashing, sort, gather, attention, scatter (separate hashing for keys, inclusive causality).
-fn bench_hash(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
+/// SCFA hash end to end with the row-index kernel (hashing, sort, attention
+/// reading and writing rows through the sort's permutation), and the same
+/// with an explicit gather and scatter around the plain kernel (separate
+/// hashing for keys, inclusive causality).
+fn bench_hash(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
+    let (kernel, plain) = kernels;
     let cfg = HashConfig { buckets: nb, projection: Projection::Seed(7), shared_qk: false, causal: Causal::Inclusive };
     let e2e = c.time(|| {
         scfa_hash_attention(gpu, kernel, x.q, x.k, x.v, &cfg).map_err(op_error)?;
+        Ok(())
+    })?;
+    let unfused = c.time(|| {
+        scfa_hash_attention(gpu, plain, x.q, x.k, x.v, &cfg).map_err(op_error)?;
         Ok(())
     })?;
     let r = ops.upload_projection(&cfg.projection.matrix(HEAD_DIM, nb), HEAD_DIM, nb).map_err(op_error)?;
@@ -335,43 +348,29 @@ fn bench_hash(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, nb: usize, den
     })?;
     let qo = ops.sort_by_bucket(&qb, nb).map_err(op_error)?;
     let ko = ops.sort_by_bucket(&kb, nb).map_err(op_error)?;
-    let gather = c.time(|| {
-        ops.gather_rows(x.q, &qo.perm).map_err(op_error)?;
-        ops.gather_rows(x.k, &ko.perm).map_err(op_error)?;
-        ops.gather_rows(x.v, &ko.perm).map_err(op_error)?;
-        Ok(())
-    })?;
-    let qs = ops.gather_rows(x.q, &qo.perm).map_err(op_error)?;
-    let ks = ops.gather_rows(x.k, &ko.perm).map_err(op_error)?;
-    let vs = ops.gather_rows(x.v, &ko.perm).map_err(op_error)?;
     let args = PatternArgs::new()
         .tensor("q_bucket", &qo.buckets)
         .tensor("k_bucket", &ko.buckets)
         .tensor("q_pos", &qo.perm)
         .tensor("k_pos", &ko.perm);
+    let (mut o, mut lse) = c.fresh_outputs(x.n)?;
     let attention = c.time(|| {
-        kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
+        kernel.forward_rows_into(x.q, x.k, x.v, &qo.perm, &ko.perm, &args, &mut o, &mut lse, ForwardOptions::default())?;
         Ok(())
-    })?;
-    let (os, lses) = kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
-    let scatter = c.time(|| {
-        let (mut o, mut lse) = c.fresh_outputs(x.n)?;
-        ops.scatter_rows(&os, &lses, &qo.perm, &mut o, &mut lse).map_err(op_error)
     })?;
     // Share of the causal (q, k) pairs that share a bucket: the attention's real work.
     let density = bucket_density(&qb.to_host_i32()?, &kb.to_host_i32()?, x.n, nb);
     let stages = vec![
         Stage { name: "hash", ms: ms_of(hash) },
         Stage { name: "sort", ms: ms_of(sort) },
-        Stage { name: "gather", ms: ms_of(gather) },
-        Stage { name: "attention", ms: ms_of(attention) },
-        Stage { name: "scatter", ms: ms_of(scatter) },
+        Stage { name: "attention (rows through the permutation)", ms: ms_of(attention) },
     ];
     Ok(c.row("hash", format!("hash{nb}"), x.n, e2e, Some(dense_ms), stages, serde_json::json!({
         "buckets": nb,
         "pair_density": density,
         "projection_seed": 7,
         "attention_speedup_vs_dense": dense_ms / ms_of(attention),
+        "with_gather_and_scatter_ms": ms_of(unfused),
     })))
 }
 
@@ -391,8 +390,9 @@ fn bucket_density(qb: &[i32], kb: &[i32], n: usize, nb: usize) -> f64 {
 
 /// SCFA QK-drop with random keep masks: `pct`% of queries and of keys dropped,
 /// independently per (b, h, token).
-fn bench_qk_drop(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_qk_drop(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
+    let (kernel, plain) = kernels;
     let mut noise = Noise::new(0xd209 ^ (pct << 32) ^ x.n as u64);
     let drop = pct as f32 / 100.0;
     let mut mask = || -> Vec<bool> { (0..BATCH * HEADS * x.n).map(|_| (noise.next() + 1.0) * 0.5 >= drop).collect() };
@@ -403,6 +403,10 @@ fn bench_qk_drop(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, pct: u64, d
     let km = KeepMask::from_host_bool(gpu, &kk, [BATCH, HEADS, x.n]).map_err(op_error)?;
     let e2e = c.time(|| {
         scfa_qk_drop_attention(gpu, kernel, x.q, x.k, x.v, &qm, &km).map_err(op_error)?;
+        Ok(())
+    })?;
+    let unfused = c.time(|| {
+        scfa_qk_drop_attention(gpu, plain, x.q, x.k, x.v, &qm, &km).map_err(op_error)?;
         Ok(())
     })?;
     let busiest = |t: &DeviceTensor| -> Result<usize, CliError> { Ok(t.to_host_i32()?.into_iter().max().unwrap_or(0).max(1) as usize) };
@@ -423,31 +427,16 @@ fn bench_qk_drop(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, pct: u64, d
     })?;
     let q_pos = ops.compact_into(&qm, mq, -1).map_err(op_error)?;
     let k_pos = ops.compact_into(&km, mk, i32::MAX).map_err(op_error)?;
-    let gather = c.time(|| {
-        ops.gather_rows(x.q, &q_pos).map_err(op_error)?;
-        ops.gather_rows(x.k, &k_pos).map_err(op_error)?;
-        ops.gather_rows(x.v, &k_pos).map_err(op_error)?;
-        Ok(())
-    })?;
-    let qs = ops.gather_rows(x.q, &q_pos).map_err(op_error)?;
-    let ks = ops.gather_rows(x.k, &k_pos).map_err(op_error)?;
-    let vs = ops.gather_rows(x.v, &k_pos).map_err(op_error)?;
     let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", &k_pos);
+    let (mut o, mut lse) = c.fresh_outputs(x.n)?;
     let attention = c.time(|| {
-        kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
+        kernel.forward_rows_into(x.q, x.k, x.v, &q_pos, &k_pos, &args, &mut o, &mut lse, ForwardOptions::default())?;
         Ok(())
-    })?;
-    let (os, lses) = kernel.forward(&qs, &ks, &vs, &args, ForwardOptions::default())?;
-    let scatter = c.time(|| {
-        let (mut o, mut lse) = c.fresh_outputs(x.n)?;
-        ops.scatter_rows(&os, &lses, &q_pos, &mut o, &mut lse).map_err(op_error)
     })?;
     let stages = vec![
         Stage { name: "count+readback", ms: ms_of(count) },
         Stage { name: "compact", ms: ms_of(compact) },
-        Stage { name: "gather", ms: ms_of(gather) },
-        Stage { name: "attention", ms: ms_of(attention) },
-        Stage { name: "scatter", ms: ms_of(scatter) },
+        Stage { name: "attention (rows through the compaction)", ms: ms_of(attention) },
     ];
     Ok(c.row("qk-drop", format!("qkdrop{pct}"), x.n, e2e, Some(dense_ms), stages, serde_json::json!({
         "drop": drop as f64,
@@ -456,6 +445,7 @@ fn bench_qk_drop(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, pct: u64, d
         "padded_q": mq,
         "padded_k": mk,
         "attention_speedup_vs_dense": dense_ms / ms_of(attention),
+        "with_gather_and_scatter_ms": ms_of(unfused),
     })))
 }
 

@@ -18,11 +18,26 @@ use crate::error::CliError;
 /// Compiles `ir` for this GPU and loads it; `mma` forces a tensor-core path
 /// where this GPU and `head_dim` allow it (else the planner's choice stands).
 pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None)
+    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None, false)
 }
 
-/// [`load_kernel`] with the tile shape `[block_q, block_k, warps, stages]` forced.
-pub fn load_kernel_tiled(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>, tile: Option<[u32; 4]>) -> Result<(KernelPlan, AttentionKernel), CliError> {
+/// [`load_kernel`] for a kernel that reads and writes rows through index
+/// arrays (`KernelPlan::row_index`): what the SCFA pipelines run.
+pub fn load_row_index_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
+    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None, true)
+}
+
+/// [`load_kernel`] with the tile shape `[block_q, block_k, warps, stages]`
+/// forced and rows through index arrays or not.
+pub fn load_kernel_tiled(
+    gpu: &Gpu,
+    ir: &PatternIr,
+    head_dim: u32,
+    dtype: Dtype,
+    mma: Option<Mma>,
+    tile: Option<[u32; 4]>,
+    row_index: bool,
+) -> Result<(KernelPlan, AttentionKernel), CliError> {
     let arch = gpu.arch()?;
     let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
     let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?;
@@ -32,6 +47,7 @@ pub fn load_kernel_tiled(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype,
     if let Some([block_q, block_k, warps, stages]) = tile {
         (plan.block_q, plan.block_k, plan.warps, plan.stages) = (block_q, block_k, warps, stages);
     }
+    plan.row_index = row_index;
     let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
     let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
     Ok((plan, kernel))

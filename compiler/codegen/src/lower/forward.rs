@@ -28,7 +28,7 @@ use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor};
-use crate::lower::pipeline::{align_dynamic_smem, copy_tile, dynamic_smem, stage_values, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::pipeline::{align_dynamic_smem, copy_tile, dynamic_smem, stage_values, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
@@ -131,7 +131,7 @@ impl<'ctx> LoopState<'ctx> {
 
 /// Builds the forward kernel `entry` into `module`.
 pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<()> {
-    let abi = ForwardAbi::new(p);
+    let abi = ForwardAbi::new(p, plan);
     let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
     let param_types: Vec<BasicMetadataTypeEnum<'ctx>> = abi
         .params
@@ -193,6 +193,9 @@ struct Forward<'p, 'a, 'ctx> {
     scale_log2: FV<'ctx>,
     k_copy: TileCopy<'ctx>,
     v_copy: TileCopy<'ctx>,
+    /// plan.row_index: the `q_rows` parameter and `q_src_len` (the epilogue
+    /// writes O and LSE row `q_rows[bh][q]`).
+    q_rows: Option<(PointerValue<'ctx>, IV<'ctx>)>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
     heads: IV<'ctx>,
@@ -244,6 +247,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
         let (q_bh, k_bh, v_bh) = (base(0, h)?, base(1, kvh)?, base(2, kvh)?);
         let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
+        // plan.row_index: this (b, h)'s index arrays (both indexed by the query head).
+        let rows = abi.rows_start.map(|r| (ptr(r), ptr(r + 1), int(r + 2), int(r + 3)));
+        let index = |rows: PointerValue<'ctx>, len: IV<'ctx>, src_len: IV<'ctx>| -> Result<RowIndex<'ctx>> {
+            Ok(RowIndex { rows: cx.gep(cx.i32t(), rows, cx.mul(bh, cx.sext64(len)?)?)?, src_len })
+        };
+        let q_index = rows.map(|(qr, _, qn, _)| index(qr, q_len, qn)).transpose()?;
+        let kv_index = rows.map(|(_, kr, _, kn)| index(kr, kv_len, kn)).transpose()?;
 
         // ---- the predicate's launch-uniform values, then the key-block candidates ----
         let inputs = p
@@ -306,8 +316,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             q_len,
             kv_len,
             scale_log2,
-            k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem },
-            v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem },
+            k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem, index: kv_index },
+            v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem, index: kv_index },
+            q_rows: rows.map(|(qr, _, qn, _)| (qr, qn)),
             k_staged: !k_staged.is_empty(),
             heads,
             k_words,
@@ -315,7 +326,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
 
         // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
-        let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))? };
+        let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))?, index: q_index };
         copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q)?;
         if !q_staged.is_empty() {
             let rows: Vec<_> = q_staged.iter().map(|(_, v)| *v).collect();
@@ -727,7 +738,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let o_off = cx.add(cx.mul(cx.sext64(b)?, osb)?, cx.mul(cx.sext64(h)?, osh)?)?;
         let o_bh = cx.gep(elem, o, o_off)?;
         let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
-        let lse_row0 = cx.mul(bh, cx.sext64(self.q_len)?)?;
+        // Output rows: q itself, or q_rows[bh][q] of q_src_len source rows.
+        let out_rows = match self.q_rows {
+            None => None,
+            Some((rows, src_len)) => Some(RowIndex { rows: cx.gep(cx.i32t(), rows, cx.mul(bh, cx.sext64(self.q_len)?)?)?, src_len }),
+        };
+        let lse_row0 = cx.mul(bh, cx.sext64(out_rows.map_or(self.q_len, |ix| ix.src_len))?)?;
         let two_t = cx.mul(c.t4, cx.i32(2))?;
         let zero = cx.f32(0.0);
         for (sl, rows) in st.rows.iter().enumerate() {
@@ -741,16 +757,24 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 let q = cx.add(c.q0, local)?;
                 let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
                 let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
-                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| {
-                    let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(q)?, osn)?)?;
+                let store = |cx: &Cx<'_, 'ctx>, out_row: IV<'ctx>| -> Result<()> {
+                    let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(out_row)?, osn)?)?;
                     for (n, acc) in st.o[sl].iter().enumerate() {
                         let packed = cx.pack_half2(self.plan.dtype, cx.fmul(acc[2 * r], inv)?, cx.fmul(acc[2 * r + 1], inv)?)?;
                         let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
                         cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, packed)?;
                     }
                     cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_lse", |cx| {
-                        cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(q)?)?)?, lse_v)
+                        cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(out_row)?)?)?, lse_v)
                     })
+                };
+                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| match out_rows {
+                    None => store(cx, q),
+                    // Padding rows (outside 0..q_src_len) write nothing.
+                    Some(ix) => {
+                        let (src, real) = ix.source(cx, q)?;
+                        cx.if_then(real, "store_source_row", |cx| store(cx, src))
+                    }
                 })?;
             }
         }

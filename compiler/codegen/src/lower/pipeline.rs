@@ -110,6 +110,27 @@ pub(crate) struct TileCopy<'ctx> {
     pub stride: IV<'ctx>,
     pub len: IV<'ctx>,
     pub dst: PointerValue<'ctx>,
+    /// Row r of the tile is source row `rows[r]` instead of r (plan.row_index).
+    pub index: Option<RowIndex<'ctx>>,
+}
+
+/// An index array over source rows: entry i names the source row of row i;
+/// entries outside `0..src_len` are padding (a zero row).
+#[derive(Clone, Copy)]
+pub(crate) struct RowIndex<'ctx> {
+    /// Entry 0 of this (batch, head)'s i32 array.
+    pub rows: PointerValue<'ctx>,
+    pub src_len: IV<'ctx>,
+}
+
+impl<'ctx> RowIndex<'ctx> {
+    /// The source row of row `i` (< the index's length) and whether it is a real row.
+    pub fn source(&self, cx: &Cx<'_, 'ctx>, i: IV<'ctx>) -> Result<(IV<'ctx>, IV<'ctx>)> {
+        let s = cx.load_i32(cx.gep(cx.i32t(), self.rows, cx.sext64(i)?)?)?;
+        // Unsigned: negative entries are out of range too.
+        let real = cx.icmp(IP::ULT, s, self.src_len)?;
+        Ok((s, real))
+    }
 }
 
 /// Issues the cp.async copies of one tile, spread over all threads of the CTA
@@ -132,8 +153,15 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
         };
         let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
             let grow = cx.add(row0, row)?;
-            let valid = cx.icmp(IP::SLT, grow, t.len)?;
-            let src_row = cx.select_int(valid, grow, cx.i32(0))?;
+            let inside = cx.icmp(IP::SLT, grow, t.len)?;
+            let (valid, src_row) = match &t.index {
+                None => (inside, cx.select_int(inside, grow, cx.i32(0))?),
+                Some(ix) => {
+                    let (s, real) = ix.source(cx, cx.select_int(inside, grow, cx.i32(0))?)?;
+                    let valid = cx.and(inside, real)?;
+                    (valid, cx.select_int(valid, s, cx.i32(0))?)
+                }
+            };
             let elem_off = cx.add(cx.mul(cx.sext64(src_row)?, t.stride)?, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)?;
             let src = cx.gep(elem, t.src, elem_off)?;
             let dst_off = if plan.swizzled() {
