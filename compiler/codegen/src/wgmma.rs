@@ -12,10 +12,11 @@
 //!
 //! Ordering: tiles written by cp.async are made visible to the tensor cores
 //! by `fence.proxy.async` before the CTA barrier (the caller's job); each
-//! product here opens with `wgmma.fence` (its accumulator and A registers were
-//! written by ordinary instructions), commits one group and waits for it. The
-//! wait names the accumulators as tied operands, so LLVM cannot move a use
-//! of them above it.
+//! product opens with `wgmma.fence` (its accumulator and A registers were
+//! written by ordinary instructions) and commits one group. S = Q·Kᵀ is
+//! issued and waited for separately, so the caller can issue the next
+//! block's copies while the tensor cores run. The wait names the
+//! accumulators as tied operands, so LLVM cannot move a use of them above it.
 
 use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, PointerValue};
@@ -129,17 +130,12 @@ fn unflatten<'ctx>(v: &[FV<'ctx>]) -> Vec<Acc<'ctx>> {
     v.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
 }
 
-/// Waits for every committed wgmma group of this warpgroup; `acc` flows
-/// through the wait so their uses stay below it.
-fn commit_and_wait<'ctx>(cx: &Cx<'_, 'ctx>, acc: &[FV<'ctx>]) -> Result<Vec<FV<'ctx>>> {
-    cx.wgmma_commit()?;
-    call_tied(cx, "wgmma.wait_group.sync.aligned 0;".to_string(), &[], acc)
-}
-
-/// S = Q·Kᵀ for this warpgroup's 64 rows and all `block_k` keys: `[n8 tile]`
-/// accumulators (block_k / 8 of them), from `q` (the warpgroup's 64 Q rows)
-/// and `k` (the key tile), both K-major, `head_dim / 16` steps.
-pub(crate) fn qk<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, block_k: u32, q: SmemOperand<'ctx>, k: SmemOperand<'ctx>) -> Result<Vec<Acc<'ctx>>> {
+/// Issues S = Q·Kᵀ for this warpgroup's 64 rows and all `block_k` keys from
+/// `q` (the warpgroup's 64 Q rows) and `k` (the key tile), both K-major,
+/// `head_dim / 16` steps, and commits the group. The returned accumulators
+/// are still being written by the tensor cores: pass them to [`wait`] before
+/// any use (other work may go in between).
+pub(crate) fn qk_issue<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, block_k: u32, q: SmemOperand<'ctx>, k: SmemOperand<'ctx>) -> Result<Vec<FV<'ctx>>> {
     let n = (block_k / 2) as usize;
     let asm = format!(
         "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\nwgmma.mma_async.sync.aligned.m64n{block_k}k16.f32.{} {}, ${}, ${}, p, 1, 1, 0, 0;\n}}",
@@ -159,7 +155,14 @@ pub(crate) fn qk<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, block_k: 
         let scale_d = cx.i32(i32::from(kk > 0));
         s = call_tied(cx, asm.clone(), &[(qd.into(), "l"), (kd.into(), "l"), (scale_d.into(), "r")], &s)?;
     }
-    Ok(unflatten(&commit_and_wait(cx, &s)?))
+    cx.wgmma_commit()?;
+    Ok(s)
+}
+
+/// Waits for the committed products and returns `in_flight` as `[n8 tile]`
+/// accumulators.
+pub(crate) fn wait<'ctx>(cx: &Cx<'_, 'ctx>, in_flight: &[FV<'ctx>]) -> Result<Vec<Acc<'ctx>>> {
+    Ok(unflatten(&call_tied(cx, "wgmma.wait_group.sync.aligned 0;".to_string(), &[], in_flight)?))
 }
 
 /// O += P·V for this warpgroup: `p[k16 slice]` A fragments in registers
@@ -184,7 +187,8 @@ pub(crate) fn pv<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFra
         extra.push((cx.i32(1).into(), "r"));
         acc = call_tied(cx, asm.clone(), &extra, &acc)?;
     }
-    *o = unflatten(&commit_and_wait(cx, &acc)?);
+    cx.wgmma_commit()?;
+    *o = wait(cx, &acc)?;
     Ok(())
 }
 

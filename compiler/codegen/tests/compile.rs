@@ -164,3 +164,28 @@ fn dense_pattern_needs_no_inputs() {
     let k = compile(&p, &plan).expect("compile");
     assert!(k.manifest.params.is_empty());
 }
+
+#[test]
+fn row_index_kernels_take_the_index_arrays_last_and_say_so() {
+    let p = common::causal();
+    for (arch, d) in [(Arch::Sm90a, 64), (Arch::Sm90a, 128), (Arch::Sm80, 64)] {
+        let mut plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, arch).expect("plan");
+        let plain = compile(&p, &plan).expect("plain kernel");
+        assert!(!plain.manifest.row_index && !plain.ptx.contains("q_rows"));
+        plan.row_index = true;
+        let k = compile(&p, &plan).unwrap_or_else(|e| panic!("{} d{d}: {e}", arch.name()));
+        assert!(k.manifest.row_index, "the manifest tells the runtime to pass the indices");
+        assert!(k.plan.to_string().contains("through q_rows / kv_rows indices"));
+        // The four extra parameters come after every fixed and pattern parameter.
+        let define = k.llvm_ir.lines().find(|l| l.starts_with("define ptx_kernel void @fwd_")).expect("entry");
+        let tail = define.rsplit_once(')').expect("parameter list").0;
+        assert!(
+            tail.ends_with("ptr addrspace(1) noalias %q_rows, ptr addrspace(1) noalias %kv_rows, i32 %q_src_len, i32 %kv_src_len"),
+            "{} d{d}: {define}",
+            arch.name()
+        );
+        // Index loads feed the copies: more global loads than the plain kernel.
+        let loads = |ptx: &str| ptx.matches("ld.global").count();
+        assert!(loads(&k.ptx) > loads(&plain.ptx), "{} d{d}: no index loads", arch.name());
+    }
+}

@@ -28,7 +28,7 @@ use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor};
-use crate::lower::pipeline::{align_dynamic_smem, copy_tile, dynamic_smem, stage_values, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
@@ -457,8 +457,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, slot)?;
             let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
-            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k)?;
-            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)?;
+            // K and V rows are the same rows: one set of sources (and index loads) for both.
+            let k = &self.k_copy;
+            let sources = tile_sources(cx, self.plan, self.tid, k.len, k.index, row0, self.plan.block_k)?;
+            copy_from(cx, self.plan, &TileCopy { dst: k_dst, ..self.k_copy }, &sources)?;
+            copy_from(cx, self.plan, &TileCopy { dst: v_dst, ..self.v_copy }, &sources)?;
             if self.k_staged {
                 let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
                 cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
@@ -500,7 +503,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let next = next_block(cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
         let is_first = cx.icmp(IP::EQ, state.slot, cx.i32(0))?;
         let refill = cx.select_int(is_first, cx.i32(stages - 1), cx.sub(state.slot, cx.i32(1))?)?;
-        self.issue_kv(next.kb, next.partial, refill)?;
+        // mma.sync: the next block's copies go out first. wgmma: they go out
+        // while S = Q·Kᵀ runs on the tensor cores (below), which hides their
+        // address math and, with row indices, the index loads they wait on.
+        if self.plan.mma == Mma::Sync {
+            self.issue_kv(next.kb, next.partial, refill)?;
+        }
 
         let slot_ptr = self.layout.slot(cx, self.smem, state.slot)?;
         let k_lane = cx.byte_gep(slot_ptr, self.lanes.b_k)?;
@@ -524,7 +532,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             QOperand::Sync(q) => mma::qk(cx, self.tile, q, k_lane)?,
             QOperand::Wgmma(q) => {
                 let k = wgmma::k_major(cx, slot_ptr, self.plan.block_k)?;
-                vec![wgmma::qk(cx, self.plan.dtype, self.plan.head_dim, self.plan.block_k, *q, k)?]
+                let in_flight = wgmma::qk_issue(cx, self.plan.dtype, self.plan.head_dim, self.plan.block_k, *q, k)?;
+                self.issue_kv(next.kb, next.partial, refill)?;
+                vec![wgmma::wait(cx, &in_flight)?]
             }
         };
         let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();

@@ -133,15 +133,35 @@ impl<'ctx> RowIndex<'ctx> {
     }
 }
 
-/// Issues the cp.async copies of one tile, spread over all threads of the CTA
-/// (no commit: the caller groups tiles). Rows at or past `len` are zero-filled
-/// from a valid address (row 0), so no byte outside the tensor is read.
-pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
+/// Where one of this thread's 16-byte chunks of a tile comes from.
+struct ChunkSource<'ctx> {
+    /// Row and chunk inside the tile.
+    row: IV<'ctx>,
+    chunk: IV<'ctx>,
+    /// Source row (0 when not `valid`) and whether it is a real row.
+    src_row: IV<'ctx>,
+    valid: IV<'ctx>,
+    /// For the last, partial round: whether this thread has a chunk at all.
+    in_tile: Option<IV<'ctx>>,
+}
+
+/// The sources of this thread's chunks of a tile of `rows` rows from row
+/// `row0`, all rounds computed before any copy is issued: with a row index
+/// every index load is then in flight at once rather than each waiting
+/// behind the previous copy, and tiles of the same rows (K and V) share them.
+pub(crate) struct TileSources<'ctx> {
+    chunks: Vec<ChunkSource<'ctx>>,
+    rows: u32,
+}
+
+/// Computes [`TileSources`]: rows at or past `len`, and rows whose index
+/// entry is padding, are zero-filled from a valid address (row 0).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_sources<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, len: IV<'ctx>, index: Option<RowIndex<'ctx>>, row0: IV<'ctx>, rows: u32) -> Result<TileSources<'ctx>> {
     let chunks_per_row = plan.head_dim / 8;
     let threads = plan.threads();
     let total = rows * chunks_per_row;
-    let row_bytes = plan.smem_row_bytes() as i32;
-    let elem = cx.ctx.i16_type();
+    let mut chunks = Vec::new();
     for it in 0..total.div_ceil(threads) {
         let (row, chunk) = if threads % chunks_per_row == 0 {
             // Each thread keeps its chunk; rows advance by threads / chunks_per_row per round.
@@ -151,39 +171,62 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
             let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
             (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?)
         };
+        let in_tile = ((it + 1) * threads > total)
+            .then(|| cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32)))
+            .transpose()?;
+        let grow = cx.add(row0, row)?;
+        let mut inside = cx.icmp(IP::SLT, grow, len)?;
+        if let Some(t) = in_tile {
+            inside = cx.and(inside, t)?;
+        }
+        let (valid, src_row) = match &index {
+            None => (inside, cx.select_int(inside, grow, cx.i32(0))?),
+            Some(ix) => {
+                let (s, real) = ix.source(cx, cx.select_int(inside, grow, cx.i32(0))?)?;
+                let valid = cx.and(inside, real)?;
+                (valid, cx.select_int(valid, s, cx.i32(0))?)
+            }
+        };
+        chunks.push(ChunkSource { row, chunk, src_row, valid, in_tile });
+    }
+    Ok(TileSources { chunks, rows })
+}
+
+/// Issues the cp.async copies of one tile from `sources` into `t.dst`
+/// (no commit: the caller groups tiles).
+pub(crate) fn copy_from<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy<'ctx>, sources: &TileSources<'ctx>) -> Result<()> {
+    let row_bytes = plan.smem_row_bytes() as i32;
+    let elem = cx.ctx.i16_type();
+    for c in &sources.chunks {
         let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
-            let grow = cx.add(row0, row)?;
-            let inside = cx.icmp(IP::SLT, grow, t.len)?;
-            let (valid, src_row) = match &t.index {
-                None => (inside, cx.select_int(inside, grow, cx.i32(0))?),
-                Some(ix) => {
-                    let (s, real) = ix.source(cx, cx.select_int(inside, grow, cx.i32(0))?)?;
-                    let valid = cx.and(inside, real)?;
-                    (valid, cx.select_int(valid, s, cx.i32(0))?)
-                }
-            };
-            let elem_off = cx.add(cx.mul(cx.sext64(src_row)?, t.stride)?, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)?;
+            let elem_off = cx.add(cx.mul(cx.sext64(c.src_row)?, t.stride)?, cx.sext64(cx.mul(c.chunk, cx.i32(8))?)?)?;
             let src = cx.gep(elem, t.src, elem_off)?;
             let dst_off = if plan.swizzled() {
                 // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
-                let block = cx.mul(cx.lshr(chunk, cx.i32(3))?, cx.i32((rows * SWIZZLE_ROW_BYTES) as i32))?;
-                let swz = cx.xor(cx.and(chunk, cx.i32(7))?, cx.and(row, cx.i32(7))?)?;
-                cx.add(block, cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(swz, cx.i32(16))?)?)?
+                let block = cx.mul(cx.lshr(c.chunk, cx.i32(3))?, cx.i32((sources.rows * SWIZZLE_ROW_BYTES) as i32))?;
+                let swz = cx.xor(cx.and(c.chunk, cx.i32(7))?, cx.and(c.row, cx.i32(7))?)?;
+                cx.add(block, cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(swz, cx.i32(16))?)?)?
             } else {
-                cx.add(cx.mul(row, cx.i32(row_bytes))?, cx.mul(chunk, cx.i32(16))?)?
+                cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(c.chunk, cx.i32(16))?)?
             };
             let dst = cx.byte_gep(t.dst, dst_off)?;
-            let size = cx.select_int(valid, cx.i32(16), cx.i32(0))?;
+            let size = cx.select_int(c.valid, cx.i32(16), cx.i32(0))?;
             cx.cp_async_16(dst, src, size)
         };
-        if (it + 1) * threads > total {
-            let inside = cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32))?;
-            cx.if_then(inside, "copy.tail", issue)?;
-        } else {
-            issue(cx)?;
+        match c.in_tile {
+            Some(mine) => cx.if_then(mine, "copy.tail", issue)?,
+            None => issue(cx)?,
         }
     }
     Ok(())
+}
+
+/// Issues the cp.async copies of one tile, spread over all threads of the CTA
+/// (no commit: the caller groups tiles). Rows at or past `len` are zero-filled
+/// from a valid address (row 0), so no byte outside the tensor is read.
+pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
+    let sources = tile_sources(cx, plan, tid, t.len, t.index, row0, rows)?;
+    copy_from(cx, plan, t, &sources)
 }
 
 /// Stages `values[row0 + r]` (r < rows) of each tensor in `tensors` into
