@@ -27,8 +27,8 @@ use lacuna_ir::{InputKind, PatternIr};
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
-use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor};
-use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
+use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
@@ -85,6 +85,17 @@ struct LoopState<'ctx> {
     o: Vec<Vec<Acc<'ctx>>>,
     /// `[slab][0: row g, 1: row g + 8]`; empty when the state lives in shared memory.
     rows: Vec<[RowState<'ctx>; 2]>,
+    /// plan.row_index: the block to issue next, chosen one iteration early,
+    /// with this thread's kv_rows entries for it already loaded.
+    ahead: Option<Ahead<'ctx>>,
+}
+
+/// The next key block to issue and its row-index entries (see `LoopState::ahead`).
+#[derive(Clone)]
+struct Ahead<'ctx> {
+    kb: IV<'ctx>,
+    partial: IV<'ctx>,
+    entries: Vec<IV<'ctx>>,
 }
 
 impl<'ctx> LoopState<'ctx> {
@@ -106,6 +117,11 @@ impl<'ctx> LoopState<'ctx> {
                 v.push(s.l.into());
             }
         }
+        if let Some(a) = &self.ahead {
+            v.push(a.kb.into());
+            v.push(a.partial.into());
+            v.extend(a.entries.iter().map(|e| BV::from(*e)));
+        }
         v
     }
 
@@ -125,7 +141,12 @@ impl<'ctx> LoopState<'ctx> {
             .iter()
             .map(|_| [0; 2].map(|_| RowState { m: next().into_float_value(), l: next().into_float_value() }))
             .collect();
-        Self { slot, cursor, pending, o, rows }
+        let ahead = self.ahead.as_ref().map(|a| Ahead {
+            kb: next().into_int_value(),
+            partial: next().into_int_value(),
+            entries: a.entries.iter().map(|_| next().into_int_value()).collect(),
+        });
+        Self { slot, cursor, pending, o, rows, ahead }
     }
 }
 
@@ -338,10 +359,19 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {
             let next = next_block(cx, plan, &this.keys, &this.list, &this.pred, &this.qtile, kv_len, cursor)?;
-            this.issue_kv(next.kb, next.partial, cx.i32(slot as i32))?;
+            this.issue_kv(next.kb, next.partial, cx.i32(slot as i32), None)?;
             cursor = next.cursor;
             pending.push((next.kb, next.partial));
         }
+        // With row indices the block after these is chosen now and its index
+        // entries loaded: the loop issues it from registers and looks one further.
+        let ahead = if plan.row_index {
+            let next = next_block(cx, plan, &this.keys, &this.list, &this.pred, &this.qtile, kv_len, cursor)?;
+            cursor = next.cursor;
+            Some(Ahead { kb: next.kb, partial: next.partial, entries: this.kv_entries(next.kb)? })
+        } else {
+            None
+        };
         // Q has landed once at most stages-1 groups are still in flight.
         this.wait_tiles(plan.stages - 1)?;
         let q_lane = cx.byte_gep(smem, cx.add(cx.i32(this.layout.q as i32), cx.add(cx.mul(warp_row0, cx.i32(this.layout.row_bytes as i32))?, this.lanes.a)?)?)?;
@@ -367,7 +397,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         } else {
             rows
         };
-        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows };
+        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows, ahead };
         let mut last = this.kv_loop(init, &qfrags)?;
         if plan.softmax_state_in_shared() {
             last.rows = this.load_rows()?;
@@ -401,6 +431,33 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             g: cx.lshr(lane, cx.i32(2))?,
             t4: cx.and(lane, cx.i32(3))?,
         })
+    }
+
+    /// With row indices (`state.ahead` set): takes the list's next block and
+    /// loads this thread's kv_rows entries for it, returning the cursor after it.
+    fn look_ahead(&self, state: &LoopState<'ctx>) -> Result<Option<(ListCursor<'ctx>, Ahead<'ctx>)>> {
+        if state.ahead.is_none() {
+            return Ok(None);
+        }
+        let a = next_block(self.cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
+        Ok(Some((a.cursor, Ahead { kb: a.kb, partial: a.partial, entries: self.kv_entries(a.kb)? })))
+    }
+
+    /// This thread's kv_rows entries for key block `kb` (any kb: out-of-range
+    /// rows read entry 0 and are dropped by the copy).
+    fn kv_entries(&self, kb: IV<'ctx>) -> Result<Vec<IV<'ctx>>> {
+        let Some(ix) = self.k_copy.index else { return Ok(Vec::new()) };
+        let row0 = self.cx.mul(kb, self.cx.i32(self.plan.block_k as i32))?;
+        index_entries(self.cx, self.plan, self.tid, self.kv_len, ix, row0, self.plan.block_k)
+    }
+
+    /// Whether the wgmma loop issues the next block's copies while S = Q·Kᵀ
+    /// runs rather than before: when a third stage or another CTA on the SM
+    /// leaves slack for the later start. Measured on an H200: +3% at D=64
+    /// (3 stages), -4% at D=128 with 2 stages and one CTA per SM, where the
+    /// copy needs the whole iteration.
+    fn copies_during_qk(&self) -> bool {
+        self.plan.stages >= 3 || min_ctas_per_sm(self.plan) >= 2
     }
 
     /// Waits until at most `pending` cp.async groups are in flight, then the
@@ -450,18 +507,25 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0` (and, when
     /// the block will run the element test, its key-tensor values into the K
     /// rows' padding), then commits a group (always, so group counting stays uniform).
-    fn issue_kv(&self, kb: IV<'ctx>, partial: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
+    fn issue_kv(&self, kb: IV<'ctx>, partial: IV<'ctx>, slot: IV<'ctx>, entries: Option<&[IV<'ctx>]>) -> Result<()> {
         let cx = self.cx;
         cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| {
             let bk = cx.i32(self.plan.block_k as i32);
             let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, slot)?;
             let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
-            // K and V rows are the same rows: one set of sources (and index loads) for both.
             let k = &self.k_copy;
-            let sources = tile_sources(cx, self.plan, self.tid, k.len, k.index, row0, self.plan.block_k)?;
-            copy_from(cx, self.plan, &TileCopy { dst: k_dst, ..self.k_copy }, &sources)?;
-            copy_from(cx, self.plan, &TileCopy { dst: v_dst, ..self.v_copy }, &sources)?;
+            if k.index.is_some() {
+                // K and V rows are the same rows: one set of sources (and index entries) for both.
+                let sources = tile_sources(cx, self.plan, self.tid, k.len, k.index, entries, row0, self.plan.block_k)?;
+                copy_from(cx, self.plan, &TileCopy { dst: k_dst, ..self.k_copy }, &sources)?;
+                copy_from(cx, self.plan, &TileCopy { dst: v_dst, ..self.v_copy }, &sources)?;
+            } else {
+                // Plain rows: each tile's addresses made where its copies go out, so
+                // none stay live across the other tile's (fewer registers at D=128).
+                copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k)?;
+                copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k)?;
+            }
             if self.k_staged {
                 let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
                 cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
@@ -500,14 +564,26 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // Block kb's group is complete once at most stages-2 newer groups are pending;
         // the barrier also means every warp is done with the slot refilled below.
         self.wait_tiles(self.plan.stages - 2)?;
-        let next = next_block(cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?;
+        // The block to issue into the freed slot: the one chosen an iteration ago
+        // (row indices: its entries are in registers), or the list's next.
+        let (next, next_entries) = match &state.ahead {
+            Some(a) => (NextBlock { kb: a.kb, partial: a.partial, cursor: state.cursor }, Some(a.entries.clone())),
+            None => (next_block(cx, self.plan, &self.keys, &self.list, &self.pred, &self.qtile, self.kv_len, state.cursor)?, None),
+        };
         let is_first = cx.icmp(IP::EQ, state.slot, cx.i32(0))?;
         let refill = cx.select_int(is_first, cx.i32(stages - 1), cx.sub(state.slot, cx.i32(1))?)?;
         // mma.sync: the next block's copies go out first. wgmma: they go out
         // while S = Q·Kᵀ runs on the tensor cores (below), which hides their
         // address math and, with row indices, the index loads they wait on.
-        if self.plan.mma == Mma::Sync {
-            self.issue_kv(next.kb, next.partial, refill)?;
+        let issue_first = self.plan.mma == Mma::Sync || !self.copies_during_qk();
+        // Row indices: the block after `next` and its entries, loaded now and
+        // used one iteration later (with wgmma, while S = Q·Kᵀ runs).
+        let mut lookahead = None;
+        if issue_first {
+            self.issue_kv(next.kb, next.partial, refill, next_entries.as_deref())?;
+            if self.plan.mma == Mma::Sync {
+                lookahead = self.look_ahead(&state)?;
+            }
         }
 
         let slot_ptr = self.layout.slot(cx, self.smem, state.slot)?;
@@ -533,7 +609,10 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             QOperand::Wgmma(q) => {
                 let k = wgmma::k_major(cx, slot_ptr, self.plan.block_k)?;
                 let in_flight = wgmma::qk_issue(cx, self.plan.dtype, self.plan.head_dim, self.plan.block_k, *q, k)?;
-                self.issue_kv(next.kb, next.partial, refill)?;
+                if !issue_first {
+                    self.issue_kv(next.kb, next.partial, refill, next_entries.as_deref())?;
+                }
+                lookahead = self.look_ahead(&state)?;
                 vec![wgmma::wait(cx, &in_flight)?]
             }
         };
@@ -632,7 +711,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         } else {
             rows
         };
-        let after = LoopState { slot, cursor: next.cursor, pending, o, rows };
+        let (cursor, ahead) = match lookahead {
+            Some((cursor, a)) => (cursor, Some(a)),
+            None => (next.cursor, None),
+        };
+        let after = LoopState { slot, cursor, pending, o, rows, ahead };
         let latch = cx.current();
         cx.br(head)?;
         for (phi, v) in phis.iter().zip(after.flatten()) {

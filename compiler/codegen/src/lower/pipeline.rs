@@ -154,36 +154,80 @@ pub(crate) struct TileSources<'ctx> {
     rows: u32,
 }
 
-/// Computes [`TileSources`]: rows at or past `len`, and rows whose index
-/// entry is padding, are zero-filled from a valid address (row 0).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn tile_sources<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, len: IV<'ctx>, index: Option<RowIndex<'ctx>>, row0: IV<'ctx>, rows: u32) -> Result<TileSources<'ctx>> {
+/// This thread's (row, chunk, has-a-chunk-in-the-last-round) per round of a
+/// tile of `rows` rows; the one place the copy work is divided among threads.
+fn tile_chunks<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, rows: u32) -> Result<Vec<(IV<'ctx>, IV<'ctx>, Option<IV<'ctx>>)>> {
     let chunks_per_row = plan.head_dim / 8;
     let threads = plan.threads();
     let total = rows * chunks_per_row;
+    (0..total.div_ceil(threads))
+        .map(|it| {
+            let (row, chunk) = if threads % chunks_per_row == 0 {
+                // Each thread keeps its chunk; rows advance by threads / chunks_per_row per round.
+                let r = cx.add(cx.udiv(tid, cx.i32(chunks_per_row as i32))?, cx.i32((it * threads / chunks_per_row) as i32))?;
+                (r, cx.urem(tid, cx.i32(chunks_per_row as i32))?)
+            } else {
+                let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
+                (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?)
+            };
+            let in_tile = ((it + 1) * threads > total)
+                .then(|| cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32)))
+                .transpose()?;
+            Ok((row, chunk, in_tile))
+        })
+        .collect()
+}
+
+/// Row `row0 + row` of a tile, whether it is inside `len`, and the same row
+/// clamped to 0 when it is not (a safe address to read at).
+fn tile_row<'ctx>(cx: &Cx<'_, 'ctx>, len: IV<'ctx>, row0: IV<'ctx>, row: IV<'ctx>, in_tile: Option<IV<'ctx>>) -> Result<(IV<'ctx>, IV<'ctx>)> {
+    let grow = cx.add(row0, row)?;
+    let mut inside = cx.icmp(IP::SLT, grow, len)?;
+    if let Some(t) = in_tile {
+        inside = cx.and(inside, t)?;
+    }
+    Ok((inside, cx.select_int(inside, grow, cx.i32(0))?))
+}
+
+/// The raw index entries of this thread's rows of the tile of `rows` rows
+/// from `row0` (one load per round, all issued together): loaded ahead of
+/// [`tile_sources`] so their latency hides behind other work.
+pub(crate) fn index_entries<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, len: IV<'ctx>, index: RowIndex<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<Vec<IV<'ctx>>> {
+    tile_chunks(cx, plan, tid, rows)?
+        .into_iter()
+        .map(|(row, _, in_tile)| {
+            let (_, at) = tile_row(cx, len, row0, row, in_tile)?;
+            Ok(index.source(cx, at)?.0)
+        })
+        .collect()
+}
+
+/// Computes [`TileSources`]: rows at or past `len`, and rows whose index
+/// entry is padding, are zero-filled from a valid address (row 0). With an
+/// index, `entries` are its values from [`index_entries`] for the same
+/// tile, or `None` to load them here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_sources<'ctx>(
+    cx: &Cx<'_, 'ctx>,
+    plan: &KernelPlan,
+    tid: IV<'ctx>,
+    len: IV<'ctx>,
+    index: Option<RowIndex<'ctx>>,
+    entries: Option<&[IV<'ctx>]>,
+    row0: IV<'ctx>,
+    rows: u32,
+) -> Result<TileSources<'ctx>> {
     let mut chunks = Vec::new();
-    for it in 0..total.div_ceil(threads) {
-        let (row, chunk) = if threads % chunks_per_row == 0 {
-            // Each thread keeps its chunk; rows advance by threads / chunks_per_row per round.
-            let r = cx.add(cx.udiv(tid, cx.i32(chunks_per_row as i32))?, cx.i32((it * threads / chunks_per_row) as i32))?;
-            (r, cx.urem(tid, cx.i32(chunks_per_row as i32))?)
-        } else {
-            let idx = cx.add(tid, cx.i32((it * threads) as i32))?;
-            (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?)
-        };
-        let in_tile = ((it + 1) * threads > total)
-            .then(|| cx.icmp(IP::ULT, cx.add(tid, cx.i32((it * threads) as i32))?, cx.i32(total as i32)))
-            .transpose()?;
-        let grow = cx.add(row0, row)?;
-        let mut inside = cx.icmp(IP::SLT, grow, len)?;
-        if let Some(t) = in_tile {
-            inside = cx.and(inside, t)?;
-        }
+    for (it, (row, chunk, in_tile)) in tile_chunks(cx, plan, tid, rows)?.into_iter().enumerate() {
+        let (inside, at) = tile_row(cx, len, row0, row, in_tile)?;
         let (valid, src_row) = match &index {
-            None => (inside, cx.select_int(inside, grow, cx.i32(0))?),
+            None => (inside, at),
             Some(ix) => {
-                let (s, real) = ix.source(cx, cx.select_int(inside, grow, cx.i32(0))?)?;
-                let valid = cx.and(inside, real)?;
+                let s = match entries {
+                    Some(e) => e[it],
+                    None => ix.source(cx, at)?.0,
+                };
+                let valid = cx.and(inside, cx.icmp(IP::ULT, s, ix.src_len)?)?;
                 (valid, cx.select_int(valid, s, cx.i32(0))?)
             }
         };
@@ -225,7 +269,7 @@ pub(crate) fn copy_from<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy
 /// (no commit: the caller groups tiles). Rows at or past `len` are zero-filled
 /// from a valid address (row 0), so no byte outside the tensor is read.
 pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
-    let sources = tile_sources(cx, plan, tid, t.len, t.index, row0, rows)?;
+    let sources = tile_sources(cx, plan, tid, t.len, t.index, None, row0, rows)?;
     copy_from(cx, plan, t, &sources)
 }
 
