@@ -202,10 +202,34 @@ pub(crate) fn index_entries<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<
         .collect()
 }
 
+/// The source of one chunk (`entry`: its row's index entry, when loaded ahead).
+fn chunk_source<'ctx>(
+    cx: &Cx<'_, 'ctx>,
+    len: IV<'ctx>,
+    index: Option<RowIndex<'ctx>>,
+    entry: Option<IV<'ctx>>,
+    row0: IV<'ctx>,
+    (row, chunk, in_tile): (IV<'ctx>, IV<'ctx>, Option<IV<'ctx>>),
+) -> Result<ChunkSource<'ctx>> {
+    let (inside, at) = tile_row(cx, len, row0, row, in_tile)?;
+    let (valid, src_row) = match &index {
+        None => (inside, at),
+        Some(ix) => {
+            let s = match entry {
+                Some(e) => e,
+                None => ix.source(cx, at)?.0,
+            };
+            let valid = cx.and(inside, cx.icmp(IP::ULT, s, ix.src_len)?)?;
+            (valid, cx.select_int(valid, s, cx.i32(0))?)
+        }
+    };
+    Ok(ChunkSource { row, chunk, src_row, valid, in_tile })
+}
+
 /// Computes [`TileSources`]: rows at or past `len`, and rows whose index
 /// entry is padding, are zero-filled from a valid address (row 0). With an
 /// index, `entries` are its values from [`index_entries`] for the same
-/// tile, or `None` to load them here.
+/// tile, or `None` to load them here (all loads before any copy).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_sources<'ctx>(
     cx: &Cx<'_, 'ctx>,
@@ -217,60 +241,55 @@ pub(crate) fn tile_sources<'ctx>(
     row0: IV<'ctx>,
     rows: u32,
 ) -> Result<TileSources<'ctx>> {
-    let mut chunks = Vec::new();
-    for (it, (row, chunk, in_tile)) in tile_chunks(cx, plan, tid, rows)?.into_iter().enumerate() {
-        let (inside, at) = tile_row(cx, len, row0, row, in_tile)?;
-        let (valid, src_row) = match &index {
-            None => (inside, at),
-            Some(ix) => {
-                let s = match entries {
-                    Some(e) => e[it],
-                    None => ix.source(cx, at)?.0,
-                };
-                let valid = cx.and(inside, cx.icmp(IP::ULT, s, ix.src_len)?)?;
-                (valid, cx.select_int(valid, s, cx.i32(0))?)
-            }
-        };
-        chunks.push(ChunkSource { row, chunk, src_row, valid, in_tile });
-    }
+    let chunks = tile_chunks(cx, plan, tid, rows)?
+        .into_iter()
+        .enumerate()
+        .map(|(it, c)| chunk_source(cx, len, index, entries.map(|e| e[it]), row0, c))
+        .collect::<Result<_>>()?;
     Ok(TileSources { chunks, rows })
+}
+
+/// Issues the cp.async copy of one chunk into a tile of `rows` rows at `t.dst`.
+fn issue_chunk<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy<'ctx>, rows: u32, c: &ChunkSource<'ctx>) -> Result<()> {
+    let row_bytes = plan.smem_row_bytes() as i32;
+    let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
+        let elem_off = cx.add(cx.mul(cx.sext64(c.src_row)?, t.stride)?, cx.sext64(cx.mul(c.chunk, cx.i32(8))?)?)?;
+        let src = cx.gep(cx.ctx.i16_type(), t.src, elem_off)?;
+        let dst_off = if plan.swizzled() {
+            // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
+            let block = cx.mul(cx.lshr(c.chunk, cx.i32(3))?, cx.i32((rows * SWIZZLE_ROW_BYTES) as i32))?;
+            let swz = cx.xor(cx.and(c.chunk, cx.i32(7))?, cx.and(c.row, cx.i32(7))?)?;
+            cx.add(block, cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(swz, cx.i32(16))?)?)?
+        } else {
+            cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(c.chunk, cx.i32(16))?)?
+        };
+        let dst = cx.byte_gep(t.dst, dst_off)?;
+        let size = cx.select_int(c.valid, cx.i32(16), cx.i32(0))?;
+        cx.cp_async_16(dst, src, size)
+    };
+    match c.in_tile {
+        Some(mine) => cx.if_then(mine, "copy.tail", issue),
+        None => issue(cx),
+    }
 }
 
 /// Issues the cp.async copies of one tile from `sources` into `t.dst`
 /// (no commit: the caller groups tiles).
 pub(crate) fn copy_from<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy<'ctx>, sources: &TileSources<'ctx>) -> Result<()> {
-    let row_bytes = plan.smem_row_bytes() as i32;
-    let elem = cx.ctx.i16_type();
-    for c in &sources.chunks {
-        let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
-            let elem_off = cx.add(cx.mul(cx.sext64(c.src_row)?, t.stride)?, cx.sext64(cx.mul(c.chunk, cx.i32(8))?)?)?;
-            let src = cx.gep(elem, t.src, elem_off)?;
-            let dst_off = if plan.swizzled() {
-                // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
-                let block = cx.mul(cx.lshr(c.chunk, cx.i32(3))?, cx.i32((sources.rows * SWIZZLE_ROW_BYTES) as i32))?;
-                let swz = cx.xor(cx.and(c.chunk, cx.i32(7))?, cx.and(c.row, cx.i32(7))?)?;
-                cx.add(block, cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(swz, cx.i32(16))?)?)?
-            } else {
-                cx.add(cx.mul(c.row, cx.i32(row_bytes))?, cx.mul(c.chunk, cx.i32(16))?)?
-            };
-            let dst = cx.byte_gep(t.dst, dst_off)?;
-            let size = cx.select_int(c.valid, cx.i32(16), cx.i32(0))?;
-            cx.cp_async_16(dst, src, size)
-        };
-        match c.in_tile {
-            Some(mine) => cx.if_then(mine, "copy.tail", issue)?,
-            None => issue(cx)?,
-        }
-    }
-    Ok(())
+    sources.chunks.iter().try_for_each(|c| issue_chunk(cx, plan, t, sources.rows, c))
 }
 
 /// Issues the cp.async copies of one tile, spread over all threads of the CTA
 /// (no commit: the caller groups tiles). Rows at or past `len` are zero-filled
-/// from a valid address (row 0), so no byte outside the tensor is read.
+/// from a valid address (row 0), so no byte outside the tensor is read. Each
+/// chunk's address is made where its copy goes out (plain rows keep fewer
+/// values live this way; the generated code is the pre-row-index kernel's).
 pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
-    let sources = tile_sources(cx, plan, tid, t.len, t.index, None, row0, rows)?;
-    copy_from(cx, plan, t, &sources)
+    for c in tile_chunks(cx, plan, tid, rows)? {
+        let source = chunk_source(cx, t.len, t.index, None, row0, c)?;
+        issue_chunk(cx, plan, t, rows, &source)?;
+    }
+    Ok(())
 }
 
 /// Stages `values[row0 + r]` (r < rows) of each tensor in `tensors` into
