@@ -178,11 +178,14 @@ fn tile_chunks<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, rows: 
         .collect()
 }
 
-/// Row `row0 + row` of a tile, whether it is inside `len`, and the same row
-/// clamped to 0 when it is not (a safe address to read at).
+/// Row `row0 + row` of a tile, whether it is inside `0..len`, and the same
+/// row clamped to 0 when it is not (a safe address to read at).
 fn tile_row<'ctx>(cx: &Cx<'_, 'ctx>, len: IV<'ctx>, row0: IV<'ctx>, row: IV<'ctx>, in_tile: Option<IV<'ctx>>) -> Result<(IV<'ctx>, IV<'ctx>)> {
     let grow = cx.add(row0, row)?;
-    let mut inside = cx.icmp(IP::SLT, grow, len)?;
+    // Unsigned: a negative row (the look-ahead past the last key block asks
+    // for block -1) is outside too, so its index entry is read at row 0, not
+    // before the array (an illegal address seen once on an H200 at 32K).
+    let mut inside = cx.icmp(IP::ULT, grow, len)?;
     if let Some(t) = in_tile {
         inside = cx.and(inside, t)?;
     }
