@@ -1,6 +1,8 @@
 //! `lacuna selftest`: every standard pattern on the GPU against the CPU
 //! reference, on fresh random inputs, outputs poisoned before each launch;
-//! ragged lengths, Nq != Nk, GQA/MQA, head dims, both dtypes, strided layouts.
+//! ragged lengths, Nq != Nk, GQA/MQA, head dims, both dtypes, strided layouts;
+//! and row-index kernels (SCFA's regrouped rows) on random permutations with
+//! padding entries, checked row by row in source order.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,7 +12,7 @@ use lacuna_ir::reference::{attention, AttentionShape, Precision};
 use lacuna_ir::{Bindings, Dims, Dtype};
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{load_kernel, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel, load_row_index_kernel, upload_rounded, DeviceInputs, Noise};
 use crate::error::CliError;
 
 /// One correctness case.
@@ -27,6 +29,9 @@ struct Case {
     dtype: Dtype,
     /// Q, K, V and O laid out (B, N, H, D) instead of (B, H, N, D).
     bnhd: bool,
+    /// A row-index kernel over `q_len` / `kv_len` regrouped rows of longer
+    /// source tensors (random distinct source rows, some entries padding).
+    row_index: bool,
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -41,7 +46,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ("topk", &[("topk", "3"), ("W", "64")]),
         ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]),
     ];
-    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false };
+    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false };
     let mut out = Vec::new();
     for &(pattern, params) in patterns {
         let c = Case { pattern, params, ..base.clone() };
@@ -54,6 +59,12 @@ fn cases(quick: bool) -> Vec<Case> {
             // (B, N, H, D) strides.
             out.push(Case { batch: 2, q_len: 200, kv_len: 333, head_dim: 128, bnhd: true, ..c });
         }
+    }
+    // Row indices: what the SCFA pipelines run, and plain causal.
+    for (pattern, params) in [("hash-bucket", &[("buckets", "8")][..]), ("qk-drop", &[("drop", "0.5")][..]), ("causal", &[][..])] {
+        let c = Case { pattern, params, row_index: true, ..base.clone() };
+        out.push(c.clone());
+        out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     }
     if !quick {
         for d in (16..=256).step_by(16).filter(|d| *d != 64 && *d != 128) {
@@ -109,7 +120,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
         c.pattern,
         c.params.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
         c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.dtype.name(),
-        if c.bnhd { " bnhd" } else { "" }
+        if c.bnhd { " bnhd" } else if c.row_index { " rows" } else { "" }
     );
     let sp = lacuna_patterns::find(c.pattern)?;
     let ir = (sp.ir)();
@@ -117,6 +128,9 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     let params: BTreeMap<String, String> = c.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), seed)?;
     let bindings = Bindings::new(&ir, dims, values.clone()).map_err(|source| CliError::Bind { source, file: None })?;
+    if c.row_index {
+        return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, mma);
+    }
     let (_, kernel) = load_kernel(gpu, &ir, c.head_dim, c.dtype, mma)?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
@@ -191,5 +205,147 @@ fn round_like(x: &[f32], dtype: Dtype) -> Vec<f32> {
     match dtype {
         Dtype::Bf16 => x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
         Dtype::F16 => x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+    }
+}
+
+/// Source rows per regrouped row: the regrouped sequence of `n` rows takes
+/// distinct random rows of `src_len` (> n) source rows, every 7th entry
+/// padding (`pad`, outside the source rows).
+fn random_rows(noise: &mut Noise, n: usize, src_len: usize, pad: i32) -> Vec<i32> {
+    let mut rows: Vec<i32> = (0..src_len as i32).collect();
+    for i in (1..rows.len()).rev() {
+        let j = ((noise.next() + 1.0) * 0.5 * (i + 1) as f32) as usize;
+        rows.swap(i, j.min(i));
+    }
+    rows.truncate(n);
+    for (i, r) in rows.iter_mut().enumerate() {
+        if i % 7 == 3 {
+            *r = pad;
+        }
+    }
+    rows
+}
+
+/// A row-index kernel: q (B, H, Nq + 37, D) and k, v (B, Hkv, Nk + 29, D)
+/// source tensors, q_rows (B, H, Nq) and kv_rows (B, H, Nk) random distinct
+/// source rows with padding entries. The reference runs on the regrouped
+/// rows (padding rows zero, keys per query head); o and lse are checked at
+/// the named source rows, and every source row no index names must still
+/// hold the poison.
+#[allow(clippy::too_many_arguments)]
+fn run_row_index_case(
+    gpu: &Gpu,
+    c: &Case,
+    name: String,
+    ir: &lacuna_ir::PatternIr,
+    bindings: &Bindings,
+    values: &BTreeMap<String, lacuna_ir::InputValue>,
+    seed: u64,
+    mma: Option<lacuna_codegen::Mma>,
+) -> Result<Outcome, CliError> {
+    let (_, kernel) = load_row_index_kernel(gpu, ir, c.head_dim, c.dtype, mma)?;
+    let d = c.head_dim as usize;
+    let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
+    let (sq, sk) = (nq + 37, nk + 29);
+    let mut noise = Noise::new(seed);
+    let (q, qr) = upload_rounded(gpu, &noise.vec(b * h * sq * d), &[b, h, sq, d], c.dtype)?;
+    let (k, kr) = upload_rounded(gpu, &noise.vec(b * hk * sk * d), &[b, hk, sk, d], c.dtype)?;
+    let (v, vr) = upload_rounded(gpu, &noise.vec(b * hk * sk * d), &[b, hk, sk, d], c.dtype)?;
+    let mut q_rows = Vec::with_capacity(b * h * nq);
+    let mut kv_rows = Vec::with_capacity(b * h * nk);
+    for _ in 0..b * h {
+        q_rows.extend(random_rows(&mut noise, nq, sq, -1));
+        kv_rows.extend(random_rows(&mut noise, nk, sk, i32::MAX));
+    }
+    let q_rows_dev = DeviceTensor::from_host_i32(gpu, &q_rows, &[b, h, nq])?;
+    let kv_rows_dev = DeviceTensor::from_host_i32(gpu, &kv_rows, &[b, h, nk])?;
+    let inputs = DeviceInputs::upload(gpu, ir, values)?;
+    let elem = ElemType::from(c.dtype);
+    let mut o = DeviceTensor::zeros(gpu, elem, &[b, h, sq, d])?;
+    let mut lse = DeviceTensor::zeros(gpu, ElemType::F32, &[b, h, sq])?;
+    o.poison()?;
+    lse.poison()?;
+    kernel.forward_rows_into(&q, &k, &v, &q_rows_dev, &kv_rows_dev, &inputs.args(), &mut o, &mut lse, ForwardOptions::default())?;
+    gpu.synchronize()?;
+    let (o_got, lse_got) = (o.to_host_as_f32()?, lse.to_host_f32()?);
+
+    // The regrouped problem on the host: keys per query head, padding rows zero.
+    // Regrouped row i of (b, head) is source row rows[i] of (b, head / group)
+    // in a tensor of src_heads heads.
+    let gather = |src: &[f32], src_heads: usize, group: usize, src_len: usize, rows: &[i32], n: usize| -> Vec<f32> {
+        let mut out = vec![0f32; b * h * n * d];
+        for bh in 0..b * h {
+            let src_bh = (bh / h) * src_heads + (bh % h) / group;
+            for i in 0..n {
+                let r = rows[bh * n + i];
+                if r >= 0 && (r as usize) < src_len {
+                    out[(bh * n + i) * d..][..d].copy_from_slice(&src[(src_bh * src_len + r as usize) * d..][..d]);
+                }
+            }
+        }
+        out
+    };
+    let group = h / hk;
+    let qg = gather(&qr, h, 1, sq, &q_rows, nq);
+    let kg = gather(&kr, hk, group, sk, &kv_rows, nk);
+    let vg = gather(&vr, hk, group, sk, &kv_rows, nk);
+    let shape = AttentionShape { batch: b, heads: h, kv_heads: h, q_len: nq, kv_len: nk, head_dim: d };
+    let reference = attention(ir, bindings, shape, &qg, &kg, &vg, 1.0 / (d as f32).sqrt(), Precision::F32)?;
+
+    let (mut num, mut den, mut lse_err) = (0f64, 0f64, 0f64);
+    let (mut masked_rows, mut bad_masked_rows, mut unwritten) = (0, 0, 0);
+    let mut named = vec![false; b * h * sq];
+    for bh in 0..b * h {
+        for i in 0..nq {
+            let r = q_rows[bh * nq + i];
+            if r < 0 || r as usize >= sq {
+                continue;
+            }
+            let src = bh * sq + r as usize;
+            named[src] = true;
+            let (got, want) = (&o_got[src * d..][..d], &reference.out[(bh * nq + i) * d..][..d]);
+            if got.iter().any(|x| x.is_nan()) || lse_got[src].is_nan() {
+                unwritten += 1;
+                continue;
+            }
+            if reference.lse[bh * nq + i] == f32::NEG_INFINITY {
+                masked_rows += 1;
+                if lse_got[src] != f32::NEG_INFINITY || got.iter().any(|&x| x != 0.0) {
+                    bad_masked_rows += 1;
+                }
+                continue;
+            }
+            lse_err = lse_err.max((lse_got[src] as f64 - reference.lse[bh * nq + i] as f64).abs());
+            for t in 0..d {
+                num += ((got[t] - want[t]) as f64).powi(2);
+                den += (want[t] as f64).powi(2);
+            }
+        }
+    }
+    // Rows no index names keep the poison: the kernel wrote nothing there.
+    let clobbered = (0..b * h * sq).filter(|&r| !named[r] && (!lse_got[r].is_nan() || o_got[r * d..][..d].iter().any(|x| !x.is_nan()))).count();
+    let rel_err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let pass = unwritten == 0 && clobbered == 0 && bad_masked_rows == 0 && rel_err < 1e-2 && lse_err < 2e-2 && !rel_err.is_nan();
+    Ok(Outcome { case: format!("{name} (unnamed rows touched: {clobbered})"), rel_err, lse_err, masked_rows, bad_masked_rows, unwritten, pass })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_rows_are_distinct_source_rows_with_padding() {
+        let mut noise = Noise::new(3);
+        let rows = random_rows(&mut noise, 300, 337, -1);
+        assert_eq!(rows.len(), 300);
+        let real: Vec<i32> = rows.iter().copied().filter(|&r| r >= 0).collect();
+        assert!(real.iter().all(|&r| (r as usize) < 337));
+        let mut sorted = real.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), real.len(), "a source row named twice would be written twice");
+        assert_eq!(rows.iter().filter(|&&r| r == -1).count(), (0..300).filter(|i| i % 7 == 3).count());
+        // Not the identity: the kernel must really read through the index.
+        assert!(rows.iter().enumerate().filter(|(i, &r)| r == *i as i32).count() < 30);
     }
 }
