@@ -95,6 +95,18 @@ fn reg_list(first: usize, n: usize) -> String {
     format!("{{{}}}", regs.join(", "))
 }
 
+/// One `wgmma.mma_async m64n{n}k16` with f32 accumulators `$0 .. $(n/2 - 1)`,
+/// A operand text `a` (a descriptor `$i` or a register list), the B
+/// descriptor at `$b`, scale-d from the i32 at `$scale` (0: overwrite), and
+/// the trailing immediates (`scale-a, scale-b` are 1; then the transposes).
+fn mma_asm(dtype: Dtype, n: u32, a: &str, b: usize, scale: usize, transposes: &str) -> String {
+    format!(
+        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${scale}, 0;\nwgmma.mma_async.sync.aligned.m64n{n}k16.f32.{} {}, {a}, ${b}, p, 1, 1, {transposes};\n}}",
+        type_suffix(dtype),
+        reg_list(0, (n / 2) as usize),
+    )
+}
+
 /// Calls one inline-asm statement whose outputs are `n` f32 accumulators
 /// tied to the first `n` inputs; returns the outputs.
 fn call_tied<'ctx>(cx: &Cx<'_, 'ctx>, asm: String, extra: &[(BasicMetadataValueEnum<'ctx>, &str)], acc: &[FV<'ctx>]) -> Result<Vec<FV<'ctx>>> {
@@ -137,14 +149,8 @@ fn unflatten<'ctx>(v: &[FV<'ctx>]) -> Vec<Acc<'ctx>> {
 /// any use (other work may go in between).
 pub(crate) fn qk_issue<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, block_k: u32, q: SmemOperand<'ctx>, k: SmemOperand<'ctx>) -> Result<Vec<FV<'ctx>>> {
     let n = (block_k / 2) as usize;
-    let asm = format!(
-        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\nwgmma.mma_async.sync.aligned.m64n{block_k}k16.f32.{} {}, ${}, ${}, p, 1, 1, 0, 0;\n}}",
-        2 * n + 2,
-        type_suffix(dtype),
-        reg_list(0, n),
-        2 * n,
-        2 * n + 1
-    );
+    // Operands: n accumulators (tied), the Q and K descriptors, scale-d; no transposes.
+    let asm = mma_asm(dtype, block_k, &format!("${}", 2 * n), 2 * n + 1, 2 * n + 2, "0, 0");
     let undef = cx.f32t().get_undef();
     let mut s: Vec<FV<'ctx>> = vec![undef; n];
     cx.wgmma_fence()?;
@@ -169,14 +175,9 @@ pub(crate) fn wait<'ctx>(cx: &Cx<'_, 'ctx>, in_flight: &[FV<'ctx>]) -> Result<Ve
 /// (block_k / 16 of them), `v` the MN-major V tile, `o[d n8 tile]`.
 pub(crate) fn pv<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFrag<'ctx>], v: SmemOperand<'ctx>, o: &mut Vec<Acc<'ctx>>) -> Result<()> {
     let n = (head_dim / 2) as usize;
-    let asm = format!(
-        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\nwgmma.mma_async.sync.aligned.m64n{head_dim}k16.f32.{} {}, {}, ${}, p, 1, 1, 1;\n}}",
-        2 * n + 5,
-        type_suffix(dtype),
-        reg_list(0, n),
-        reg_list(2 * n, 4),
-        2 * n + 4
-    );
+    // Operands: n accumulators (tied), four A registers, the V descriptor,
+    // scale-d; B transposed (V is MN-major).
+    let asm = mma_asm(dtype, head_dim, &reg_list(2 * n, 4), 2 * n + 4, 2 * n + 5, "1");
     let mut acc = flatten(o);
     cx.wgmma_fence()?;
     for (j, a) in p.iter().enumerate() {
