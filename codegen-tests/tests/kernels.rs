@@ -2,7 +2,8 @@
 //! LLVM IR lacuna emits (before LLVM's optimiser) and the PTX, each for the
 //! forward entry only, with toolchain banner lines filtered out. Both
 //! tensor-core paths: wgmma (sm_90a) for every pattern here, mma.sync (sm_80)
-//! for causal and hash-bucket. A diff here means the generated code moved;
+//! for causal and hash-bucket, and the row-index kernel of SCFA's hash
+//! pipeline. A diff here means the generated code moved;
 //! read it before re-blessing with `cargo insta review` (or `INSTA_UPDATE=always`).
 
 use lacuna_codegen::{compile, Arch, Dtype, KernelPlan, Mma};
@@ -41,15 +42,20 @@ fn one_entry(text: &str, start: &str) -> String {
     out.join("\n") + "\n"
 }
 
-/// Snapshots the three stages of one kernel under `{name}_d{d}_{path}_*`.
+/// Snapshots the three stages of one kernel under `{name}_d{d}_{path}[_rows]_*`.
 fn snapshot_kernel(name: &str, d: u32, arch: Arch, mma: Mma) {
+    snapshot_kernel_with(name, d, arch, mma, false)
+}
+
+fn snapshot_kernel_with(name: &str, d: u32, arch: Arch, mma: Mma, row_index: bool) {
     let sp = find(name).expect("standard pattern");
     let ir = (sp.ir)();
-    let plan = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, arch).expect("plan");
+    let mut plan = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, arch).expect("plan");
     assert_eq!(plan.mma, mma, "{name} d{d} on {}: the planner's path", arch.name());
+    plan.row_index = row_index;
     let k = compile(&ir, &plan).unwrap_or_else(|e| panic!("{name} d{d}: {e}"));
     let entry = &k.manifest.entry;
-    let key = format!("{name}_d{d}_{}", mma.name());
+    let key = format!("{name}_d{d}_{}{}", mma.name(), if row_index { "_rows" } else { "" });
     insta::assert_snapshot!(format!("{key}_plan"), format!("{plan}\n{}", k.manifest));
     insta::assert_snapshot!(format!("{key}_llvm_ir"), one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{entry}(")));
     insta::assert_snapshot!(format!("{key}_ptx"), one_entry(&k.ptx, &format!(".entry {entry}(")));
@@ -62,6 +68,12 @@ fn forward_kernels_plan_ir_and_ptx_wgmma() {
             snapshot_kernel(name, d, Arch::Sm90a, Mma::Wgmma);
         }
     }
+}
+
+/// The kernel SCFA's hash pipeline runs: rows through index arrays.
+#[test]
+fn row_index_kernel_plan_ir_and_ptx() {
+    snapshot_kernel_with("hash-bucket", 64, Arch::Sm90a, Mma::Wgmma, true);
 }
 
 #[test]

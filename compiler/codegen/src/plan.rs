@@ -379,7 +379,9 @@ impl fmt::Display for KernelPlan {
                 writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, rows padded by {ROW_PAD_BYTES} B", self.stages)?;
             }
             Mma::Wgmma => {
-                writeln!(f, "  tensor cores: wgmma m64n{}k16 (S) and m64n{}k16 (O) per warpgroup, {} warpgroups", self.block_k, self.head_dim, self.warps / 4)?;
+                let groups = self.warps / 4;
+                let plural = if groups == 1 { "" } else { "s" };
+                writeln!(f, "  tensor cores: wgmma m64n{}k16 (S) and m64n{}k16 (O) per warpgroup, {groups} warpgroup{plural}", self.block_k, self.head_dim)?;
                 writeln!(f, "  pipeline: {} stages of K+V tiles, cp.async.cg 16 B, 128-byte swizzled rows", self.stages)?;
             }
         }
