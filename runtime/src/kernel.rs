@@ -20,6 +20,19 @@ use crate::validate::{
     validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
 
+/// Pushes `args` onto a launch in order: the generated kernels and the
+/// helper ops both take their parameters as `KernelArg` lists.
+pub(crate) fn push_args<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, args: &'a [KernelArg]) {
+    for a in args {
+        match a {
+            KernelArg::Ptr(x) => b.arg(x),
+            KernelArg::I64(x) => b.arg(x),
+            KernelArg::I32(x) => b.arg(x),
+            KernelArg::F32(x) => b.arg(x),
+        };
+    }
+}
+
 /// Dynamic shared memory a kernel may use without opting in.
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
@@ -392,14 +405,7 @@ impl AttentionKernel {
     fn launch(&self, f: &CudaFunction, args: &[KernelArg], cfg: LaunchConfig) -> Result<(), cudarc::driver::DriverError> {
         let stream = self.gpu.stream();
         let mut b = stream.launch_builder(f);
-        for a in args {
-            match a {
-                KernelArg::Ptr(x) => b.arg(x),
-                KernelArg::I64(x) => b.arg(x),
-                KernelArg::I32(x) => b.arg(x),
-                KernelArg::F32(x) => b.arg(x),
-            };
-        }
+        push_args(&mut b, args);
         // SAFETY: the parameter list is the generated kernel's ABI
         // (`validate::forward_args`, tested), every pointer is to a live
         // allocation whose extent validation checked against the shapes the

@@ -127,32 +127,33 @@ impl DeviceTensor {
 
     /// A new contiguous tensor of zeros.
     pub fn zeros(gpu: &Gpu, dtype: ElemType, shape: &[usize]) -> Result<Self> {
-        // cuMemAlloc refuses 0 bytes; an empty tensor still gets one element.
-        let n = count("a new tensor", shape)?.max(1);
-        let stream = gpu.stream();
-        let action = || format!("allocating a {dtype} tensor of shape {shape:?} on device {}", gpu.ordinal());
-        let storage = match dtype {
-            ElemType::Bf16 | ElemType::F16 => Storage::Bits16(stream.alloc_zeros(n).map_err(RuntimeError::driver(action()))?),
-            ElemType::F32 => Storage::F32(stream.alloc_zeros(n).map_err(RuntimeError::driver(action()))?),
-            ElemType::I32 => Storage::I32(stream.alloc_zeros(n).map_err(RuntimeError::driver(action()))?),
-        };
-        Ok(Self::contiguous(gpu, storage, dtype, shape))
+        Self::alloc(gpu, dtype, shape, true)
     }
 
     /// A new contiguous tensor whose contents are unspecified, for an output
     /// every element of which the next kernel writes (skips the memset).
     pub(crate) fn uninit(gpu: &Gpu, dtype: ElemType, shape: &[usize]) -> Result<Self> {
+        Self::alloc(gpu, dtype, shape, false)
+    }
+
+    fn alloc(gpu: &Gpu, dtype: ElemType, shape: &[usize], zeroed: bool) -> Result<Self> {
+        // cuMemAlloc refuses 0 bytes; an empty tensor still gets one element.
         let n = count("a new tensor", shape)?.max(1);
         let stream = gpu.stream();
         let action = || format!("allocating a {dtype} tensor of shape {shape:?} on device {}", gpu.ordinal());
-        // SAFETY: the elements are plain bits on the device (bf16/f16/f32/i32);
-        // any pattern is a valid value, and callers overwrite all of them.
-        let storage = unsafe {
-            match dtype {
-                ElemType::Bf16 | ElemType::F16 => Storage::Bits16(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
-                ElemType::F32 => Storage::F32(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
-                ElemType::I32 => Storage::I32(stream.alloc(n).map_err(RuntimeError::driver(action()))?),
+        fn slice<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(stream: &std::sync::Arc<cudarc::driver::CudaStream>, n: usize, zeroed: bool) -> Result<CudaSlice<T>, cudarc::driver::DriverError> {
+            if zeroed {
+                stream.alloc_zeros(n)
+            } else {
+                // SAFETY: the elements are plain bits on the device (bf16/f16/f32/i32);
+                // any pattern is a valid value, and callers overwrite all of them.
+                unsafe { stream.alloc(n) }
             }
+        }
+        let storage = match dtype {
+            ElemType::Bf16 | ElemType::F16 => Storage::Bits16(slice(stream, n, zeroed).map_err(RuntimeError::driver(action()))?),
+            ElemType::F32 => Storage::F32(slice(stream, n, zeroed).map_err(RuntimeError::driver(action()))?),
+            ElemType::I32 => Storage::I32(slice(stream, n, zeroed).map_err(RuntimeError::driver(action()))?),
         };
         Ok(Self::contiguous(gpu, storage, dtype, shape))
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig};
 use cudarc::nvrtc::{CompileError, CompileOptions};
 
 use super::error::{OpError, OpResult};
@@ -161,14 +161,7 @@ impl GpuOps {
             .ok_or_else(|| RuntimeError::Internal { what: format!("helper op `{name}` is not loaded") })?;
         let stream = self.gpu.stream();
         let mut b = stream.launch_builder(f);
-        for a in args {
-            match a {
-                KernelArg::Ptr(x) => b.arg(x),
-                KernelArg::I64(x) => b.arg(x),
-                KernelArg::I32(x) => b.arg(x),
-                KernelArg::F32(x) => b.arg(x),
-            };
-        }
+        crate::kernel::push_args(&mut b, args);
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: shared_bytes };
         // SAFETY: each wrapper passes exactly the parameter list of its entry
         // in ops.cu, with pointers to live allocations whose extents it

@@ -51,6 +51,23 @@ pub struct PlanOverrides {
     pub stages: Option<u32>,
 }
 
+impl PlanOverrides {
+    /// `plan` with these fields changed: the path first (with its default
+    /// tiles), then row indices and the tile fields. Not checked here:
+    /// `lacuna_codegen::compile` validates the result.
+    pub fn apply(&self, mut plan: KernelPlan) -> KernelPlan {
+        if let Some(m) = self.mma {
+            plan = plan.with_mma(m);
+        }
+        plan.row_index |= self.row_index;
+        plan.block_q = self.block_q.unwrap_or(plan.block_q);
+        plan.block_k = self.block_k.unwrap_or(plan.block_k);
+        plan.warps = self.warps.unwrap_or(plan.warps);
+        plan.stages = self.stages.unwrap_or(plan.stages);
+        plan
+    }
+}
+
 /// Plans with `KernelPlan::for_pattern`, applies `overrides` and generates
 /// the kernel; `compile` re-checks the changed plan, so a bad override comes
 /// back as a codegen error that names the field.
@@ -63,23 +80,7 @@ pub fn compile_kernel(
     overrides: &PlanOverrides,
 ) -> Result<CompiledKernel, CliError> {
     let err = |source| CliError::Codegen { pattern: pattern.into(), head_dim, source };
-    let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(err)?;
-    if let Some(m) = overrides.mma {
-        plan = plan.with_mma(m);
-    }
-    plan.row_index |= overrides.row_index;
-    if let Some(v) = overrides.block_q {
-        plan.block_q = v;
-    }
-    if let Some(v) = overrides.block_k {
-        plan.block_k = v;
-    }
-    if let Some(v) = overrides.warps {
-        plan.warps = v;
-    }
-    if let Some(v) = overrides.stages {
-        plan.stages = v;
-    }
+    let plan = overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(err)?);
     lacuna_codegen::compile(ir, &plan).map_err(err)
 }
 

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
 use lacuna_runtime::{ElemType, DeviceTensor, ForwardOptions, Gpu};
 
-use super::{load_kernel_tiled, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel_with, upload_rounded, DeviceInputs, Noise};
+use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
 /// One benchmarked configuration of a standard pattern.
@@ -63,6 +64,8 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
     w(out, format!("lacuna bench on {} ({} SMs), bf16, forward, block summaries included", gpu.name(), gpu.sm_count()))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
+    let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
+    let overrides = PlanOverrides { mma: args.mma, row_index: false, block_q, block_k, warps, stages };
     let mut rows = Vec::new();
     for &d in args.head_dims {
         let batch = if d <= 64 { 4 } else { 2 };
@@ -75,7 +78,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             }
             let sp = lacuna_patterns::find(variant.pattern)?;
             let ir = (sp.ir)();
-            let (plan, kernel) = load_kernel_tiled(&gpu, &ir, d, Dtype::Bf16, args.mma, args.tile, false)?;
+            let (plan, kernel) = load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &overrides)?;
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
                 let dims = Dims::new(batch, heads, len, len);

@@ -13,41 +13,29 @@ use lacuna_codegen::{KernelPlan, Mma};
 use lacuna_ir::{Dtype, InputKind, InputValue, PatternIr};
 use lacuna_runtime::{AttentionKernel, DeviceTensor, Gpu, PatternArgs};
 
+use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
 /// Compiles `ir` for this GPU and loads it; `mma` forces a tensor-core path
 /// where this GPU and `head_dim` allow it (else the planner's choice stands).
 pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None, false)
+    load_kernel_with(gpu, ir, head_dim, dtype, &PlanOverrides { mma, ..PlanOverrides::default() })
 }
 
 /// [`load_kernel`] for a kernel that reads and writes rows through index
 /// arrays (`KernelPlan::row_index`): what the SCFA pipelines run.
 pub fn load_row_index_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    load_kernel_tiled(gpu, ir, head_dim, dtype, mma, None, true)
+    load_kernel_with(gpu, ir, head_dim, dtype, &PlanOverrides { mma, row_index: true, ..PlanOverrides::default() })
 }
 
-/// [`load_kernel`] with the tile shape `[block_q, block_k, warps, stages]`
-/// forced and rows through index arrays or not.
-pub fn load_kernel_tiled(
-    gpu: &Gpu,
-    ir: &PatternIr,
-    head_dim: u32,
-    dtype: Dtype,
-    mma: Option<Mma>,
-    tile: Option<[u32; 4]>,
-    row_index: bool,
-) -> Result<(KernelPlan, AttentionKernel), CliError> {
+/// [`load_kernel`] with any plan overrides (as `lacuna compile` takes them);
+/// a tensor-core path this GPU or head dim cannot take is dropped, so one
+/// `--mma` serves a run over many head dims.
+pub fn load_kernel_with(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<(KernelPlan, AttentionKernel), CliError> {
     let arch = gpu.arch()?;
     let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
-    let mut plan = KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?;
-    if let Some(m) = mma.filter(|m| m.supports(arch, head_dim) && *m != plan.mma) {
-        plan = plan.with_mma(m);
-    }
-    if let Some([block_q, block_k, warps, stages]) = tile {
-        (plan.block_q, plan.block_k, plan.warps, plan.stages) = (block_q, block_k, warps, stages);
-    }
-    plan.row_index = row_index;
+    let overrides = PlanOverrides { mma: overrides.mma.filter(|m| m.supports(arch, head_dim)), ..*overrides };
+    let plan = overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?);
     let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
     let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
     Ok((plan, kernel))

@@ -178,27 +178,48 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     let scale = 1.0 / (d as f32).sqrt();
     let reference = attention(&ir, &bindings, shape, &qr, &kr, &vr, scale, Precision::F32)?;
     let unwritten = o_got.iter().chain(&lse_dev).filter(|x| x.is_nan()).count();
-    let (mut num, mut den, mut lse_err) = (0f64, 0f64, 0f64);
-    let (mut masked_rows, mut bad_masked_rows) = (0, 0);
+    let mut check = RowCheck::default();
     for row in 0..b * h * nq {
-        let (got, want) = (&o_got[row * d..][..d], &reference.out[row * d..][..d]);
-        if reference.lse[row] == f32::NEG_INFINITY {
-            masked_rows += 1;
-            if lse_dev[row] != f32::NEG_INFINITY || got.iter().any(|&x| x != 0.0) {
-                bad_masked_rows += 1;
+        check.row(&o_got[row * d..][..d], lse_dev[row], &reference.out[row * d..][..d], reference.lse[row]);
+    }
+    Ok(check.outcome(name, unwritten, 0))
+}
+
+/// Accumulates the comparison of output rows with the reference: relative
+/// L2 error over rows with keys, the largest LSE difference, and fully
+/// masked rows, which must be exactly 0 with LSE -inf.
+#[derive(Default)]
+struct RowCheck {
+    num: f64,
+    den: f64,
+    lse_err: f64,
+    masked_rows: usize,
+    bad_masked_rows: usize,
+}
+
+impl RowCheck {
+    fn row(&mut self, got: &[f32], got_lse: f32, want: &[f32], want_lse: f32) {
+        if want_lse == f32::NEG_INFINITY {
+            self.masked_rows += 1;
+            if got_lse != f32::NEG_INFINITY || got.iter().any(|&x| x != 0.0) {
+                self.bad_masked_rows += 1;
             }
-            continue;
+            return;
         }
-        lse_err = lse_err.max((lse_dev[row] as f64 - reference.lse[row] as f64).abs());
-        for t in 0..d {
-            num += ((got[t] - want[t]) as f64).powi(2);
-            den += (want[t] as f64).powi(2);
+        self.lse_err = self.lse_err.max((got_lse as f64 - want_lse as f64).abs());
+        for (g, w) in got.iter().zip(want) {
+            self.num += ((g - w) as f64).powi(2);
+            self.den += (*w as f64).powi(2);
         }
     }
-    let rel_err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
-    let tolerance = 1e-2;
-    let pass = unwritten == 0 && bad_masked_rows == 0 && rel_err < tolerance && lse_err < 2e-2 && !rel_err.is_nan();
-    Ok(Outcome { case: name, rel_err, lse_err, masked_rows, bad_masked_rows, unwritten, pass })
+
+    /// Passes with relative error under 1e-2 (bf16), LSE within 2e-2, and no
+    /// unwritten, badly masked or wrongly written (`clobbered`) rows.
+    fn outcome(&self, case: String, unwritten: usize, clobbered: usize) -> Outcome {
+        let rel_err = if self.den > 0.0 { (self.num / self.den).sqrt() } else { self.num.sqrt() };
+        let pass = unwritten == 0 && clobbered == 0 && self.bad_masked_rows == 0 && rel_err < 1e-2 && self.lse_err < 2e-2 && !rel_err.is_nan();
+        Outcome { case, rel_err, lse_err: self.lse_err, masked_rows: self.masked_rows, bad_masked_rows: self.bad_masked_rows, unwritten, pass }
+    }
 }
 
 fn round_like(x: &[f32], dtype: Dtype) -> Vec<f32> {
@@ -292,8 +313,8 @@ fn run_row_index_case(
     let shape = AttentionShape { batch: b, heads: h, kv_heads: h, q_len: nq, kv_len: nk, head_dim: d };
     let reference = attention(ir, bindings, shape, &qg, &kg, &vg, 1.0 / (d as f32).sqrt(), Precision::F32)?;
 
-    let (mut num, mut den, mut lse_err) = (0f64, 0f64, 0f64);
-    let (mut masked_rows, mut bad_masked_rows, mut unwritten) = (0, 0, 0);
+    let mut check = RowCheck::default();
+    let mut unwritten = 0;
     let mut named = vec![false; b * h * sq];
     for bh in 0..b * h {
         for i in 0..nq {
@@ -303,30 +324,17 @@ fn run_row_index_case(
             }
             let src = bh * sq + r as usize;
             named[src] = true;
-            let (got, want) = (&o_got[src * d..][..d], &reference.out[(bh * nq + i) * d..][..d]);
+            let got = &o_got[src * d..][..d];
             if got.iter().any(|x| x.is_nan()) || lse_got[src].is_nan() {
                 unwritten += 1;
                 continue;
             }
-            if reference.lse[bh * nq + i] == f32::NEG_INFINITY {
-                masked_rows += 1;
-                if lse_got[src] != f32::NEG_INFINITY || got.iter().any(|&x| x != 0.0) {
-                    bad_masked_rows += 1;
-                }
-                continue;
-            }
-            lse_err = lse_err.max((lse_got[src] as f64 - reference.lse[bh * nq + i] as f64).abs());
-            for t in 0..d {
-                num += ((got[t] - want[t]) as f64).powi(2);
-                den += (want[t] as f64).powi(2);
-            }
+            check.row(got, lse_got[src], &reference.out[(bh * nq + i) * d..][..d], reference.lse[bh * nq + i]);
         }
     }
     // Rows no index names keep the poison: the kernel wrote nothing there.
     let clobbered = (0..b * h * sq).filter(|&r| !named[r] && (!lse_got[r].is_nan() || o_got[r * d..][..d].iter().any(|x| !x.is_nan()))).count();
-    let rel_err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
-    let pass = unwritten == 0 && clobbered == 0 && bad_masked_rows == 0 && rel_err < 1e-2 && lse_err < 2e-2 && !rel_err.is_nan();
-    Ok(Outcome { case: format!("{name} (unnamed rows touched: {clobbered})"), rel_err, lse_err, masked_rows, bad_masked_rows, unwritten, pass })
+    Ok(check.outcome(format!("{name} (unnamed rows touched: {clobbered})"), unwritten, clobbered))
 }
 
 #[cfg(test)]
