@@ -107,6 +107,7 @@ impl Gpu {
         // The default (null) stream: a single stream keeps cudarc out of its
         // multi-stream event tracking, and orders everything we issue.
         let stream = ctx.default_stream();
+        keep_freed_memory(&ctx)?;
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 ctx,
@@ -212,6 +213,33 @@ pub fn arch_runs_on(arch: Arch, major: u32, minor: u32) -> std::result::Result<(
         Arch::Sm90a => Err("sm_90a code runs only on compute capability 9.0 (H100/H200); compile for sm_80 instead"),
         Arch::Sm80 if major >= 8 => Ok(()),
         Arch::Sm80 => Err("Lacuna kernels need compute capability 8.0 or newer (Ampere, Hopper)"),
+    }
+}
+
+
+/// cudarc allocates with `cuMemAllocAsync` from the device's default memory
+/// pool where the driver has pools. That pool's release threshold is 0: at
+/// every synchronisation (QK-drop reads its kept counts back once per call)
+/// freed memory goes back to the driver, and the next call's large buffers
+/// (outputs of 100+ MB) are mapped again. Keeping freed memory in the pool,
+/// as PyTorch's caching allocator does, makes a repeated call allocate for
+/// free. Without pools there is nothing to set.
+fn keep_freed_memory(ctx: &CudaContext) -> Result<()> {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    let failed = |r: sys::CUresult| match r {
+        sys::CUresult::CUDA_SUCCESS => Ok(()),
+        e => Err(RuntimeError::driver(format!("keeping freed memory in the default memory pool of device {}", ctx.ordinal()))(DriverError(e))),
+    };
+    let mut pool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: `pool` receives the device's default pool handle, valid for the
+    // context's life; the attribute takes a pointer to a u64 that outlives the call.
+    unsafe {
+        failed(sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()))?;
+        failed(sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, (&mut threshold as *mut u64).cast()))
     }
 }
 

@@ -145,6 +145,10 @@ pub struct BenchMethodsArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Tiles of the SCFA kernels (hash, QK-drop) shaped for long or short
+    /// rows, instead of the method's choice.
+    #[arg(long, value_parser = parse_rows)]
+    pub scfa_rows: Option<lacuna_codegen::RowLength>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -218,6 +222,10 @@ pub struct CompileArgs {
     /// any target) or wgmma (sm_90a, head dims 64 and 128).
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Tiles shaped for long rows (causal-like: thousands of keys per query)
+    /// or short ones (windows, buckets), instead of the planner's guess.
+    #[arg(long, value_parser = parse_rows)]
+    pub rows: Option<lacuna_codegen::RowLength>,
     /// Read Q/K/V rows and write O/LSE rows through `q_rows` / `kv_rows`
     /// index arrays (the kernel SCFA's pipelines use: no gather or scatter pass).
     #[arg(long)]
@@ -316,6 +324,7 @@ where
                 methods: args.methods.as_deref(),
                 reps: args.reps,
                 mma: args.mma,
+                scfa_rows: args.scfa_rows,
                 json_out: args.json.as_deref(),
             },
             &mut *out,
@@ -335,6 +344,10 @@ where
 
 fn parse_mma(s: &str) -> Result<lacuna_codegen::Mma, String> {
     lacuna_codegen::Mma::parse(s).ok_or_else(|| format!("unknown tensor-core path `{s}`: use sync or wgmma"))
+}
+
+fn parse_rows(s: &str) -> Result<lacuna_codegen::RowLength, String> {
+    lacuna_codegen::RowLength::parse(s).ok_or_else(|| format!("unknown row length '{s}': use long or short"))
 }
 
 fn parse_tile(s: &str) -> Result<[u32; 4], String> {

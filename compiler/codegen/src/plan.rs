@@ -38,17 +38,41 @@ pub struct KernelPlan {
     /// (SCFA's bucket-sorted or compacted tokens) with no gather or scatter
     /// pass around it.
     pub row_index: bool,
+    /// How long the planner expects rows to be; it picked the tile shape
+    /// from this. A caller that knows better at run time (SCFA's QK-drop:
+    /// compacted rows stay causal on positions, thousands of keys long)
+    /// re-shapes with [`KernelPlan::with_row_length`].
+    pub rows: RowLength,
 }
 
 /// How many key blocks a query block visits, as the planner sees it from the
 /// pattern's closed-form key range: `Long` when a span grows with the query
 /// and is bounded below by a constant (causal-like: thousands of keys at
 /// long lengths); `Short` for bounded spans (windows, MoA bands, sinks) and
-/// for scanned patterns (hash buckets, QK-drop), whose rows are sparse.
+/// for scanned patterns (hash buckets, QK-drop), whose rows are sparse in
+/// the original token order. A caller that runs a scanned pattern on
+/// regrouped rows may know they are long (see [`KernelPlan::with_row_length`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowLength {
     Long,
     Short,
+}
+
+impl RowLength {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowLength::Long => "long",
+            RowLength::Short => "short",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "long" => Some(RowLength::Long),
+            "short" => Some(RowLength::Short),
+            _ => None,
+        }
+    }
 }
 
 /// The tensor-core path of a kernel.
@@ -124,7 +148,7 @@ impl KernelPlan {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma, row_index: false };
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma, row_index: false, rows };
         plan.validate()?;
         Ok(plan)
     }
@@ -152,21 +176,21 @@ impl KernelPlan {
         }
     }
 
-    /// Whether this plan's rows count as long (see [`RowLength`]).
-    pub fn row_length(&self) -> RowLength {
-        let closed_form = matches!(self.key_source, KeySource::Range(_));
-        if closed_form && self.heaviest_first {
-            RowLength::Long
-        } else {
-            RowLength::Short
-        }
+    /// Switches to `mma` with that path's default tile shape (keeping the
+    /// key source, query order and row length); `validate` then checks the
+    /// combination.
+    pub fn with_mma(mut self, mma: Mma) -> Self {
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.rows);
+        self.mma = mma;
+        self
     }
 
-    /// Switches to `mma` with that path's default tile shape (keeping the
-    /// key source and query order); `validate` then checks the combination.
-    pub fn with_mma(mut self, mma: Mma) -> Self {
-        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.row_length());
-        self.mma = mma;
+    /// Re-shapes the tiles for rows of this length (the path's default shape
+    /// for it). For scanned patterns whose rows the caller knows to be long
+    /// at run time; query blocks of scanned patterns already run last-first.
+    pub fn with_row_length(mut self, rows: RowLength) -> Self {
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(self.mma, self.head_dim, rows);
+        self.rows = rows;
         self
     }
 
@@ -358,7 +382,7 @@ fn check_head_dim(head_dim: u32) -> Result<()> {
 impl fmt::Display for KernelPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "kernel plan: {} {}, head_dim {}", self.arch.name(), self.dtype.name(), self.head_dim)?;
-        writeln!(f, "  tile: block_q {} x block_k {}", self.block_q, self.block_k)?;
+        writeln!(f, "  tile: block_q {} x block_k {} (shaped for {} rows)", self.block_q, self.block_k, self.rows.name())?;
         writeln!(
             f,
             "  warps: {} ({} threads), {} m16 slab(s) per warp, Q fragments {}",

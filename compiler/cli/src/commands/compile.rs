@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use lacuna_codegen::{CompiledKernel, KernelPlan, Mma};
+use lacuna_codegen::{CompiledKernel, KernelPlan, Mma, RowLength};
 use lacuna_ir::{Arch, Dtype, PatternIr};
 
 use crate::commands::ir::verified;
@@ -21,7 +21,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
     verified(&ir)?;
     let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;
     let arch = Arch::parse(&args.arch).ok_or_else(|| CliError::UnknownArch { given: args.arch.clone() })?;
-    let overrides = PlanOverrides { mma: args.mma, row_index: args.row_index, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
+    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: args.row_index, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
         Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
@@ -43,6 +43,8 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
 pub struct PlanOverrides {
     /// The tensor-core path (its default tiles first; the fields below then apply).
     pub mma: Option<Mma>,
+    /// Tiles shaped for this row length (its default tiles; the tile fields below then apply).
+    pub rows: Option<RowLength>,
     /// Rows through index arrays (`KernelPlan::row_index`).
     pub row_index: bool,
     pub block_q: Option<u32>,
@@ -53,11 +55,14 @@ pub struct PlanOverrides {
 
 impl PlanOverrides {
     /// `plan` with these fields changed: the path first (with its default
-    /// tiles), then row indices and the tile fields. Not checked here:
+    /// tiles), then the row length (its default tiles), then row indices and the tile fields. Not checked here:
     /// `lacuna_codegen::compile` validates the result.
     pub fn apply(&self, mut plan: KernelPlan) -> KernelPlan {
         if let Some(m) = self.mma {
             plan = plan.with_mma(m);
+        }
+        if let Some(r) = self.rows {
+            plan = plan.with_row_length(r);
         }
         plan.row_index |= self.row_index;
         plan.block_q = self.block_q.unwrap_or(plan.block_q);

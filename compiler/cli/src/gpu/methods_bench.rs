@@ -27,7 +27,8 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_kernel, load_row_index_kernel, upload_rounded, Noise};
+use super::{load_kernel, load_kernel_with, upload_rounded, Noise};
+use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
 /// The shape (SCFA's kernel benchmark uses B=4, D=64; H=16 here as in `lacuna bench`).
@@ -59,6 +60,8 @@ pub struct MethodsBenchArgs<'a> {
     pub methods: Option<&'a [String]>,
     pub reps: usize,
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Tiles of the SCFA row-index kernels, instead of the method's choice.
+    pub scfa_rows: Option<lacuna_codegen::RowLength>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -167,7 +170,8 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     // SCFA: the row-index kernel the pipelines run, and the plain one for the
     // gather → attention → scatter comparison.
     let both = |ir: PatternIr| -> Result<(AttentionKernel, AttentionKernel), CliError> {
-        Ok((load_row_index_kernel(&gpu, &ir, d, Dtype::Bf16, args.mma)?.1, compile(ir)?.1))
+        let overrides = PlanOverrides { mma: args.mma, rows: args.scfa_rows, row_index: true, ..PlanOverrides::default() };
+        Ok((load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &overrides)?.1, compile(ir)?.1))
     };
     let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket.ir())?) } else { None };
     let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop.ir())?) } else { None };

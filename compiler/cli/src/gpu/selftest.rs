@@ -12,7 +12,9 @@ use lacuna_ir::reference::{attention, AttentionShape, Precision};
 use lacuna_ir::{Bindings, Dims, Dtype};
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{load_kernel, load_row_index_kernel, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel, load_kernel_with, upload_rounded, DeviceInputs, Noise};
+use crate::commands::compile::PlanOverrides;
+use lacuna_codegen::RowLength;
 use crate::error::CliError;
 
 /// One correctness case.
@@ -32,6 +34,8 @@ struct Case {
     /// A row-index kernel over `q_len` / `kv_len` regrouped rows of longer
     /// source tensors (random distinct source rows, some entries padding).
     row_index: bool,
+    /// Tiles shaped for this row length instead of the planner's guess.
+    rows: Option<RowLength>,
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -46,7 +50,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ("topk", &[("topk", "3"), ("W", "64")]),
         ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]),
     ];
-    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false };
+    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None };
     let mut out = Vec::new();
     for &(pattern, params) in patterns {
         let c = Case { pattern, params, ..base.clone() };
@@ -66,6 +70,10 @@ fn cases(quick: bool) -> Vec<Case> {
         out.push(c.clone());
         out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     }
+    // QK-drop's long-row tiles (what its pipeline runs on long compacted rows).
+    let c = Case { pattern: "qk-drop", params: &[("drop", "0.5")], row_index: true, rows: Some(RowLength::Long), ..base.clone() };
+    out.push(c.clone());
+    out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     if !quick {
         for d in (16..=256).step_by(16).filter(|d| *d != 64 && *d != 128) {
             out.push(Case { pattern: "causal", params: &[], heads: 2, kv_heads: 2, q_len: 200, kv_len: 200, head_dim: d, ..base.clone() });
@@ -120,8 +128,12 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
         c.pattern,
         c.params.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
         c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.dtype.name(),
-        if c.bnhd { " bnhd" } else if c.row_index { " rows" } else { "" }
+        if c.bnhd { " bnhd" } else if c.row_index { " rows" } else { "" },
     );
+    let name = match c.rows {
+        Some(r) => format!("{name} {}-row tiles", r.name()),
+        None => name,
+    };
     let sp = lacuna_patterns::find(c.pattern)?;
     let ir = (sp.ir)();
     let dims = Dims::new(c.batch, c.heads, c.q_len, c.kv_len);
@@ -264,7 +276,8 @@ fn run_row_index_case(
     seed: u64,
     mma: Option<lacuna_codegen::Mma>,
 ) -> Result<Outcome, CliError> {
-    let (_, kernel) = load_row_index_kernel(gpu, ir, c.head_dim, c.dtype, mma)?;
+    let overrides = PlanOverrides { mma, rows: c.rows, row_index: true, ..PlanOverrides::default() };
+    let (_, kernel) = load_kernel_with(gpu, ir, c.head_dim, c.dtype, &overrides)?;
     let d = c.head_dim as usize;
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
     let (sq, sk) = (nq + 37, nk + 29);

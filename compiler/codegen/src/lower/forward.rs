@@ -183,13 +183,18 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
 /// CTAs per SM the kernel is built for (`.minnctapersm`; ptxas then caps
 /// registers at 64K / (threads · CTAs)). mma.sync: two when 128 threads at up
 /// to 255 registers fit. wgmma: as many as a register estimate allows (S,
-/// O and P per thread plus 64 for addresses and softmax state), at most 4,
+/// O and P per thread plus 48 for addresses and softmax state), at most 4,
 /// so small tiles get several CTAs whose softmax and matrix phases overlap.
 /// Never more than the shared memory of that many CTAs allows.
 fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
     let regs = match plan.mma {
         Mma::Sync => 255,
-        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 64,
+        // S, O and P per thread plus 48 for addresses and softmax state. With
+        // 64 the two-warpgroup D=64 kernel (128x64) got one CTA per SM: ptxas
+        // then gave the row-index QK-drop kernel 129 registers, one too many
+        // for a second CTA, and it ran 1.4x slower than with 64x64 tiles
+        // (H100, 16K). Measured use there is 125-129.
+        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 48,
     };
     let by_regs = 65536 / (plan.threads() * regs);
     let by_smem = KernelPlan::shared_limit(plan.arch) / plan.shared_bytes().max(1);
