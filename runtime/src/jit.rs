@@ -86,7 +86,7 @@ pub fn write_cached(path: &Path, ptx_with_manifest: &str) -> std::io::Result<()>
 
 #[cfg(feature = "jit")]
 mod compile {
-    use lacuna_codegen::KernelPlan;
+    use lacuna_codegen::{KernelPlan, RowLength};
     use lacuna_ir::{Dtype, KernelManifest, PatternIr};
 
     use super::{cache_dir, cache_file_name, read_cached, write_cached};
@@ -99,16 +99,18 @@ mod compile {
         /// capability 9.0, sm_80 otherwise) and loads it, reusing PTX from
         /// the on-disk cache when an intact file for the same IR and plan exists.
         pub fn compile(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {
-            Self::compile_with(gpu, pattern, head_dim, dtype, false)
+            Self::compile_with(gpu, pattern, head_dim, dtype, false, false)
         }
 
         /// [`AttentionKernel::compile`] of a kernel that reads and writes rows
-        /// through index arrays ([`AttentionKernel::forward_rows_into`]).
-        pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {
-            Self::compile_with(gpu, pattern, head_dim, dtype, true)
+        /// through index arrays ([`AttentionKernel::forward_rows_into`]);
+        /// `long_rows`: tiles shaped for long rows whatever the planner
+        /// guesses (see `MethodPattern::long_rows`).
+        pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, long_rows: bool) -> Result<AttentionKernel> {
+            Self::compile_with(gpu, pattern, head_dim, dtype, true, long_rows)
         }
 
-        fn compile_with(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool) -> Result<AttentionKernel> {
+        fn compile_with(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool, long_rows: bool) -> Result<AttentionKernel> {
             let arch = gpu.arch()?;
             let codegen_err = |message: String| RuntimeError::Codegen {
                 pattern: pattern.name().into(),
@@ -119,6 +121,9 @@ mod compile {
             };
             let mut plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(e.to_string()))?;
             plan.row_index = row_index;
+            if long_rows {
+                plan = plan.with_row_length(RowLength::Long);
+            }
             let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string(), lacuna_codegen::FINGERPRINT)));
             if let Some(text) = path.as_deref().and_then(read_cached) {
                 let fits = KernelManifest::from_ptx(&text)

@@ -145,10 +145,10 @@ pub struct BenchMethodsArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
-    /// Tiles of the SCFA kernels (hash, QK-drop) shaped for long or short
-    /// rows, instead of the method's choice.
+    /// Tiles of every method's kernel (not the dense baseline's) shaped for
+    /// long or short rows, instead of each method's choice.
     #[arg(long, value_parser = parse_rows)]
-    pub scfa_rows: Option<lacuna_codegen::RowLength>,
+    pub rows: Option<lacuna_codegen::RowLength>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -324,7 +324,7 @@ where
                 methods: args.methods.as_deref(),
                 reps: args.reps,
                 mma: args.mma,
-                scfa_rows: args.scfa_rows,
+                rows: args.rows,
                 json_out: args.json.as_deref(),
             },
             &mut *out,

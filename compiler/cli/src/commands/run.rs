@@ -16,7 +16,7 @@ use npyz::NpyHeader;
 
 use crate::commands::mask::bind_inputs;
 use crate::error::CliError;
-use crate::gpu::{load_kernel, load_row_index_kernel, DeviceInputs};
+use crate::gpu::{load_kernel, load_method_kernel, DeviceInputs};
 use crate::RunArgs;
 
 /// Element type of an attention operand file.
@@ -445,7 +445,7 @@ mod pipeline {
         };
 
         let gpu = Gpu::new(0)?;
-        let (_, kernel) = load_row_index_kernel(&gpu, &ir, d as u32, kernel_dtype, None)?;
+        let (_, kernel) = load_method_kernel(&gpu, pattern, d as u32, kernel_dtype, None, None)?;
         let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
         let (result, what) = match (method, masks) {
             (Method::Hash { buckets, seed, causal, shared_qk }, _) => {

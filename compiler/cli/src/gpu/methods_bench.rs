@@ -27,8 +27,7 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_kernel, load_kernel_with, upload_rounded, Noise};
-use crate::commands::compile::PlanOverrides;
+use super::{load_kernel, load_method_kernel, upload_rounded, Noise};
 use crate::error::CliError;
 
 /// The shape (SCFA's kernel benchmark uses B=4, D=64; H=16 here as in `lacuna bench`).
@@ -60,8 +59,8 @@ pub struct MethodsBenchArgs<'a> {
     pub methods: Option<&'a [String]>,
     pub reps: usize,
     pub mma: Option<lacuna_codegen::Mma>,
-    /// Tiles of the SCFA row-index kernels, instead of the method's choice.
-    pub scfa_rows: Option<lacuna_codegen::RowLength>,
+    /// Tiles of every method's kernel, instead of each method's choice.
+    pub rows: Option<lacuna_codegen::RowLength>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -169,14 +168,14 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     let (_, dense_kernel) = compile((lacuna_patterns::find("causal")?.ir)())?;
     // SCFA: the row-index kernel the pipelines run, and the plain one for the
     // gather → attention → scatter comparison.
-    let both = |ir: PatternIr| -> Result<(AttentionKernel, AttentionKernel), CliError> {
-        let overrides = PlanOverrides { mma: args.mma, rows: args.scfa_rows, row_index: true, ..PlanOverrides::default() };
-        Ok((load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &overrides)?.1, compile(ir)?.1))
+    let both = |method: MethodPattern| -> Result<(AttentionKernel, AttentionKernel), CliError> {
+        Ok((load_method_kernel(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?.1, compile(method.ir())?.1))
     };
-    let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket.ir())?) } else { None };
-    let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop.ir())?) } else { None };
-    let moa = if wants("moa") { Some(compile(MethodPattern::Moa.ir())?) } else { None };
-    let topk_kernel = if wants("sparsek") { Some(compile(MethodPattern::TopK.ir())?.1) } else { None };
+    let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket)?) } else { None };
+    let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop)?) } else { None };
+    let method = |m: MethodPattern| load_method_kernel(&gpu, m, d, Dtype::Bf16, args.mma, args.rows);
+    let moa = if wants("moa") { Some(method(MethodPattern::Moa)?) } else { None };
+    let topk_kernel = if wants("sparsek") { Some(method(MethodPattern::TopK)?.1) } else { None };
 
     let mut rows = Vec::new();
     for &n in args.ns {

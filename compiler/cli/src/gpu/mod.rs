@@ -9,8 +9,9 @@ pub mod selftest;
 use std::collections::BTreeMap;
 
 use half::{bf16, f16};
-use lacuna_codegen::{KernelPlan, Mma};
+use lacuna_codegen::{KernelPlan, Mma, RowLength};
 use lacuna_ir::{Dtype, InputKind, InputValue, PatternIr};
+use lacuna_runtime::methods::MethodPattern;
 use lacuna_runtime::{AttentionKernel, DeviceTensor, Gpu, PatternArgs};
 
 use crate::commands::compile::PlanOverrides;
@@ -22,10 +23,12 @@ pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: 
     load_kernel_with(gpu, ir, head_dim, dtype, &PlanOverrides { mma, ..PlanOverrides::default() })
 }
 
-/// [`load_kernel`] for a kernel that reads and writes rows through index
-/// arrays (`KernelPlan::row_index`): what the SCFA pipelines run.
-pub fn load_row_index_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    load_kernel_with(gpu, ir, head_dim, dtype, &PlanOverrides { mma, row_index: true, ..PlanOverrides::default() })
+/// The kernel a seed method's pipeline runs, shaped as
+/// `MethodPattern::compile` shapes it (row indices for SCFA, long-row tiles
+/// for QK-drop); `rows` overrides the row length.
+pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype: Dtype, mma: Option<Mma>, rows: Option<RowLength>) -> Result<(KernelPlan, AttentionKernel), CliError> {
+    let rows = rows.or(method.long_rows().then_some(RowLength::Long));
+    load_kernel_with(gpu, &method.ir(), head_dim, dtype, &PlanOverrides { mma, rows, row_index: method.regroups_rows(), ..PlanOverrides::default() })
 }
 
 /// [`load_kernel`] with any plan overrides (as `lacuna compile` takes them);
