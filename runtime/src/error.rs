@@ -91,6 +91,9 @@ pub enum RuntimeError {
     #[error("kernel `{entry}` {problem}")]
     RowIndexMode { entry: String, problem: &'static str },
 
+    #[error("head_order for kernel `{entry}`: {problem}")]
+    HeadOrder { entry: String, problem: String },
+
     #[error("internal error in lacuna-runtime ({what}); please report it with the pattern and shapes")]
     Internal { what: String },
 

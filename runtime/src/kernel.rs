@@ -17,7 +17,7 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
-    validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
 
 /// Pushes `args` onto a launch in order: the generated kernels and the
@@ -38,9 +38,14 @@ const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 /// Per-launch options.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ForwardOptions {
+pub struct ForwardOptions<'a> {
     /// Softmax scale; `None` means 1/sqrt(head_dim).
     pub scale: Option<f32>,
+    /// For kernels whose manifest has `head_order` (heads do different
+    /// amounts of work, e.g. MoA's per-head spans): the query heads in the
+    /// order to launch them, heaviest first, a permutation of 0..H. `None`
+    /// launches them in index order. Kernels without `head_order` refuse it.
+    pub head_order: Option<&'a [i32]>,
 }
 
 /// Device buffers the kernel keeps between launches, one slot per manifest
@@ -205,7 +210,7 @@ impl AttentionKernel {
         k: &DeviceTensor,
         v: &DeviceTensor,
         args: &PatternArgs<'_>,
-        opts: ForwardOptions,
+        opts: ForwardOptions<'_>,
     ) -> Result<(DeviceTensor, DeviceTensor)> {
         // Validate before allocating, so a bad call costs nothing.
         let p = validate_forward(&self.manifest, self.gpu.ordinal(), &q.desc("q"), &k.desc("k"), &v.desc("v"), None)?;
@@ -227,7 +232,7 @@ impl AttentionKernel {
         args: &PatternArgs<'_>,
         o: &mut DeviceTensor,
         lse: &mut DeviceTensor,
-        opts: ForwardOptions,
+        opts: ForwardOptions<'_>,
     ) -> Result<()> {
         self.launch_forward(q, k, v, None, args, o, lse, opts)
     }
@@ -252,7 +257,7 @@ impl AttentionKernel {
         args: &PatternArgs<'_>,
         o: &mut DeviceTensor,
         lse: &mut DeviceTensor,
-        opts: ForwardOptions,
+        opts: ForwardOptions<'_>,
     ) -> Result<()> {
         self.launch_forward(q, k, v, Some((q_rows, kv_rows)), args, o, lse, opts)
     }
@@ -267,7 +272,7 @@ impl AttentionKernel {
         args: &PatternArgs<'_>,
         o: &mut DeviceTensor,
         lse: &mut DeviceTensor,
-        opts: ForwardOptions,
+        opts: ForwardOptions<'_>,
     ) -> Result<()> {
         let m = &self.manifest;
         let (qd, kd, vd, od, ld) = (q.desc("q"), k.desc("k"), v.desc("v"), o.desc("o"), lse.desc("lse"));
@@ -290,6 +295,17 @@ impl AttentionKernel {
         };
         let order = validate_inputs(&self.pattern, &m.params, &args.describe(), &p, self.gpu.ordinal())?;
         let scale_log2 = scale_log2(opts.scale, p.head_dim)?;
+        let head_order = match (m.head_order, opts.head_order) {
+            (true, Some(order)) => Some(validate_head_order(&m.entry, order, p.heads)?.to_vec()),
+            (true, None) => Some((0..p.heads as i32).collect()),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(RuntimeError::HeadOrder {
+                    entry: m.entry.clone(),
+                    problem: "runs heads in index order (its pattern's work does not depend on the head): leave `head_order` out".into(),
+                })
+            }
+        };
 
         // Held until the forward launch is queued: the scratch addresses
         // passed to it must not be replaced by a concurrent caller first.
@@ -338,6 +354,10 @@ impl AttentionKernel {
                 KernelArg::I32(src.q_len as i32),
                 KernelArg::I32(src.kv_len as i32),
             ]);
+        }
+        if let Some(order) = &head_order {
+            // The slot after the inputs' slots; uploaded only when it changes.
+            all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };

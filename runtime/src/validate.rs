@@ -277,6 +277,23 @@ pub fn validate_forward(
     Ok(p)
 }
 
+/// Checks a launch's head order: one entry per query head, each head once.
+pub fn validate_head_order<'a>(entry: &str, order: &'a [i32], heads: usize) -> Result<&'a [i32]> {
+    let bad = |problem: String| Err(RuntimeError::HeadOrder { entry: entry.to_string(), problem });
+    if order.len() != heads {
+        return bad(format!("has {} entries for {heads} query heads: give each head once", order.len()));
+    }
+    let mut seen = vec![false; heads];
+    for (i, &h) in order.iter().enumerate() {
+        match usize::try_from(h).ok().filter(|&h| h < heads) {
+            None => return bad(format!("entry {i} is {h}, not a head in 0..{heads}")),
+            Some(h) if seen[h] => return bad(format!("head {h} appears twice (again at entry {i}): it must be a permutation of 0..{heads}")),
+            Some(h) => seen[h] = true,
+        }
+    }
+    Ok(order)
+}
+
 /// Checks the row-index arrays of a `row_index` kernel against the source
 /// problem `src` (read off q, k, v) and returns the problem the kernel runs:
 /// the same batch and heads, with `q_len` / `kv_len` the index lengths.
@@ -631,6 +648,7 @@ mod tests {
             key_source: KeySource::Scan,
             params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
             row_index: false,
+            head_order: false,
         }
     }
 
@@ -1146,4 +1164,15 @@ mod tests {
         assert_eq!(summary_len(&problem(), InputKind::QueryTensor, &m), 2 * 8 * 3 * 2);
         assert_eq!(summary_len(&problem(), InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
     }
+
+    #[test]
+    fn head_order_must_be_a_permutation_of_the_heads() {
+        assert_eq!(validate_head_order("k", &[2, 0, 1], 3).expect("a permutation"), &[2, 0, 1]);
+        let msg = |o: &[i32], h| validate_head_order("k", o, h).expect_err("refused").to_string();
+        assert!(msg(&[0, 1], 3).contains("2 entries for 3 query heads"), "{}", msg(&[0, 1], 3));
+        assert!(msg(&[0, 3, 1], 3).contains("entry 1 is 3"), "{}", msg(&[0, 3, 1], 3));
+        assert!(msg(&[0, -1, 1], 3).contains("entry 1 is -1"), "{}", msg(&[0, -1, 1], 3));
+        assert!(msg(&[1, 0, 1], 3).contains("head 1 appears twice"), "{}", msg(&[1, 0, 1], 3));
+    }
+
 }

@@ -174,6 +174,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         key_source: KeySource::Scan,
         params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
         row_index: false,
+        head_order: false,
     }
 }
 
@@ -235,7 +236,7 @@ fn forward_passes_every_parameter_in_abi_order() {
         .i32("W", 77)
         .block_list("sel", &sel);
 
-    let (o, lse) = ok(kernel.forward(&q, &k, &v, &args, ForwardOptions { scale: Some(0.3) }), "forward");
+    let (o, lse) = ok(kernel.forward(&q, &k, &v, &args, ForwardOptions { scale: Some(0.3), ..ForwardOptions::default() }), "forward");
     assert_eq!(o.shape(), &[b, h, nq, d]);
     assert!(o.is_contiguous());
     assert_eq!(lse.shape(), &[b, h, nq]);

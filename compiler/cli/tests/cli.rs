@@ -294,20 +294,31 @@ fn compile_emit_plan_prints_the_plan() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.starts_with("kernel plan: sm_90a bf16, head_dim 64\n"), "{out}");
-    assert!(out.contains("  tile: block_q 128 x block_k 64\n"), "{out}");
+    assert!(out.contains("  tile: block_q 128 x block_k 64 (shaped for long rows)\n"), "{out}");
     assert!(out.contains("  tensor cores: wgmma m64n64k16 (S) and m64n64k16 (O) per warpgroup, 2 warpgroups\n"), "{out}");
     assert!(out.contains("  key source: closed form, k in [0, q]"), "{out}");
     // The mma.sync path on request, with its own default tiles.
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--mma", "sync", "--emit", "plan"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("  tile: block_q 128 x block_k 64\n") && out.contains("warps: 4 (128 threads)") && out.contains("mma.sync m16n8k16"), "{out}");
+    assert!(out.contains("  tile: block_q 128 x block_k 64 (shaped for long rows)\n") && out.contains("warps: 4 (128 threads)") && out.contains("mma.sync m16n8k16"), "{out}");
     // wgmma where it cannot run is an error that says so.
     let o = lacuna(&["compile", "causal", "--head-dim", "96", "--mma", "wgmma", "--emit", "plan"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("needs sm_90a and head_dim 64 or 128"), "{}", stderr(&o));
     // No PTX on stdout for the plan stage.
     assert!(!out.contains(".entry") && !out.contains("lacuna-manifest"), "{out}");
+
+    // Tiles for the other row length on request; MoA's kernel takes a head order.
+    let o = lacuna(&["compile", "qk-drop", "--head-dim", "64", "--rows", "long", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("  tile: block_q 128 x block_k 64 (shaped for long rows)\n"), "{}", stdout(&o));
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out_moa = stdout(&o);
+    assert!(out_moa.contains("(shaped for short rows)") && out_moa.contains("  heads: in the launch's head_order"), "{out_moa}");
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--rows", "medium"]);
+    assert!(!o.status.success() && stderr(&o).contains("use long or short"), "{}", stderr(&o));
 
     // Overrides replace the planner's fields and are re-checked.
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan", "--block-k", "32", "--stages", "2", "--dtype", "fp16", "--arch", "sm_80"]);

@@ -34,6 +34,8 @@ pub struct ForwardAbi {
     /// With `plan.row_index`: where `q_rows, kv_rows, q_src_len, kv_src_len`
     /// start (after the pattern inputs).
     pub rows_start: Option<usize>,
+    /// With `plan.head_order`: the `head_order` parameter (last).
+    pub head_order: Option<usize>,
 }
 
 /// Indices of the fixed parameters.
@@ -100,7 +102,11 @@ impl ForwardAbi {
             params.push(AbiParam { name: "kv_src_len".into(), ty: AbiType::I32 });
             start
         });
-        Self { params, input_start, rows_start }
+        let head_order = plan.head_order.then(|| {
+            params.push(AbiParam { name: "head_order".into(), ty: AbiType::GlobalPtr });
+            params.len() - 1
+        });
+        Self { params, input_start, rows_start, head_order }
     }
 }
 

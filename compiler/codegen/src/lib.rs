@@ -82,6 +82,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         key_source: plan.key_source.clone(),
         params: abi::manifest_params(p),
         row_index: plan.row_index,
+        head_order: plan.head_order,
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use lacuna_ir::{Arch, Dtype, KeyRange, KeySource, PatternIr};
+use lacuna_ir::{Arch, Coord, Dtype, InputKind, KeyRange, KeySource, Node, NodeId, PatternIr};
 
 use crate::error::{CodegenError, Result};
 
@@ -43,6 +43,12 @@ pub struct KernelPlan {
     /// compacted rows stay causal on positions, thousands of keys long)
     /// re-shapes with [`KernelPlan::with_row_length`].
     pub rows: RowLength,
+    /// Grid row y runs head `head_order[y]` (an i32 per head the launch
+    /// passes) instead of head y: where heads do different amounts of work
+    /// (MoA's per-head spans), the caller launches the heaviest heads first
+    /// so the light ones fill the tail of the grid. Set by the planner when
+    /// a bound of the closed-form key range reads a per-head input.
+    pub head_order: bool,
 }
 
 /// How many key blocks a query block visits, as the planner sees it from the
@@ -144,11 +150,12 @@ impl KernelPlan {
         let heaviest_first = work_grows_with_q(range.as_ref());
         let rows = if range.is_some() && heaviest_first { RowLength::Long } else { RowLength::Short };
         let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
+        let head_order = range.as_ref().is_some_and(|r| work_varies_by_head(p, r));
         let key_source = match range {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma, row_index: false, rows };
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, heaviest_first, mma, row_index: false, rows, head_order };
         plan.validate()?;
         Ok(plan)
     }
@@ -372,6 +379,22 @@ fn work_grows_with_q(range: Option<&KeyRange>) -> bool {
     r.spans.iter().any(|s| !s.upper.is_empty() && s.upper.iter().all(|b| b.q_coef > 0) && s.lower.iter().all(|b| b.q_coef <= 0))
 }
 
+/// Whether some bound of the key range reads a per-head input or the head
+/// index: then heads visit different numbers of key blocks.
+fn work_varies_by_head(p: &PatternIr, r: &KeyRange) -> bool {
+    fn reads_head(p: &PatternIr, id: NodeId) -> bool {
+        match p.node(id) {
+            Node::Coord(c) => *c == Coord::H,
+            Node::Input(i) => matches!(p.input(*i).kind, InputKind::HeadScalar(_)),
+            Node::ConstI32(_) | Node::ConstF32(_) | Node::ConstBool(_) => false,
+            Node::Unary(_, a) | Node::Cast(_, a) => reads_head(p, *a),
+            Node::Binary(_, a, b) => reads_head(p, *a) || reads_head(p, *b),
+            Node::Select(c, a, b) => reads_head(p, *c) || reads_head(p, *a) || reads_head(p, *b),
+        }
+    }
+    r.spans.iter().flat_map(|s| s.lower.iter().chain(&s.upper)).flat_map(|b| &b.terms).any(|(_, t)| reads_head(p, *t))
+}
+
 fn check_head_dim(head_dim: u32) -> Result<()> {
     if head_dim == 0 || head_dim % 16 != 0 || head_dim > 256 {
         return Err(CodegenError::UnsupportedHeadDim { head_dim });
@@ -423,6 +446,9 @@ impl fmt::Display for KernelPlan {
             writeln!(f, "  rows: Q, K, V read and O, LSE written through q_rows / kv_rows indices")?;
         }
         writeln!(f, "  query blocks: {}", if self.heaviest_first { "last first (heaviest first)" } else { "in order" })?;
+        if self.head_order {
+            writeln!(f, "  heads: in the launch's head_order (heads do different work: heaviest first)")?;
+        }
         match &self.key_source {
             KeySource::Range(r) => writeln!(f, "  key source: closed form, {r}"),
             KeySource::Scan => writeln!(f, "  key source: scan of every key block"),

@@ -97,6 +97,11 @@ pub struct KernelManifest {
     /// sequence of M rows without a gather or scatter pass.
     #[serde(default)]
     pub row_index: bool,
+    /// The kernel takes a `head_order` array (i32 per query head, a
+    /// permutation of 0..H) after everything else: grid row y runs head
+    /// `head_order[y]`. Pass heads heaviest first.
+    #[serde(default)]
+    pub head_order: bool,
 }
 
 impl fmt::Display for KernelManifest {
@@ -114,6 +119,9 @@ impl fmt::Display for KernelManifest {
         }
         if self.row_index {
             writeln!(f, "  rows: through q_rows (B, H, Nq) and kv_rows (B, H, Nk) indices into Q, K, V, O, LSE")?;
+        }
+        if self.head_order {
+            writeln!(f, "  heads: launched in the order of head_order (H), heaviest first")?;
         }
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }

@@ -201,6 +201,22 @@ impl MoaLayer {
             .collect()
     }
 
+    /// The heads heaviest first (most (q, k) pairs at length `n`: band plus
+    /// sinks, in closed form), ties in index order: the launch order that
+    /// keeps long-span heads from running alone at the end of the grid.
+    pub fn launch_order(&self, n: usize) -> Result<Vec<i32>, PlanError> {
+        let spans = self.spans(n)?;
+        let n = n as u64;
+        let pairs = |span: i32, sink: u64| {
+            let s = (span.max(0) as u64).min(n);
+            // Σ_q min(q + 1, s), plus up to `sink` keys below each band that starts past them.
+            s * (s + 1) / 2 + (n - s) * s + sink.min(n) * (n - s)
+        };
+        let mut order: Vec<(u64, i32)> = spans.iter().zip(&self.heads).enumerate().map(|(i, (&s, h))| (pairs(s, h.sink.max(0) as u64), i as i32)).collect();
+        order.sort_by_key(|&(pairs, head)| (std::cmp::Reverse(pairs), head));
+        Ok(order.into_iter().map(|(_, head)| head).collect())
+    }
+
     /// Per head, the share of causal (q, k) pairs the head computes at
     /// length `n` (queries and keys 0..n): its cost relative to dense causal.
     pub fn density(&self, n: usize) -> Result<Vec<f64>, PlanError> {
@@ -258,7 +274,11 @@ pub fn moa_attention(
         .head_f32("beta", &beta)
         .head_i32("sink", &sink)
         .i32("N", n as i32);
-    let (o, lse) = kernel.forward(q, k, v, &args, ForwardOptions::default())?;
+    // Heaviest heads first where the kernel takes an order (the planner
+    // gives MoA kernels one: their work depends on the head).
+    let order = layer.launch_order(n)?;
+    let opts = ForwardOptions { head_order: kernel.manifest().head_order.then_some(&order[..]), ..ForwardOptions::default() };
+    let (o, lse) = kernel.forward(q, k, v, &args, opts)?;
     Ok(MethodOutput { o, lse })
 }
 
@@ -344,4 +364,26 @@ mod tests {
         let s = MoaLayer { heads: vec![MoaHead { alpha: 1, beta: 0.0, sink: 2 }] };
         assert!((s.density(4).unwrap_or_else(|e| panic!("{e}"))[0] - 0.9).abs() < 1e-12);
     }
+
+    #[test]
+    fn launch_order_puts_the_most_pairs_first() {
+        // Spans 64, full, 512 (+ sinks), 64 + 16 sinks at n = 1000: ranked
+        // as the exact pair counts (density) rank them.
+        let layer = MoaLayer {
+            heads: vec![
+                MoaHead { alpha: 64, beta: 0.0, sink: 0 },
+                MoaHead { alpha: 0, beta: 1.0, sink: 0 },
+                MoaHead { alpha: 256, beta: 0.25, sink: 8 },
+                MoaHead { alpha: 64, beta: 0.0, sink: 16 },
+            ],
+        };
+        let order = layer.launch_order(1000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(order, vec![1, 2, 3, 0]);
+        let density = layer.density(1000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(order.windows(2).all(|w| density[w[0] as usize] >= density[w[1] as usize]), "{order:?} vs {density:?}");
+        // Equal heads keep index order.
+        let even = MoaLayer { heads: vec![MoaHead { alpha: 100, beta: 0.0, sink: 0 }; 3] };
+        assert_eq!(even.launch_order(500).ok(), Some(vec![0, 1, 2]));
+    }
+
 }

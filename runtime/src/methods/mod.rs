@@ -98,13 +98,17 @@ impl MethodPattern {
     }
 
     /// Whether the kernel's tiles should be shaped for long rows although
-    /// the pattern is scanned (which the planner takes for short rows).
-    /// QK-drop: the compacted rows stay causal on positions, so a query sees
-    /// about half of the kept keys. Measured on an H100 (B=4, H=16, D=64,
-    /// docs/perf-log.md): the long-row kernel is faster at every length and
-    /// drop rate tried, e.g. 1.87 vs 2.04 ms at 16K with 50% dropped.
+    /// the planner, from the pattern alone, expects short ones. Measured on
+    /// an H100 (B=4, H=16, D=64, docs/perf-log.md):
+    /// - QK-drop (scanned): the compacted rows stay causal on positions, so a
+    ///   query sees about half of the kept keys; the long-row kernel is
+    ///   faster at every length and drop rate tried (16K, 50% dropped: 1.87
+    ///   vs 2.04 ms).
+    /// - MoA (bands of per-head spans): the elastic spans grow with the
+    ///   length (alpha + beta·N), thousands of keys at the lengths MoA is
+    ///   for; at 50% density 2-9% faster from 8K on, 4% slower at 4K.
     pub fn long_rows(self) -> bool {
-        matches!(self, MethodPattern::QkDrop)
+        matches!(self, MethodPattern::QkDrop | MethodPattern::Moa)
     }
 }
 

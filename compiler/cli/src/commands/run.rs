@@ -127,7 +127,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
     let mut o = DeviceTensor::zeros(&gpu, ElemType::from(kernel_dtype), &q.shape)?;
     let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[b, h, nq])?;
-    kernel.forward_into(&qd, &kd, &vd, &inputs.args(), &mut o, &mut lse, ForwardOptions { scale: args.scale })?;
+    kernel.forward_into(&qd, &kd, &vd, &inputs.args(), &mut o, &mut lse, ForwardOptions { scale: args.scale, ..ForwardOptions::default() })?;
     write_outputs(args, &q, &o, &lse)?;
     writeln!(out, "{} on {}: B={b} H={h} Hkv={} Nq={nq} Nk={nk} D={d} -> {}", pattern.name, gpu.name(), k.shape[1], args.out.display())?;
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use lacuna_ir::reference::{attention, AttentionShape, Precision};
 use lacuna_ir::{Bindings, Dims, Dtype};
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{load_kernel, load_kernel_with, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel_with, upload_rounded, DeviceInputs, Noise};
 use crate::commands::compile::PlanOverrides;
 use lacuna_codegen::RowLength;
 use crate::error::CliError;
@@ -70,8 +70,12 @@ fn cases(quick: bool) -> Vec<Case> {
         out.push(c.clone());
         out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     }
-    // QK-drop's long-row tiles (what its pipeline runs on long compacted rows).
+    // Long-row tiles where a method's pipeline runs them: QK-drop's compacted
+    // rows, MoA's elastic bands.
     let c = Case { pattern: "qk-drop", params: &[("drop", "0.5")], row_index: true, rows: Some(RowLength::Long), ..base.clone() };
+    out.push(c.clone());
+    out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
+    let c = Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], rows: Some(RowLength::Long), ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     if !quick {
@@ -143,7 +147,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     if c.row_index {
         return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, mma);
     }
-    let (_, kernel) = load_kernel(gpu, &ir, c.head_dim, c.dtype, mma)?;
+    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { mma, rows: c.rows, ..PlanOverrides::default() })?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
@@ -181,7 +185,11 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     let mut lse = DeviceTensor::zeros(gpu, ElemType::F32, &[b, h, nq])?;
     o.poison()?;
     lse.poison()?;
-    kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, ForwardOptions::default())?;
+    // Kernels that take a head order run the heads last-first here, so the
+    // mapping from grid row to head is checked, not just the identity.
+    let reversed: Vec<i32> = (0..c.heads as i32).rev().collect();
+    let opts = ForwardOptions { head_order: kernel.manifest().head_order.then_some(&reversed[..]), ..ForwardOptions::default() };
+    kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, opts)?;
     gpu.synchronize()?;
     // Downloads come back in logical (B, H, N, D) order whatever the strides.
     let o_got = o.to_host_as_f32()?;

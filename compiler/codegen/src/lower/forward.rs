@@ -37,13 +37,23 @@ use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
 
-/// The query block this CTA owns. The one place grid order is decided:
-/// with `heaviest_first`, CTA x takes query block `q_blocks - 1 - x`, so the
-/// blocks with the most keys (causal-like patterns) are scheduled first.
-fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, q_blocks: IV<'ctx>) -> Result<IV<'ctx>> {
-    let x = cx.ctaid('x')?;
+/// The query block CTA `x` owns. With [`head_of_grid_row`], the one place
+/// grid order is decided: with `heaviest_first`, CTA x takes query block
+/// `q_blocks - 1 - x`, so the blocks with the most keys (causal-like
+/// patterns) are scheduled first.
+fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, q_blocks: IV<'ctx>, x: IV<'ctx>) -> Result<IV<'ctx>> {
     let qb = if plan.heaviest_first { cx.sub(cx.sub(q_blocks, cx.i32(1))?, x)? } else { x };
     Ok(named(qb, "qb"))
+}
+
+/// The head grid row `y` runs: `head_order[y]` when the plan takes a head
+/// order (one uniform load per CTA), else `y`.
+fn head_of_grid_row<'ctx>(cx: &Cx<'_, 'ctx>, head_order: Option<PointerValue<'ctx>>, y: IV<'ctx>) -> Result<IV<'ctx>> {
+    let h = match head_order {
+        Some(order) => cx.load_i32(cx.gep(cx.i32t(), order, cx.sext64(y)?)?)?,
+        None => y,
+    };
+    Ok(named(h, "h"))
 }
 
 /// A thread's place in the CTA's tile, as the epilogue recomputes it.
@@ -222,6 +232,8 @@ struct Forward<'p, 'a, 'ctx> {
     /// plan.row_index: the `q_rows` parameter and `q_src_len` (the epilogue
     /// writes O and LSE row `q_rows[bh][q]`).
     q_rows: Option<(PointerValue<'ctx>, IV<'ctx>)>,
+    /// plan.head_order: the `head_order` parameter (grid row y runs head `head_order[y]`).
+    head_order: Option<PointerValue<'ctx>>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
     heads: IV<'ctx>,
@@ -244,8 +256,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let warp = cx.lshr(tid, cx.i32(5))?;
         let q_len_early = int(fixed::Q_LEN);
         let q_blocks = named(cx.udiv(cx.add(q_len_early, cx.i32(bq - 1))?, cx.i32(bq))?, "q_blocks");
-        let qb = query_block_index(cx, plan, q_blocks)?;
-        let h = named(cx.ctaid('y')?, "h");
+        let qb = query_block_index(cx, plan, q_blocks, cx.ctaid('x')?)?;
+        let head_order = abi.head_order.map(ptr);
+        let h = head_of_grid_row(cx, head_order, cx.ctaid('y')?)?;
         let b = named(cx.ctaid('z')?, "b");
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
@@ -345,6 +358,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             k_copy: TileCopy { src: k_bh, stride: stride(1, 2), len: kv_len, dst: smem, index: kv_index },
             v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem, index: kv_index },
             q_rows: rows.map(|(qr, _, qn, _)| (qr, qn)),
+            head_order,
             k_staged: !k_staged.is_empty(),
             heads,
             k_words,
@@ -421,10 +435,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     fn fresh_coords(&self) -> Result<Coords<'ctx>> {
         let cx = self.cx;
         let bq = self.plan.block_q as i32;
-        let (b, h) = (cx.sreg_fresh("ctaid.z")?, cx.sreg_fresh("ctaid.y")?);
+        let b = cx.sreg_fresh("ctaid.z")?;
+        let h = head_of_grid_row(cx, self.head_order, cx.sreg_fresh("ctaid.y")?)?;
         let x = cx.sreg_fresh("ctaid.x")?;
         let q_blocks = cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq))?;
-        let qb = if self.plan.heaviest_first { cx.sub(cx.sub(q_blocks, cx.i32(1))?, x)? } else { x };
+        let qb = query_block_index(cx, self.plan, q_blocks, x)?;
         let tid = cx.sreg_fresh("tid.x")?;
         let lane = cx.and(tid, cx.i32(31))?;
         Ok(Coords {
