@@ -121,6 +121,10 @@ pub struct BenchArgs {
     /// Tile shape instead of the planner's, as BLOCK_QxBLOCK_KxWARPSxSTAGES (e.g. 128x64x8x3).
     #[arg(long, value_parser = parse_tile)]
     pub tile: Option<[u32; 4]>,
+    /// Tiles shaped for long or short rows instead of the planner's guess
+    /// (before --tile, which overrides both).
+    #[arg(long, value_parser = parse_rows)]
+    pub rows: Option<lacuna_codegen::RowLength>,
     /// Tensor-core path where the GPU and head dim allow it: sync (mma.sync)
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
@@ -314,6 +318,7 @@ where
                 reps: args.reps,
                 mma: args.mma,
                 tile: args.tile,
+                rows: args.rows,
                 json_out: args.json.as_deref(),
             },
             &mut *out,

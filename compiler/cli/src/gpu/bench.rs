@@ -56,6 +56,7 @@ pub struct BenchArgs<'a> {
     pub reps: usize,
     pub mma: Option<lacuna_codegen::Mma>,
     pub tile: Option<[u32; 4]>,
+    pub rows: Option<lacuna_codegen::RowLength>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -65,7 +66,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     w(out, format!("lacuna bench on {} ({} SMs), bf16, forward, block summaries included", gpu.name(), gpu.sm_count()))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
-    let overrides = PlanOverrides { mma: args.mma, rows: None, row_index: false, block_q, block_k, warps, stages };
+    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages };
     let mut rows = Vec::new();
     for &d in args.head_dims {
         let batch = if d <= 64 { 4 } else { 2 };
