@@ -141,9 +141,14 @@ fn manifest_describes_the_launch() {
     assert!(matches!(&m.key_source, KeySource::Range(r) if r.contains(" | ")), "{:?}", m.key_source);
     let names: Vec<&str> = m.params.iter().map(|KernelParam::Input { name, .. }| name.as_str()).collect();
     assert_eq!(names, ["alpha", "beta", "sink", "n"]);
-    // 23 fixed parameters, then alpha, beta, sink pointers and n by value.
+    // 23 fixed parameters, then alpha, beta, sink pointers and n by value,
+    // then head_order: the span reads per-head inputs, so heads differ in work.
+    assert!(plan.head_order && m.head_order);
     let params = k.ptx.split(&format!(".entry {}(", m.entry)).nth(1).and_then(|s| s.split(')').next()).expect("param list");
-    assert_eq!(params.matches(".param").count(), 27);
+    assert_eq!(params.matches(".param").count(), 28);
+    // Patterns whose work does not depend on the head keep the plain grid.
+    let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert!(!causal.head_order);
 }
 
 #[test]
