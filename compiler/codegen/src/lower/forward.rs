@@ -784,10 +784,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 for e in 0..2 {
                     let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
                     let k = cx.add(k0, local)?;
-                    let inside = cx.icmp(IP::SLT, k, self.kv_len)?;
                     let at = cx.add(cx.i32(self.layout.k_values_in_slot as i32), cx.mul(local, values_row)?)?;
                     let staged = Staged { pad: cx.byte_gep(k_tile, at)?, word: &self.k_words };
-                    col_vals.push((self.pred.col_side(cx, k, &ktile, Some(&staged))?, inside));
+                    col_vals.push(self.pred.col_side(cx, k, &ktile, Some(&staged))?);
                 }
             }
             Ok(())
@@ -798,13 +797,29 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let (s, rest) = (i / per_slab, i % per_slab);
             let (j, c) = (rest / 4, rest % 4);
             let (r, e) = (c / 2, c % 2);
-            let row = &row_vals[s * 2 + r];
-            let (col, inside) = &col_vals[j * 2 + e];
-            let keep = cx.and(self.pred.element(cx, row, col)?, *inside)?;
+            let keep = self.pred.element(cx, &row_vals[s * 2 + r], &col_vals[j * 2 + e])?;
             let bit = cx.shl(cx.zext(keep, cx.i32t())?, cx.i32((i % 32) as i32))?;
             words[i / 32] = cx.or(words[i / 32], bit)?;
         }
-        Ok(words)
+        // Keys at or past kv_len (read as clamped values above) exist only in
+        // the last, ragged key block: clear their bits there, under a uniform
+        // branch, rather than testing every element of every Partial tile
+        // (that test was a compare and a select per element: ~25% of the
+        // element test in hash-32's SASS).
+        let ragged = cx.icmp(IP::SGT, cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?;
+        let words = words.into_iter().map(BV::from).collect();
+        let words = cx.if_then_values(ragged, "mask.ragged", words, |cx, words| {
+            let (keys_left, two_t) = (cx.sub(self.kv_len, k0)?, cx.mul(c.t4, cx.i32(2))?);
+            let mut inside = vec![cx.i32(0); words.len()];
+            for i in 0..self.scores_per_thread() as usize {
+                let (j, e) = ((i % per_slab) / 4, i % 2);
+                let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
+                let bit = cx.shl(cx.zext(cx.icmp(IP::SLT, local, keys_left)?, cx.i32t())?, cx.i32((i % 32) as i32))?;
+                inside[i / 32] = cx.or(inside[i / 32], bit)?;
+            }
+            words.iter().zip(inside).map(|(w, m)| Ok(BV::from(cx.and(w.into_int_value(), m)?))).collect()
+        })?;
+        Ok(words.into_iter().map(|w| w.into_int_value()).collect())
     }
 
     /// The first half of one row's online-softmax step over this block: the
