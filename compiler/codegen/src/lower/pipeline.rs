@@ -256,7 +256,11 @@ pub(crate) fn tile_sources<'ctx>(
 fn issue_chunk<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy<'ctx>, rows: u32, c: &ChunkSource<'ctx>) -> Result<()> {
     let row_bytes = plan.smem_row_bytes() as i32;
     let issue = |cx: &Cx<'_, 'ctx>| -> Result<()> {
-        let elem_off = cx.add(cx.mul(cx.sext64(c.src_row)?, t.stride)?, cx.sext64(cx.mul(c.chunk, cx.i32(8))?)?)?;
+        // The row is inside 0..len (clamped to 0 otherwise) and the chunk
+        // below head_dim / 8: both non-negative, so zero extension is exact
+        // and saves the sign half of the 64-bit multiply per chunk.
+        let i64t = cx.ctx.i64_type();
+        let elem_off = cx.add(cx.mul(cx.zext(c.src_row, i64t)?, t.stride)?, cx.zext(cx.mul(c.chunk, cx.i32(8))?, i64t)?)?;
         let src = cx.gep(cx.ctx.i16_type(), t.src, elem_off)?;
         let dst_off = if plan.swizzled() {
             // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
