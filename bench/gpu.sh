@@ -6,12 +6,17 @@
 #   methods-peers: bench/peers_methods.py (SDPA flash/cuDNN, FlexAttention hash and QK-drop; METHODS_PEERS_ARGS)
 #   then: python3 bench/report_methods.py $OUT/methods.json $OUT/peers_methods.json plot.png > tables.md
 # Expects the release binary at .gpu/lacuna (built on the CPU machine:
-# `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`)
-# and writes logs and JSON under $OUT (or ./gpu-out).
+# `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`),
+# or compressed at .gpu/lacuna.xz (`xz -3 -c .gpu/lacuna > .gpu/lacuna.xz`: ~13 of
+# ~47 MB, for when a second binary must travel too and the 64 MiB carry limit
+# bites), and writes logs and JSON under $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"; mkdir -p "$out"
 bin="${LACUNA_BIN:-./.gpu/lacuna}"
+if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
+  xz -d -c "$bin.xz" > "$bin" && chmod +x "$bin"
+fi
 steps="${*:-selftest sanitize run bench peers methods methods-run methods-peers}"
 export LACUNA_CACHE="$out/cache"
 # NVRTC (the seed methods' helper ops are compiled at first use).
