@@ -56,6 +56,14 @@ fn head_of_grid_row<'ctx>(cx: &Cx<'_, 'ctx>, head_order: Option<PointerValue<'ct
     Ok(named(h, "h"))
 }
 
+/// One score of a thread's accumulators (see `Forward::score_place`).
+struct ScorePlace {
+    slab: usize,
+    n8: usize,
+    row: usize,
+    col: usize,
+}
+
 /// A thread's place in the CTA's tile, as the epilogue recomputes it.
 struct Coords<'ctx> {
     b: IV<'ctx>,
@@ -750,6 +758,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         self.plan.slabs_per_warp() * self.plan.block_k / 8 * 4
     }
 
+    /// Where this thread's score `i` sits: slab, n8 tile, row (g or g + 8),
+    /// column (2t or 2t + 1), in the `[slab][n8 tile][4]` order of the scores.
+    fn score_place(&self, i: usize) -> ScorePlace {
+        let per_slab = (self.plan.block_k / 8 * 4) as usize;
+        let c = i % 4;
+        ScorePlace { slab: i / per_slab, n8: (i % per_slab) / 4, row: c / 2, col: c % 2 }
+    }
+
     fn mask_words(&self) -> u32 {
         self.scores_per_thread().div_ceil(32)
     }
@@ -791,12 +807,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             Ok(())
         })?;
-        let per_slab = (bk / 8 * 4) as usize;
         let mut words = vec![cx.i32(0); self.mask_words() as usize];
         for i in 0..self.scores_per_thread() as usize {
-            let (s, rest) = (i / per_slab, i % per_slab);
-            let (j, c) = (rest / 4, rest % 4);
-            let (r, e) = (c / 2, c % 2);
+            let ScorePlace { slab: s, n8: j, row: r, col: e } = self.score_place(i);
             let keep = self.pred.element(cx, &row_vals[s * 2 + r], &col_vals[j * 2 + e])?;
             let bit = cx.shl(cx.zext(keep, cx.i32t())?, cx.i32((i % 32) as i32))?;
             words[i / 32] = cx.or(words[i / 32], bit)?;
@@ -812,7 +825,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let (keys_left, two_t) = (cx.sub(self.kv_len, k0)?, cx.mul(c.t4, cx.i32(2))?);
             let mut inside = vec![cx.i32(0); words.len()];
             for i in 0..self.scores_per_thread() as usize {
-                let (j, e) = ((i % per_slab) / 4, i % 2);
+                let ScorePlace { n8: j, col: e, .. } = self.score_place(i);
                 let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
                 let bit = cx.shl(cx.zext(cx.icmp(IP::SLT, local, keys_left)?, cx.i32t())?, cx.i32((i % 32) as i32))?;
                 inside[i / 32] = cx.or(inside[i / 32], bit)?;
