@@ -3,7 +3,7 @@
 
 mod common;
 
-use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, Mma, SUMMARY_ENTRY};
+use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, Mma, RowLength, SUMMARY_ENTRY};
 use lacuna_ir::KernelParam;
 
 #[test]
@@ -56,6 +56,24 @@ fn plan_key_source_follows_the_pattern() {
     forced.key_source = KeySource::Range("k in [0, q]".into());
     let err = compile(&common::hash_bucket(), &forced).expect_err("no closed form");
     assert!(matches!(err, CodegenError::NoKeyRange { .. }), "{err:?}");
+}
+
+#[test]
+fn row_length_picks_the_tiles_and_keeps_the_rest() {
+    let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let hash = KernelPlan::for_pattern(&common::hash_bucket(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert_eq!((causal.rows, hash.rows), (RowLength::Long, RowLength::Short));
+    // Re-shaped for long rows: the causal kernel's tiles, the scan and the query order kept.
+    let long = hash.clone().with_row_length(RowLength::Long);
+    assert_eq!((long.block_q, long.block_k, long.warps, long.stages), (causal.block_q, causal.block_k, causal.warps, causal.stages));
+    assert_eq!((long.key_source.clone(), long.heaviest_first, long.rows), (KeySource::Scan, hash.heaviest_first, RowLength::Long));
+    long.validate().expect("a valid plan");
+    assert!(long.to_string().contains("(shaped for long rows)"), "{long}");
+    // Switching the tensor-core path keeps the row length.
+    let sync = long.with_mma(Mma::Sync);
+    assert_eq!(sync.rows, RowLength::Long);
+    assert_eq!(RowLength::parse("long"), Some(RowLength::Long));
+    assert_eq!(RowLength::parse("medium"), None);
 }
 
 #[test]
