@@ -103,14 +103,15 @@ mod compile {
         }
 
         /// [`AttentionKernel::compile`] of a kernel that reads and writes rows
-        /// through index arrays ([`AttentionKernel::forward_rows_into`]);
-        /// `long_rows`: tiles shaped for long rows whatever the planner
-        /// guesses (see `MethodPattern::long_rows`).
-        pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, long_rows: bool) -> Result<AttentionKernel> {
-            Self::compile_with(gpu, pattern, head_dim, dtype, true, long_rows)
+        /// through index arrays ([`AttentionKernel::forward_rows_into`]).
+        pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {
+            Self::compile_with(gpu, pattern, head_dim, dtype, true, false)
         }
 
-        fn compile_with(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool, long_rows: bool) -> Result<AttentionKernel> {
+        /// The one compile path: `row_index` as above; `long_rows`: tiles
+        /// shaped for long rows whatever the planner guesses (what
+        /// `MethodPattern::compile` asks for, see `MethodPattern::long_rows`).
+        pub(crate) fn compile_with(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool, long_rows: bool) -> Result<AttentionKernel> {
             let arch = gpu.arch()?;
             let codegen_err = |message: String| RuntimeError::Codegen {
                 pattern: pattern.name().into(),

@@ -82,14 +82,12 @@ impl MethodPattern {
 
     /// Compiles (or takes from the on-disk cache) and loads the kernel the
     /// method's pipeline runs: for SCFA's patterns one that reads and writes
-    /// rows through index arrays, so no gather or scatter pass is needed.
+    /// rows through index arrays, so no gather or scatter pass is needed;
+    /// long-row tiles where [`MethodPattern::long_rows`] says so. The CLI's
+    /// `load_method_kernel` shapes the same plan from the same two methods.
     #[cfg(feature = "jit")]
     pub fn compile(self, gpu: &Gpu, head_dim: u32, dtype: lacuna_ir::Dtype) -> OpResult<AttentionKernel> {
-        Ok(if self.regroups_rows() {
-            AttentionKernel::compile_row_index(gpu, &self.ir(), head_dim, dtype, self.long_rows())?
-        } else {
-            AttentionKernel::compile(gpu, &self.ir(), head_dim, dtype)?
-        })
+        Ok(AttentionKernel::compile_with(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows())?)
     }
 
     /// Whether the method runs attention on regrouped rows (SCFA: bucket-sorted or compacted).
