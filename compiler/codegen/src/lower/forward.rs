@@ -628,7 +628,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let words = self.mask_words();
         let all: Vec<BV<'ctx>> = (0..words).map(|_| cx.i32(-1).into()).collect();
         let keep = cx.if_then_values(test, "mask", all, |cx, _| {
-            Ok(self.mask_bits(cx, kb, k0, slot_ptr)?.into_iter().map(BV::from).collect())
+            Ok(self.mask_bits(cx, kb, k0, ragged, slot_ptr)?.into_iter().map(BV::from).collect())
         })?;
 
         // S = Q·Kᵀ, scaled into log2 units; masked scores become -inf.
@@ -773,7 +773,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// The element test for this thread's scores of key block `kb`: bit i of
     /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
     /// i.e. the predicate holds and the key is inside kv_len.
-    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>) -> Result<Vec<IV<'ctx>>> {
+    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, ragged: IV<'ctx>, k_tile: PointerValue<'ctx>) -> Result<Vec<IV<'ctx>>> {
         let values_row = cx.i32(self.layout.values_row_bytes as i32);
         let bk = self.plan.block_k;
         let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
@@ -782,6 +782,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // Rows of this thread: slab s, r = 0 (row g) or 1 (row g + 8).
         // A rare path: coordinates from fresh reads (see `fresh_coords`).
         let c = self.fresh_coords()?;
+        // Column of this thread's score in n8 tile j, e = 0 or 1: 8j + 2t + e.
+        let two_t = cx.mul(c.t4, cx.i32(2))?;
+        let column = |j: u32, e: u32| cx.add(two_t, cx.i32((8 * j + e) as i32));
         let mut row_vals = Vec::new();
         let mut col_vals = Vec::new();
         self.pred.with_bh(c.bh, || {
@@ -794,11 +797,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
                 }
             }
-            // Columns of this thread: n8 tile j, e = 0 or 1 (column 2t + e).
-            let two_t = cx.mul(c.t4, cx.i32(2))?;
             for j in 0..bk / 8 {
                 for e in 0..2 {
-                    let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
+                    let local = column(j, e)?;
                     let k = cx.add(k0, local)?;
                     let at = cx.add(cx.i32(self.layout.k_values_in_slot as i32), cx.mul(local, values_row)?)?;
                     let staged = Staged { pad: cx.byte_gep(k_tile, at)?, word: &self.k_words };
@@ -819,14 +820,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // branch, rather than testing every element of every Partial tile
         // (that test was a compare and a select per element: ~25% of the
         // element test in hash-32's SASS).
-        let ragged = cx.icmp(IP::SGT, cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?;
         let words = words.into_iter().map(BV::from).collect();
         let words = cx.if_then_values(ragged, "mask.ragged", words, |cx, words| {
-            let (keys_left, two_t) = (cx.sub(self.kv_len, k0)?, cx.mul(c.t4, cx.i32(2))?);
+            let keys_left = cx.sub(self.kv_len, k0)?;
             let mut inside = vec![cx.i32(0); words.len()];
             for i in 0..self.scores_per_thread() as usize {
                 let ScorePlace { n8: j, col: e, .. } = self.score_place(i);
-                let local = cx.add(two_t, cx.i32((8 * j + e) as i32))?;
+                let local = column(j as u32, e as u32)?;
                 let bit = cx.shl(cx.zext(cx.icmp(IP::SLT, local, keys_left)?, cx.i32t())?, cx.i32((i % 32) as i32))?;
                 inside[i / 32] = cx.or(inside[i / 32], bit)?;
             }
