@@ -225,6 +225,24 @@ def gather_rows(x, idx):
     return torch.gather(x, 2, idx[..., None].expand(-1, -1, -1, x.shape[-1]))
 
 
+def time_flex(pattern, B, H, D, N, prep, build, scatter, **extra):
+    """Times one method through FlexAttention end to end (prep: hash or
+    compact and gather; build: its block mask; the kernel; scatter back),
+    then each stage alone, and records the row with the mask's sparsity."""
+    def total():
+        qs, ks, vs = prep()
+        return scatter(flex(qs, ks, vs, block_mask=build()))
+
+    t0 = time.perf_counter(); total(); torch.cuda.synchronize(); first = time.perf_counter() - t0
+    ms, reps = bench(total)
+    qs, ks, vs = prep()
+    bm = build()
+    os_ = flex(qs, ks, vs, block_mask=bm)
+    stages = {"prep": bench(prep)[0], "mask build": bench(build)[0],
+              "kernel": bench(lambda: flex(qs, ks, vs, block_mask=bm))[0], "scatter": bench(lambda: scatter(os_))[0]}
+    row("flex", pattern, B, H, D, N, ms, reps, stages, first_call_s=first, sparsity=float(bm.sparsity()), **extra)
+
+
 if not args.no_flex:
     from torch.nn.attention.flex_attention import flex_attention, create_block_mask  # noqa: E402
     flex = torch.compile(flex_attention, dynamic=False)
@@ -277,19 +295,7 @@ for N in [int(x) for x in args.ns.split(",")]:
                 out.scatter_(2, qp[..., None].expand(-1, -1, -1, D), os_)
                 return out
 
-            def total():
-                qs, ks, vs = prep()
-                return scatter(flex(qs, ks, vs, block_mask=build()))
-
-            t0 = time.perf_counter(); total(); torch.cuda.synchronize(); first = time.perf_counter() - t0
-            ms, reps = bench(total)
-            qs, ks, vs = prep()
-            bm = build()
-            os_ = flex(qs, ks, vs, block_mask=bm)
-            stages = {"prep": bench(prep)[0], "mask build": bench(build)[0],
-                      "kernel": bench(lambda: flex(qs, ks, vs, block_mask=bm))[0], "scatter": bench(lambda: scatter(os_))[0]}
-            row("flex", pattern, B, H, D, N, ms, reps, stages, first_call_s=first, sparsity=float(bm.sparsity()))
-            del qs, ks, vs, bm, os_
+            time_flex(pattern, B, H, D, N, prep, build, scatter)
         except Exception as e:
             record_failure("flex", pattern, B, H, D, N, e)
         finally:
@@ -334,20 +340,7 @@ for N in [int(x) for x in args.ns.split(",")]:
                 out.scatter_(2, qidx[..., None].expand(-1, -1, -1, D), os_)
                 return out[:, :, :N]
 
-            def total():
-                qs, ks, vs = prep()
-                return scatter(flex(qs, ks, vs, block_mask=build()))
-
-            t0 = time.perf_counter(); total(); torch.cuda.synchronize(); first = time.perf_counter() - t0
-            ms, reps = bench(total)
-            qs, ks, vs = prep()
-            bm = build()
-            os_ = flex(qs, ks, vs, block_mask=bm)
-            stages = {"prep": bench(prep)[0], "mask build": bench(build)[0],
-                      "kernel": bench(lambda: flex(qs, ks, vs, block_mask=bm))[0], "scatter": bench(lambda: scatter(os_))[0]}
-            row("flex", pattern, B, H, D, N, ms, reps, stages, first_call_s=first, padded_q=MQ, padded_k=MK,
-                sparsity=float(bm.sparsity()))
-            del qs, ks, vs, bm, os_
+            time_flex(pattern, B, H, D, N, prep, build, scatter, padded_q=MQ, padded_k=MK)
         except Exception as e:
             record_failure("flex", pattern, B, H, D, N, e)
         finally:

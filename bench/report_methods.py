@@ -52,6 +52,20 @@ def table(header, body):
     print()
 
 
+def sweep_table(labels, headers):
+    """One row per N, one column per setting (label): ms (speed-up vs SDPA
+    flash / vs Lacuna dense, whose time the row carries as a ratio)."""
+    body = []
+    for n in ns:
+        fl = flash(n)
+        cells = [n]
+        for label in labels:
+            r = rows.get(label, {}).get(n)
+            cells.append("%.3f (%s / %s)" % (r["ms"], speed(fl, r["ms"]), speed(r["ms"] * r["speedup_vs_dense"], r["ms"])) if r else "-")
+        body.append(cells)
+    table(["N"] + headers, body)
+
+
 print("Card: %s (lacuna) / %s (peers, torch %s). bf16 forward, B=%d, H=%d, D=%d; every method end to end "
       "(all its steps); ms = median of >= %d timed calls after warm-up (CUDA events)." % (
           lac["device"], peers.get("device", "-"), peers.get("torch", "-"), lac["batch"], lac["heads"], lac["head_dim"], lac["reps"]))
@@ -87,15 +101,7 @@ buckets = sorted({r["info"]["buckets"] for r in lac["rows"] if r["method"] == "h
 if buckets:
     print("### SCFA hash over the number of buckets: ms (speed-up vs SDPA flash / vs Lacuna dense)")
     print()
-    body = []
-    for n in ns:
-        fl = flash(n)
-        cells = [n]
-        for b in buckets:
-            r = rows.get("hash%d" % b, {}).get(n)
-            cells.append("%.3f (%s / %s)" % (r["ms"], speed(fl, r["ms"]), speed(r["ms"] * r["speedup_vs_dense"], r["ms"])) if r else "-")
-        body.append(cells)
-    table(["N"] + ["%d buckets" % b for b in buckets], body)
+    sweep_table(["hash%d" % b for b in buckets], ["%d buckets" % b for b in buckets])
     print("Stages (each timed alone, ms) and the share of causal pairs in one bucket:")
     print()
     body = []
@@ -112,15 +118,7 @@ drops = sorted({round(100 * r["info"]["drop"]) for r in lac["rows"] if r["method
 if drops:
     print("### SCFA QK-drop over the drop rate: ms (speed-up vs SDPA flash / vs Lacuna dense)")
     print()
-    body = []
-    for n in ns:
-        fl = flash(n)
-        cells = [n]
-        for d in drops:
-            r = rows.get("qkdrop%d" % d, {}).get(n)
-            cells.append("%.3f (%s / %s)" % (r["ms"], speed(fl, r["ms"]), speed(r["ms"] * r["speedup_vs_dense"], r["ms"])) if r else "-")
-        body.append(cells)
-    table(["N"] + ["drop %d%%" % d for d in drops], body)
+    sweep_table(["qkdrop%d" % d for d in drops], ["drop %d%%" % d for d in drops])
     body = []
     for n in ns:
         for d in drops:
