@@ -216,7 +216,6 @@ pub fn arch_runs_on(arch: Arch, major: u32, minor: u32) -> std::result::Result<(
     }
 }
 
-
 /// cudarc allocates with `cuMemAllocAsync` from the device's default memory
 /// pool where the driver has pools. That pool's release threshold is 0: at
 /// every synchronisation (QK-drop reads its kept counts back once per call)

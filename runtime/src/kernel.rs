@@ -4,6 +4,7 @@
 //! host round trip. Every check happens (in `validate`) before anything is
 //! launched; a kernel given a wrong shape would read out of bounds silently.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cudarc::driver::sys::CUfunction_attribute;
@@ -296,8 +297,8 @@ impl AttentionKernel {
         let order = validate_inputs(&self.pattern, &m.params, &args.describe(), &p, self.gpu.ordinal())?;
         let scale_log2 = scale_log2(opts.scale, p.head_dim)?;
         let head_order = match (m.head_order, opts.head_order) {
-            (true, Some(order)) => Some(validate_head_order(&m.entry, order, p.heads)?.to_vec()),
-            (true, None) => Some((0..p.heads as i32).collect()),
+            (true, Some(order)) => Some(Cow::Borrowed(validate_head_order(&m.entry, order, p.heads)?)),
+            (true, None) => Some(Cow::Owned((0..p.heads as i32).collect())),
             (false, None) => None,
             (false, Some(_)) => {
                 return Err(RuntimeError::HeadOrder {

@@ -55,8 +55,9 @@ pub struct PlanOverrides {
 
 impl PlanOverrides {
     /// `plan` with these fields changed: the path first (with its default
-    /// tiles), then the row length (its default tiles), then row indices and the tile fields. Not checked here:
-    /// `lacuna_codegen::compile` validates the result.
+    /// tiles), then the row length (its default tiles), then row indices and
+    /// the tile fields. Not checked here: `lacuna_codegen::compile` validates
+    /// the result.
     pub fn apply(&self, mut plan: KernelPlan) -> KernelPlan {
         if let Some(m) = self.mma {
             plan = plan.with_mma(m);

@@ -24,8 +24,8 @@ pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: 
 }
 
 /// The kernel a seed method's pipeline runs, shaped as
-/// `MethodPattern::compile` shapes it (row indices for SCFA, long-row tiles
-/// for QK-drop); `rows` overrides the row length.
+/// `MethodPattern::compile` shapes it (row indices where `regroups_rows`,
+/// long-row tiles where `long_rows`); `rows` overrides the row length.
 pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype: Dtype, mma: Option<Mma>, rows: Option<RowLength>) -> Result<(KernelPlan, AttentionKernel), CliError> {
     let rows = rows.or(method.long_rows().then_some(RowLength::Long));
     load_kernel_with(gpu, &method.ir(), head_dim, dtype, &PlanOverrides { mma, rows, row_index: method.regroups_rows(), ..PlanOverrides::default() })
