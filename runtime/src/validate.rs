@@ -320,16 +320,22 @@ pub fn validate_row_index(device: usize, q_rows: &TensorDesc, kv_rows: &TensorDe
 }
 
 /// A softmax scale, or the default 1/sqrt(D), in the exp2 form the kernel takes.
+///
+/// The kernels fold the scale into the exponent (2^(s·c − max·c), one FMA per
+/// score, as FlashAttention does), which takes row maxima of the raw scores:
+/// that is right only for a positive scale, so zero, negative, NaN and
+/// infinite scales are refused here rather than giving wrong rows.
 pub fn scale_log2(scale: Option<f32>, head_dim: usize) -> Result<f32> {
     let s = scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
-    if !s.is_finite() {
+    let c = s * std::f32::consts::LOG2_E;
+    if !(c.is_finite() && c > 0.0) {
         return Err(RuntimeError::InputType {
             name: "scale".into(),
-            expected: "a finite number (or None for 1/sqrt(head_dim))".into(),
+            expected: "a positive finite number (or None for 1/sqrt(head_dim)); to flip the scores' sign, negate Q".into(),
             got: format!("{s}"),
         });
     }
-    Ok(s * std::f32::consts::LOG2_E)
+    Ok(c)
 }
 
 /// Checks the manifest read from a PTX file against the pattern the caller
@@ -911,6 +917,10 @@ mod tests {
         assert!((s - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-7);
         assert_eq!(scale_log2(Some(2.0), 64).expect("finite"), 2.0 * std::f32::consts::LOG2_E);
         assert!(scale_log2(Some(f32::NAN), 64).is_err());
+        for refused in [0.0, -0.125, f32::INFINITY] {
+            let e = scale_log2(Some(refused), 64).expect_err("the kernel's folded exponent needs a positive scale");
+            assert!(e.to_string().contains("positive"), "{e}");
+        }
     }
 
     // ---- manifest against pattern -------------------------------------------------

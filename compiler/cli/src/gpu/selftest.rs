@@ -36,6 +36,9 @@ struct Case {
     row_index: bool,
     /// Tiles shaped for this row length instead of the planner's guess.
     rows: Option<RowLength>,
+    /// A softmax scale other than 1/sqrt(D) (the kernel folds it into the
+    /// exponent, so large and small ones are worth a case each).
+    scale: Option<f32>,
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -50,7 +53,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ("topk", &[("topk", "3"), ("W", "64")]),
         ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]),
     ];
-    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None };
+    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None, scale: None };
     let mut out = Vec::new();
     for &(pattern, params) in patterns {
         let c = Case { pattern, params, ..base.clone() };
@@ -78,6 +81,9 @@ fn cases(quick: bool) -> Vec<Case> {
     let c = Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], rows: Some(RowLength::Long), ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
+    // Scales far from 1/sqrt(D): sharp rows (max dominates) and flat ones.
+    out.push(Case { pattern: "causal", scale: Some(1.0), ..base.clone() });
+    out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 300, kv_len: 300, scale: Some(0.02), ..base.clone() });
     if !quick {
         for d in (16..=256).step_by(16).filter(|d| *d != 64 && *d != 128) {
             out.push(Case { pattern: "causal", params: &[], heads: 2, kv_heads: 2, q_len: 200, kv_len: 200, head_dim: d, ..base.clone() });
@@ -138,6 +144,10 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
         Some(r) => format!("{name} {}-row tiles", r.name()),
         None => name,
     };
+    let name = match c.scale {
+        Some(s) => format!("{name} scale {s}"),
+        None => name,
+    };
     let sp = lacuna_patterns::find(c.pattern)?;
     let ir = (sp.ir)();
     let dims = Dims::new(c.batch, c.heads, c.q_len, c.kv_len);
@@ -188,14 +198,14 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     // Kernels that take a head order run the heads last-first here, so the
     // mapping from grid row to head is checked, not just the identity.
     let reversed: Vec<i32> = (0..c.heads as i32).rev().collect();
-    let opts = ForwardOptions { head_order: kernel.manifest().head_order.then_some(&reversed[..]), ..ForwardOptions::default() };
+    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]) };
     kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, opts)?;
     gpu.synchronize()?;
     // Downloads come back in logical (B, H, N, D) order whatever the strides.
     let o_got = o.to_host_as_f32()?;
     let lse_dev = lse.to_host_f32()?;
     let shape = AttentionShape { batch: b, heads: h, kv_heads: hk, q_len: nq, kv_len: nk, head_dim: d };
-    let scale = 1.0 / (d as f32).sqrt();
+    let scale = c.scale.unwrap_or(1.0 / (d as f32).sqrt());
     let reference = attention(&ir, &bindings, shape, &qr, &kr, &vr, scale, Precision::F32)?;
     let unwritten = o_got.iter().chain(&lse_dev).filter(|x| x.is_nan()).count();
     let mut check = RowCheck::default();

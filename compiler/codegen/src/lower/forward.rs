@@ -631,7 +631,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             Ok(self.mask_bits(cx, kb, k0, ragged, slot_ptr)?.into_iter().map(BV::from).collect())
         })?;
 
-        // S = Q·Kᵀ, scaled into log2 units; masked scores become -inf.
+        // S = Q·Kᵀ, raw (the scale is folded into the exponent below); masked
+        // scores become -inf.
         let s = match q {
             QOperand::Sync(q) => mma::qk(cx, self.tile, q, k_lane)?,
             QOperand::Wgmma(q) => {
@@ -645,10 +646,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
         };
         let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
-        let flat = flat
-            .iter()
-            .map(|v| Ok(cx.fmul(v.into_float_value(), self.scale_log2)?.into()))
-            .collect::<Result<Vec<BV<'ctx>>>>()?;
         let masked = cx.if_then_values(test, "apply_mask", flat, |cx, vals| {
             let ninf = cx.f32(f32::NEG_INFINITY);
             vals.iter()
@@ -836,9 +833,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     }
 
     /// The first half of one row's online-softmax step over this block: the
-    /// new maximum m', the m' used in exponents (0 while the row is all
-    /// masked, so -inf - -inf never makes NaN) and the factor 2^(m - m') by
-    /// which the row's O and l are rescaled.
+    /// new maximum m' (log2 units), the m' used in exponents (0 while the row
+    /// is all masked, so -inf - -inf never makes NaN) and the factor
+    /// 2^(m - m') by which the row's O and l are rescaled.
+    ///
+    /// The scores are raw: the row's raw maximum times the scale is exactly
+    /// the maximum of the scaled scores, because the scale is positive (the
+    /// runtime refuses others) and rounding x·c is monotone in x.
     fn row_max(&self, p: &[Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(FV<'ctx>, FV<'ctx>, FV<'ctx>)> {
         let cx = self.cx;
         let (a, b) = (2 * r, 2 * r + 1);
@@ -849,21 +850,23 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // The 4 lanes of a group share the row.
         mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 1)?)?;
         mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 2)?)?;
-        let m = cx.fmax(old.m, mx)?;
+        let m = cx.fmax(old.m, cx.fmul(mx, self.scale_log2)?)?;
         // All masked so far: use 0 in the exponent so -inf - -inf never makes NaN.
         let m_use = cx.select_f32(cx.fcmp(FP::OEQ, m, cx.f32(f32::NEG_INFINITY))?, cx.f32(0.0), m)?;
         let alpha = cx.ex2(cx.fsub(old.m, m_use)?)?;
         Ok((m, m_use, alpha))
     }
 
-    /// The second half of a row's step: rewrites its scores in `p` to 2^(s - m_use)
+    /// The second half of a row's step: rewrites its raw scores s in `p` to
+    /// 2^(s·c - m_use), one FMA and one ex2 each (c = scale in log2 units),
     /// and returns the new partial row sum `l * alpha + Σ p`.
     fn row_exp(&self, p: &mut [Acc<'ctx>], r: usize, m_use: FV<'ctx>, l: FV<'ctx>, alpha: FV<'ctx>) -> Result<FV<'ctx>> {
         let cx = self.cx;
         let mut sum = cx.f32(0.0);
+        let neg_m = cx.fneg(m_use)?;
         for acc in p.iter_mut() {
             for i in [2 * r, 2 * r + 1] {
-                acc[i] = cx.ex2(cx.fsub(acc[i], m_use)?)?;
+                acc[i] = cx.ex2(cx.fma(acc[i], self.scale_log2, neg_m)?)?;
                 sum = cx.fadd(sum, acc[i])?;
             }
         }
