@@ -294,13 +294,20 @@ impl KernelPlan {
         self.slabs_per_warp() >= 2 && self.head_dim > 64
     }
 
-    /// O is rescaled only when some row of a warp has a new maximum (a warp
-    /// vote and a uniform branch) rather than after every key block. Worth it
-    /// where O is large (the same cases as [`Self::softmax_state_in_shared`]):
-    /// measured on an H200, D=128 causal +3%, and it is what keeps ptxas from
-    /// spilling there; at D=64 the branch costs as much as the multiplies save.
+    /// O is rescaled only when some row of a warp moves its reference
+    /// maximum (a warp vote and a uniform branch) rather than after every key
+    /// block, and a row's reference moves only when a block's maximum exceeds
+    /// it by more than 2^8 (see `RESCALE_SLACK` in lower/forward.rs), so after
+    /// a row's first blocks the rescale almost never runs. mma.sync: where O
+    /// is large (the same cases as [`Self::softmax_state_in_shared`]; H200,
+    /// D=128 causal +3%, and it keeps ptxas from spilling there; at D=64 the
+    /// branch cost as much as the multiplies saved). wgmma: where O has more
+    /// values per thread than S (head_dim > block_k, the D=128 short-row
+    /// tiles): there the rescale was 64 multiplies per 16 scores and skipping
+    /// it gained 2-4% (H100, 16K); where S is as large as O (D=64, and
+    /// D=128's 128x128 tiles) the branch cost 1-4% (perf log, v4.5).
     pub fn conditional_rescale(&self) -> bool {
-        self.softmax_state_in_shared()
+        self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && self.head_dim > self.block_k)
     }
 
     /// Bytes of the softmax state slots (0 when it stays in registers).
@@ -449,6 +456,11 @@ impl fmt::Display for KernelPlan {
         if self.row_index {
             writeln!(f, "  rows: Q, K, V read and O, LSE written through q_rows / kv_rows indices")?;
         }
+        writeln!(
+            f,
+            "  softmax: exp2 with the scale folded in (one FMA per score); O rescaled {}",
+            if self.conditional_rescale() { "only when a row's max grows by more than 2^8 (warp vote)" } else { "after every key block" }
+        )?;
         writeln!(f, "  query blocks: {}", if self.heaviest_first { "last first (heaviest first)" } else { "in order" })?;
         if self.head_order {
             writeln!(f, "  heads: in the launch's head_order (heads do different work: heaviest first)")?;

@@ -219,6 +219,13 @@ fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
     by_regs.min(by_smem).clamp(1, if plan.mma == Mma::Sync { 2 } else { 4 })
 }
 
+/// How far (log2 units) a block's maximum may exceed a row's reference
+/// maximum before the reference moves and O is rescaled, with
+/// `conditional_rescale`. Probabilities stay below 2^8 = 256: far from f32's
+/// range in O and l, and bf16/fp16 P keeps its relative precision. The
+/// value FlashAttention-4 uses.
+const RESCALE_SLACK: f32 = 8.0;
+
 /// Everything fixed for the CTA, shared by the loop body and the epilogue.
 struct Forward<'p, 'a, 'ctx> {
     cx: &'p Cx<'a, 'ctx>,
@@ -673,14 +680,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         for (slab, row_pair) in s.iter().zip(&rows) {
             let mut pair = Vec::with_capacity(2);
             for (r, old) in row_pair.iter().enumerate() {
-                let (m, m_use, alpha) = self.row_max(slab, r, *old)?;
-                changed = cx.or(changed, cx.fcmp(FP::UNE, alpha, cx.f32(1.0))?)?;
+                let (m, m_use, alpha, moved) = self.row_max(slab, r, *old)?;
+                changed = cx.or(changed, moved)?;
                 pair.push((m, m_use, alpha));
             }
             maxima.push(pair);
         }
-        // With `conditional_rescale`, O is rescaled only when some row of the warp has
-        // a new maximum (alpha != 1; exact, since x * 1 == x): once the maxima settle,
+        // With `conditional_rescale`, O is rescaled only when some row of the warp
+        // moved its maximum (otherwise alpha is exactly 1): once the maxima settle,
         // most blocks skip these head_dim / 2 multiplies per row. The branch comes
         // before the exponentials, so they and P·V stay in one block for the scheduler.
         let flat: Vec<BV<'ctx>> = o.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
@@ -833,14 +840,21 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     }
 
     /// The first half of one row's online-softmax step over this block: the
-    /// new maximum m' (log2 units), the m' used in exponents (0 while the row
-    /// is all masked, so -inf - -inf never makes NaN) and the factor
-    /// 2^(m - m') by which the row's O and l are rescaled.
+    /// row's reference maximum m' (log2 units), the m' used in exponents (0
+    /// while the row is all masked, so -inf - -inf never makes NaN), the
+    /// factor 2^(m - m') by which the row's O and l are rescaled, and whether
+    /// m' moved (alpha is exactly 1 when it did not).
     ///
     /// The scores are raw: the row's raw maximum times the scale is exactly
     /// the maximum of the scaled scores, because the scale is positive (the
     /// runtime refuses others) and rounding x·c is monotone in x.
-    fn row_max(&self, p: &[Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(FV<'ctx>, FV<'ctx>, FV<'ctx>)> {
+    ///
+    /// With `conditional_rescale`, m' stays put unless the block's maximum
+    /// exceeds it by more than [`RESCALE_SLACK`]: the result is the same
+    /// (O and l share the reference, and lse = m' + log2 l), the
+    /// exponentials stay below 2^RESCALE_SLACK, and after a row's first
+    /// blocks almost no block moves it, so O is almost never rescaled.
+    fn row_max(&self, p: &[Acc<'ctx>], r: usize, old: RowState<'ctx>) -> Result<(FV<'ctx>, FV<'ctx>, FV<'ctx>, IV<'ctx>)> {
         let cx = self.cx;
         let (a, b) = (2 * r, 2 * r + 1);
         let mut mx = cx.f32(f32::NEG_INFINITY);
@@ -850,11 +864,21 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // The 4 lanes of a group share the row.
         mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 1)?)?;
         mx = cx.fmax(mx, cx.shfl_bfly_f32(mx, 2)?)?;
-        let m = cx.fmax(old.m, cx.fmul(mx, self.scale_log2)?)?;
+        let m_block = cx.fmul(mx, self.scale_log2)?;
         // All masked so far: use 0 in the exponent so -inf - -inf never makes NaN.
-        let m_use = cx.select_f32(cx.fcmp(FP::OEQ, m, cx.f32(f32::NEG_INFINITY))?, cx.f32(0.0), m)?;
-        let alpha = cx.ex2(cx.fsub(old.m, m_use)?)?;
-        Ok((m, m_use, alpha))
+        let usable = |m: FV<'ctx>| cx.select_f32(cx.fcmp(FP::OEQ, m, cx.f32(f32::NEG_INFINITY))?, cx.f32(0.0), m);
+        if !self.plan.conditional_rescale() {
+            let m = cx.fmax(old.m, m_block)?;
+            let m_use = usable(m)?;
+            let alpha = cx.ex2(cx.fsub(old.m, m_use)?)?;
+            return Ok((m, m_use, alpha, cx.bool(true)));
+        }
+        // -inf old maximum: +inf > slack (moves); both -inf: NaN, unordered (stays).
+        let moved = cx.fcmp(FP::OGT, cx.fsub(m_block, old.m)?, cx.f32(RESCALE_SLACK))?;
+        let m = cx.select_f32(moved, m_block, old.m)?;
+        let m_use = usable(m)?;
+        let alpha = cx.select_f32(moved, cx.ex2(cx.fsub(old.m, m_use)?)?, cx.f32(1.0))?;
+        Ok((m, m_use, alpha, moved))
     }
 
     /// The second half of a row's step: rewrites its raw scores s in `p` to
