@@ -302,13 +302,14 @@ pub(crate) fn copy_from<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, t: &TileCopy
 /// chunk's address is made where its copy goes out (plain rows keep fewer
 /// values live this way).
 ///
-/// A tile whose rows all lie inside `len` (every one but a ragged last tile)
-/// takes a uniform branch where no row is clamped or zero-filled and each
-/// round's source is the previous round's plus a fixed number of rows: one
-/// 64-bit add per chunk instead of a compare, a select and a 64-bit
-/// multiply-add (per 64-key tile, 4 warps, D=64: about 40 instructions of
-/// ~600 per thread).
-pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32) -> Result<()> {
+/// With `stepped`, a tile whose rows all lie inside `len` (every one but a
+/// ragged last tile) takes a uniform branch where no row is clamped or
+/// zero-filled and each round's source is the previous round's plus a fixed
+/// number of rows: one 64-bit add per chunk instead of a compare, a select
+/// and a 64-bit multiply-add (per 64-key tile, 4 warps, D=64: about 20
+/// instructions of ~550 per thread).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx>, t: &TileCopy<'ctx>, row0: IV<'ctx>, rows: u32, stepped: bool) -> Result<()> {
     let chunks = tile_chunks(cx, plan, tid, rows)?;
     let clamped = |cx: &Cx<'_, 'ctx>| -> Result<()> {
         for &c in &chunks {
@@ -320,7 +321,7 @@ pub(crate) fn copy_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, tid: IV<'ctx
     let chunks_per_row = plan.head_dim / 8;
     // Rounds advance by whole rows only when the threads split rows evenly
     // (tile_chunks); row indices need each row's entry.
-    if t.index.is_some() || plan.threads() % chunks_per_row != 0 {
+    if !stepped || t.index.is_some() || plan.threads() % chunks_per_row != 0 {
         return clamped(cx);
     }
     let rows_per_round = (plan.threads() / chunks_per_row) as i64;
