@@ -40,7 +40,8 @@ const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 /// Per-launch options.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ForwardOptions<'a> {
-    /// Softmax scale; `None` means 1/sqrt(head_dim).
+    /// Softmax scale, positive and finite (the kernels fold it into the
+    /// exponent; others are refused); `None` means 1/sqrt(head_dim).
     pub scale: Option<f32>,
     /// For kernels whose manifest has `head_order` (heads do different
     /// amounts of work, e.g. MoA's per-head spans): the query heads in the

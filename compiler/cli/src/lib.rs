@@ -79,7 +79,7 @@ pub struct RunArgs {
     /// Where to write the log-sum-exp, (B, H, Nq) f32.
     #[arg(long, value_name = "LSE.npy")]
     pub lse: Option<PathBuf>,
-    /// Softmax scale (default 1/sqrt(D)).
+    /// Softmax scale, positive (default 1/sqrt(D)).
     #[arg(long)]
     pub scale: Option<f32>,
     /// Seed for example values of inputs given neither by --input nor --param.
