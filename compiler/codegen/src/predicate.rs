@@ -82,12 +82,15 @@ pub(crate) struct TileRange<'ctx> {
     pub block: IV<'ctx>,
 }
 
-/// What the mask can be over a tile: `may_true` false ⇒ Empty, `may_false`
-/// false ⇒ Full, both ⇒ Partial.
+/// What the mask can be over a tile: `may_true` false ⇒ Empty, `undecided`
+/// 0 ⇒ Full, else Partial.
 #[derive(Clone, Copy)]
 pub(crate) struct TileClass<'ctx> {
     pub may_true: IV<'ctx>,
-    pub may_false: IV<'ctx>,
+    /// i32: bit i set when conjunct i (see [`Predicate::conjunct_count`]) may
+    /// be false on the tile; 0 exactly when the whole predicate cannot be.
+    /// The element test evaluates only the conjuncts set here.
+    pub undecided: IV<'ctx>,
 }
 
 /// Where one row's (or key's) tensor-input values were staged in shared
@@ -113,6 +116,9 @@ pub(crate) struct ColVals<'ctx> {
 
 pub(crate) struct Predicate<'p, 'ctx> {
     p: &'p PatternIr,
+    /// The operands of the root's top-level `and`s (the root itself when it
+    /// is no `and`, or has more than [`MAX_CONJUNCTS`] of them).
+    conjuncts: Vec<NodeId>,
     dep: Vec<Dep>,
     /// Exact values of the launch-uniform nodes (computed once, in the entry block).
     uniform: Vec<Option<Val<'ctx>>>,
@@ -122,8 +128,10 @@ pub(crate) struct Predicate<'p, 'ctx> {
 }
 
 impl<'p, 'ctx> Predicate<'p, 'ctx> {
-    /// Computes every launch-uniform node at the builder's position.
-    pub fn new(cx: &Cx<'_, 'ctx>, p: &'p PatternIr, env: PredEnv<'ctx>) -> Result<Self> {
+    /// Computes every launch-uniform node at the builder's position. With
+    /// `split_conjuncts` the classifier reports the root's top-level `and`s
+    /// separately ([`TileClass::undecided`]); without, the root is one conjunct.
+    pub fn new(cx: &Cx<'_, 'ctx>, p: &'p PatternIr, env: PredEnv<'ctx>, split_conjuncts: bool) -> Result<Self> {
         let mut dep = Vec::with_capacity(p.nodes().len());
         for (_, node) in p.nodes() {
             let d = match *node {
@@ -142,7 +150,8 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             };
             dep.push(d);
         }
-        let mut this = Self { p, dep, uniform: Vec::new(), env, bh_override: std::cell::Cell::new(None) };
+        let conjuncts = if split_conjuncts { conjuncts(p) } else { vec![p.root()] };
+        let mut this = Self { p, conjuncts, dep, uniform: Vec::new(), env, bh_override: std::cell::Cell::new(None) };
         let mut uniform: Vec<Option<Val<'ctx>>> = Vec::with_capacity(this.dep.len());
         for (id, node) in p.nodes() {
             let v = if this.dep[id.index()] == Dep::UNIFORM {
@@ -321,8 +330,17 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         Ok(ColVals { vals, list_bit })
     }
 
-    /// The mask at one element (i1), from its row and column values.
-    pub fn element(&self, cx: &Cx<'_, 'ctx>, row: &RowVals<'ctx>, col: &ColVals<'ctx>) -> Result<IV<'ctx>> {
+    /// How many conjuncts the tile classifier reports on separately
+    /// ([`TileClass::undecided`]); 1 when the predicate is not split.
+    pub fn conjunct_count(&self) -> usize {
+        self.conjuncts.len()
+    }
+
+    /// The mask at one element (i1), from its row and column values: the
+    /// whole predicate, or only conjunct `i` when `conjunct` is `Some(i)`
+    /// (exact where the tile's other conjuncts are all true; the nodes only
+    /// the others need are dead code LLVM drops).
+    pub fn element(&self, cx: &Cx<'_, 'ctx>, row: &RowVals<'ctx>, col: &ColVals<'ctx>, conjunct: Option<usize>) -> Result<IV<'ctx>> {
         let mut vals: Vec<Option<Val<'ctx>>> = Vec::with_capacity(self.dep.len());
         for (id, node) in self.p.nodes() {
             let d = self.dep[id.index()];
@@ -343,7 +361,8 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             };
             vals.push(v);
         }
-        Ok(vals[self.p.root().index()].expect("root evaluated").i())
+        let at = conjunct.map_or(self.p.root(), |i| self.conjuncts[i]);
+        Ok(vals[at.index()].expect("evaluated").i())
     }
 
     /// `values[b, h, idx]` of a tensor input (idx already clamped into range).
@@ -412,7 +431,18 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             vals.push(v);
         }
         let (t, f) = vals[self.p.root().index()].tri(cx)?;
-        Ok(TileClass { may_true: t, may_false: f })
+        // The root is the conjuncts' three-valued AND, so it may be false
+        // exactly when some conjunct may be; the fallback to every bit only
+        // guards that invariant (every bit set: the whole predicate runs).
+        let all = cx.i32((1 << self.conjuncts.len()) - 1);
+        let mut mask = cx.i32(0);
+        for (i, c) in self.conjuncts.iter().enumerate() {
+            let (_, fc) = vals[c.index()].tri(cx)?;
+            mask = cx.or(mask, cx.shl(cx.zext(fc, cx.i32t())?, cx.i32(i as i32))?)?;
+        }
+        let mask = cx.select_int(cx.icmp(IP::EQ, mask, cx.i32(0))?, all, mask)?;
+        let undecided = cx.select_int(f, mask, cx.i32(0))?;
+        Ok(TileClass { may_true: t, undecided })
     }
 
     /// `sel[q, k]` over a tile: True when every (list q-block, list k-block)
@@ -433,6 +463,29 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         // True: (1, 0); False: (0, 1); Unknown: (1, 1).
         Ok(Abs::Tri { t: any, f: cx.not(all)? })
     }
+}
+
+/// Conjuncts the classifier reports on separately, at most: each adds an
+/// element-test variant to the kernel and a bit to each key-list entry.
+pub(crate) const MAX_CONJUNCTS: usize = 4;
+
+/// The operands of `p`'s top-level `and`s, left to right, or the root alone.
+fn conjuncts(p: &PatternIr) -> Vec<NodeId> {
+    fn walk(p: &PatternIr, id: NodeId, out: &mut Vec<NodeId>) {
+        match *p.node(id) {
+            Node::Binary(BinaryOp::And, a, b) => {
+                walk(p, a, out);
+                walk(p, b, out);
+            }
+            _ => out.push(id),
+        }
+    }
+    let mut out = Vec::new();
+    walk(p, p.root(), &mut out);
+    if out.len() > MAX_CONJUNCTS {
+        return vec![p.root()];
+    }
+    out
 }
 
 /// The key list-blocks a key tile touches: first one and how many (≤ 17 < 32 bits).

@@ -31,7 +31,9 @@ pub(crate) struct KeyBlocks<'ctx> {
 
 /// Where the CTA's key-block list lives and who builds it.
 pub(crate) struct KeyList<'ctx> {
-    /// Up to `key_chunk` i32 entries `kb * 2 + partial`, ascending in kb, then -1.
+    /// Up to `key_chunk` i32 entries `kb << c | undecided` (c: the predicate's
+    /// conjunct count, undecided: [`TileClass::undecided`](crate::predicate::TileClass)),
+    /// ascending in kb, then -1.
     pub list: PointerValue<'ctx>,
     /// One i32 per (round, warp): how many entries the warp contributed;
     /// then the first block of the next chunk to classify (`k_blocks` when
@@ -59,7 +61,7 @@ impl<'ctx> KeyList<'ctx> {
 pub(crate) struct ListCursor<'ctx> {
     /// Index of `ahead` in the list.
     pub pos: IV<'ctx>,
-    /// The list entry at `pos`, already read: `kb * 2 + partial`, or -1 at
+    /// The list entry at `pos`, already read: `kb << c | undecided`, or -1 at
     /// the end of the list (classify the next chunk, if any).
     pub ahead: IV<'ctx>,
 }
@@ -175,8 +177,10 @@ impl<'ctx> KeyBlocks<'ctx> {
 pub(crate) struct NextBlock<'ctx> {
     /// Block index, or -1 when the CTA has no more key blocks.
     pub kb: IV<'ctx>,
-    /// The tile is Partial: the element test must run.
-    pub partial: IV<'ctx>,
+    /// The conjuncts the element test must evaluate on this tile (bit i:
+    /// conjunct i may be false); nonzero exactly for Partial tiles. An i1
+    /// when the predicate is one conjunct, else an i32.
+    pub undecided: IV<'ctx>,
     /// Where the walk resumes.
     pub cursor: ListCursor<'ctx>,
 }
@@ -210,8 +214,12 @@ pub(crate) fn next_block<'ctx>(
 
     // An entry is left: hand it out, and read the one after it for the next call.
     cx.at(take);
-    let take_kb = cx.lshr(ahead, cx.i32(1))?;
-    let take_partial = cx.icmp(IP::NE, cx.and(ahead, cx.i32(1))?, cx.i32(0))?;
+    let bits = pred.conjunct_count() as i32;
+    let take_kb = cx.lshr(ahead, cx.i32(bits))?;
+    let low = cx.and(ahead, cx.i32((1 << bits) - 1))?;
+    // One conjunct: an i1, which the loop carries in a predicate register
+    // (the mma.sync D=128 kernels have no general register to spare).
+    let take_undecided = if bits == 1 { cx.icmp(IP::NE, low, cx.i32(0))? } else { low };
     let take_pos = cx.add(pos, cx.i32(1))?;
     let take_ahead = cx.load_i32(cx.gep(cx.i32t(), kl.list, take_pos)?)?;
     cx.br(exit)?;
@@ -238,7 +246,7 @@ pub(crate) fn next_block<'ctx>(
         let k1 = cx.sub(cx.smin(cx.add(k0, bk)?, kv_len)?, cx.i32(1))?;
         let class = pred.classify(cx, q, &TileRange { lo: k0, hi: k1, block: kb_safe })?;
         let keep = cx.and(cand, class.may_true)?;
-        let entry = cx.add(cx.mul(kb, cx.i32(2))?, cx.zext(class.may_false, cx.i32t())?)?;
+        let entry = cx.or(cx.shl(kb, cx.i32(pred.conjunct_count() as i32))?, class.undecided)?;
         classes.push((keep, entry));
     }
     let mut rounds = Vec::new();
@@ -274,8 +282,9 @@ pub(crate) fn next_block<'ctx>(
 
     cx.at(exit);
     let kb = cx.phi(cx.i32t(), &[(take_kb.into(), take), (cx.i32(-1).into(), check)])?.into_int_value();
-    let partial = cx.phi(cx.i1t(), &[(take_partial.into(), take), (cx.bool(false).into(), check)])?.into_int_value();
+    let none = take_undecided.get_type().const_zero();
+    let undecided = cx.phi(take_undecided.get_type(), &[(take_undecided.into(), take), (none.into(), check)])?.into_int_value();
     let pos = cx.phi(cx.i32t(), &[(take_pos.into(), take), (pos.into(), check)])?.into_int_value();
     let ahead = cx.phi(cx.i32t(), &[(take_ahead.into(), take), (ahead.into(), check)])?.into_int_value();
-    Ok(NextBlock { kb, partial, cursor: ListCursor { pos, ahead } })
+    Ok(NextBlock { kb, undecided, cursor: ListCursor { pos, ahead } })
 }
