@@ -799,10 +799,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
     /// i.e. the predicate holds and the key is inside kv_len.
     ///
-    /// Only the conjuncts the tile's classification left undecided are
-    /// evaluated (`undecided`, see `NextBlock`): one uniform branch per
-    /// variant, the whole predicate when two or more are undecided, none when
-    /// the tile is Full and only ragged. A window's diagonal tile then tests
+    /// With a split predicate (two or more conjuncts), only the conjuncts the
+    /// tile's classification left undecided are evaluated (`undecided`, see
+    /// `NextBlock`): one uniform branch per variant, the whole predicate when
+    /// two or more are undecided, none when the tile is Full and only
+    /// ragged. A window's diagonal tile then tests
     /// `k <= q` alone and its far edge the window alone; a hash bucket's
     /// diagonal tile compares positions only.
     #[allow(clippy::too_many_arguments)]
