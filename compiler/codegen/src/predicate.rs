@@ -943,3 +943,33 @@ fn float_arith<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (FV<'ctx>, FV<'ctx>), b
         _ => unreachable!("{op:?} is not float arithmetic"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(name: &str) -> Vec<String> {
+        let ir = (lacuna_patterns::find(name).expect("standard pattern").ir)();
+        conjuncts(&ir).into_iter().map(|id| format!("{:?}", ir.node(id))).collect()
+    }
+
+    #[test]
+    fn top_level_ands_split_into_conjuncts_in_order() {
+        // Window: `k <= q` and (inside the window or a sink).
+        let w = split("sliding-window");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("Le") && w[1].contains("Or"), "{w:?}");
+        // Hash: same bucket and causal on positions.
+        let h = split("hash-bucket");
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h[0].contains("Eq") && h[1].contains("Ge"), "{h:?}");
+    }
+
+    #[test]
+    fn a_predicate_without_a_top_level_and_is_one_conjunct() {
+        for name in ["causal", "qk-drop"] {
+            let ir = (lacuna_patterns::find(name).expect("standard pattern").ir)();
+            assert_eq!(conjuncts(&ir), vec![ir.root()], "{name}");
+        }
+    }
+}
