@@ -27,7 +27,7 @@ use lacuna_ir::{InputKind, PatternIr};
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
-use crate::lower::keys::{next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
+use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
 use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
@@ -582,7 +582,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             if self.k_staged {
                 let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
-                let partial = cx.icmp(IP::NE, undecided, undecided.get_type().const_zero())?;
+                let partial = is_partial(cx, undecided)?;
                 cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
                     // The rows' addresses from fresh coordinates: 64-bit pointers kept across
                     // the loop for this rare path would cost registers (spills at D=128).
@@ -651,7 +651,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let bk = cx.i32(self.plan.block_k as i32);
         let k0 = named(cx.mul(kb, bk)?, "k0");
         let ragged = cx.icmp(IP::SGT, cx.add(k0, bk)?, self.kv_len)?;
-        let partial = cx.icmp(IP::NE, undecided, undecided.get_type().const_zero())?;
+        let partial = is_partial(cx, undecided)?;
         let test = named(cx.or(partial, ragged)?, "element_test");
         let words = self.mask_words();
         let all: Vec<BV<'ctx>> = (0..words).map(|_| cx.i32(-1).into()).collect();

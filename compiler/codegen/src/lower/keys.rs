@@ -185,6 +185,12 @@ pub(crate) struct NextBlock<'ctx> {
     pub cursor: ListCursor<'ctx>,
 }
 
+/// Whether a block's `undecided` (see [`NextBlock::undecided`], i1 or i32)
+/// marks a Partial tile, which runs the element test.
+pub(crate) fn is_partial<'ctx>(cx: &Cx<'_, 'ctx>, undecided: IV<'ctx>) -> Result<IV<'ctx>> {
+    cx.icmp(IP::NE, undecided, undecided.get_type().const_zero())
+}
+
 /// Hands out the next list entry, refilling the list from the next chunk of
 /// candidates when it is used up. Every thread of the CTA must call it at the
 /// same point (a refill has barriers); all get the same answer.
