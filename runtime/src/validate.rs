@@ -577,6 +577,10 @@ pub struct SummaryLaunch {
 
 /// Threads per block of the summary kernel (ABI).
 pub const SUMMARY_THREADS: u32 = 128;
+/// Blocks the summary kernel's CTAs reduce per turn (codegen's
+/// `BLOCKS_PER_CTA`). The kernel strides over a row's blocks by its grid
+/// width, so any grid.x is correct; this one gives each warp one turn.
+pub const SUMMARY_BLOCKS_PER_CTA: usize = 8;
 
 /// The summary launches for `rows` rows of `n` values in blocks of `block`:
 /// rows are the grid's y dimension, so more than 65535 (B·H) are split.
@@ -591,7 +595,7 @@ pub fn summary_launches(rows: usize, n: usize, block: u32) -> Vec<SummaryLaunch>
             rows: count,
             src_offset: first * n,
             dst_offset: first * nblocks * 2,
-            grid: (nblocks as u32, count as u32, 1),
+            grid: (nblocks.div_ceil(SUMMARY_BLOCKS_PER_CTA) as u32, count as u32, 1),
         });
         first += count;
     }
@@ -1162,11 +1166,12 @@ mod tests {
     #[test]
     fn summary_launches_cover_all_rows_in_grid_sized_chunks() {
         let one = summary_launches(16, 500, 64);
-        assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (8, 16, 1) }]);
+        assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (1, 16, 1) }]);
+        assert_eq!(summary_launches(4, 16_384, 32)[0].grid, (64, 4, 1));
         let many = summary_launches(150_000, 10, 4);
         assert_eq!(many.len(), 3);
         assert_eq!(many.iter().map(|l| l.rows).sum::<usize>(), 150_000);
-        assert!(many.iter().all(|l| l.grid.1 as usize <= MAX_GRID_YZ && l.grid.0 == 3));
+        assert!(many.iter().all(|l| l.grid.1 as usize <= MAX_GRID_YZ && l.grid.0 == 1));
         assert_eq!(many[1].first_row, 65_535);
         assert_eq!(many[1].src_offset, 65_535 * 10);
         assert_eq!(many[1].dst_offset, 65_535 * 3 * 2);

@@ -2,7 +2,8 @@
 //! reference, on fresh random inputs, outputs poisoned before each launch;
 //! ragged lengths, Nq != Nk, GQA/MQA, head dims, both dtypes, strided layouts;
 //! and row-index kernels (SCFA's regrouped rows) on random permutations with
-//! padding entries, checked row by row in source order.
+//! padding entries, checked row by row in source order. First, the block
+//! summary kernel against the CPU (the classifier trusts its output).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,6 +108,9 @@ pub fn run(quick: bool, filter: Option<&str>, mma: Option<lacuna_codegen::Mma>, 
     let gpu = Gpu::new(0)?;
     writeln!(out, "selftest on {} (sm count {})", gpu.name(), gpu.sm_count()).map_err(CliError::Output)?;
     let mut outcomes = Vec::new();
+    if filter.is_none_or(|f| "summaries".contains(f)) {
+        outcomes.extend(check_summaries(&gpu, out)?);
+    }
     let mut seed = 1u64;
     for case in cases(quick) {
         seed += 1;
@@ -213,6 +217,31 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
         check.row(&o_got[row * d..][..d], lse_dev[row], &reference.out[row * d..][..d], reference.lse[row]);
     }
     Ok(check.outcome(name, unwritten, 0))
+}
+
+/// (B, H, N, block) of the summary checks: ragged last blocks, a block
+/// longer than a warp's round and than the row, the bench's shapes, and more
+/// than 65535 rows (split launches).
+const SUMMARY_SHAPES: &[(usize, usize, usize, u32)] = &[(2, 3, 1000, 64), (1, 1, 5, 64), (1, 2, 70, 1024), (4, 16, 16_384, 32), (2, 16, 3000, 100), (2, 40_000, 3, 2)];
+
+/// The generated `block_minmax` kernel against per-block min/max on the CPU,
+/// on random values; one outcome line per shape.
+fn check_summaries(gpu: &Gpu, out: &mut dyn Write) -> Result<Vec<Outcome>, CliError> {
+    let ir = (lacuna_patterns::find("causal")?.ir)();
+    let (_, kernel) = load_kernel_with(gpu, &ir, 64, Dtype::Bf16, &PlanOverrides::default())?;
+    let mut noise = Noise::new(7);
+    let mut outcomes = Vec::new();
+    for &(b, h, n, block) in SUMMARY_SHAPES {
+        let host: Vec<i32> = noise.vec(b * h * n).iter().map(|x| (x * 1e6) as i32).collect();
+        let values = DeviceTensor::from_host_i32(gpu, &host, &[b, h, n])?;
+        let got = kernel.block_summary(&values, block)?.to_host_i32()?;
+        let want: Vec<i32> = host.chunks(n).flat_map(|row| row.chunks(block as usize)).flat_map(|c| [*c.iter().min().expect("nonempty"), *c.iter().max().expect("nonempty")]).collect();
+        let wrong = got.len().abs_diff(want.len()) + got.iter().zip(&want).filter(|(g, w)| g != w).count();
+        let case = format!("summaries B{b} H{h} N{n} block {block}");
+        writeln!(out, "{} {case:<60} {} blocks, {wrong} wrong values", if wrong == 0 { "ok  " } else { "FAIL" }, want.len() / 2).map_err(CliError::Output)?;
+        outcomes.push(Outcome { case, rel_err: 0.0, lse_err: 0.0, masked_rows: 0, bad_masked_rows: 0, unwritten: wrong, pass: wrong == 0 });
+    }
+    Ok(outcomes)
 }
 
 /// Accumulates the comparison of output rows with the reference: relative
