@@ -172,15 +172,16 @@ impl KernelPlan {
     /// (D=64 hash-8 +21%, window +25% over the large tiles). Short rows are
     /// issue bound, and more CTAs beat deeper pipelines there (H100, 16K,
     /// "short-row occupancy" in the perf log): D=64 takes 2 stages, so 4
-    /// CTAs fit instead of 3 (5-9% faster on every short pattern); D=128
-    /// takes 64x32 blocks, so 3 CTAs fit instead of 2 (window and hash-32
-    /// 5% faster, MoA 1% slower).
+    /// CTAs fit instead of 3 (5-9% faster on every short pattern). D=128
+    /// took 64x32 blocks for 3 CTAs per SM (v4.4), until the element test on
+    /// the scores (v4.8) made 64x64 with 2 CTAs 5-8% faster than that on
+    /// windows, MoA, hash-8 and QK-drop 50% (H200, 16K, same call).
     pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength) -> (u32, u32, u32, u32) {
         match (mma, head_dim, rows) {
             (Mma::Wgmma, 0..=64, RowLength::Long) => (128, 64, 8, 3),
             (Mma::Wgmma, _, RowLength::Long) => (128, 128, 8, 2),
             (Mma::Wgmma, 0..=64, RowLength::Short) => (64, 64, 4, 2),
-            (Mma::Wgmma, _, RowLength::Short) => (64, 32, 4, 2),
+            (Mma::Wgmma, _, RowLength::Short) => (64, 64, 4, 2),
             (Mma::Sync, 0..=64, _) => (128, 64, 4, 3),
             (Mma::Sync, 65..=128, _) => (128, 32, 4, 3),
             (Mma::Sync, _, _) => (64, 32, 4, 2),

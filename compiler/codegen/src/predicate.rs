@@ -193,6 +193,12 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         }
     }
 
+    /// Whether the predicate reads a block list (a row mask word per row and
+    /// a bit per column in its element test).
+    pub fn reads_block_lists(&self) -> bool {
+        self.block_lists().next().is_some()
+    }
+
     /// The block-list inputs: (input index, list, width, list block size).
     fn block_lists(&self) -> impl Iterator<Item = (usize, PointerValue<'ctx>, IV<'ctx>, u32)> + '_ {
         self.env.inputs.iter().enumerate().filter_map(|(i, a)| match *a {

@@ -102,11 +102,12 @@ impl MethodPattern {
     ///   query sees about half of the kept keys; the long-row kernel is
     ///   faster at every length and drop rate tried (16K, 50% dropped: 1.87
     ///   vs 2.04 ms).
-    /// - MoA (bands of per-head spans): the elastic spans grow with the
-    ///   length (alpha + beta·N), thousands of keys at the lengths MoA is
-    ///   for; at 50% density 2-9% faster from 8K on, 4% slower at 4K.
+    ///
+    /// MoA took long rows too (v4: 2-9% faster from 8K on), until the
+    /// short-row kernels got faster (v4.4-v4.8): at 50% density short rows
+    /// are now 9% faster at 8K, 6% at 16K, 1.7% slower at 32K (H200).
     pub fn long_rows(self) -> bool {
-        matches!(self, MethodPattern::QkDrop | MethodPattern::Moa)
+        matches!(self, MethodPattern::QkDrop)
     }
 }
 

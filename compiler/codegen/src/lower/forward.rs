@@ -645,19 +645,26 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let k_lane = cx.byte_gep(slot_ptr, self.lanes.b_k)?;
         let v_lane = cx.byte_gep(slot_ptr, cx.add(cx.i32(self.layout.v_in_slot as i32), self.lanes.b_v)?)?;
 
-        // Masking: Partial tiles and the ragged last block run the element test. It runs
-        // before S exists, so the predicate never competes with the accumulators for
-        // registers: one bit per score of this thread, applied after the product.
+        // Masking: Partial tiles and the ragged last block run the element test.
+        // wgmma: on the scores, after the product (a compare chain and a select per
+        // score). mma.sync: before S exists, into one bit per score applied after
+        // the product, so the predicate never competes with the accumulators for
+        // registers (its D=128 kernels are at 255); that costs a select and an or
+        // per score more. Block-list predicates (a row mask and a bit per column)
+        // take the bits path on wgmma too: next to the scores they spilled at
+        // D=64 (128 registers for 4 CTAs per SM).
         let bk = cx.i32(self.plan.block_k as i32);
         let k0 = named(cx.mul(kb, bk)?, "k0");
         let ragged = cx.icmp(IP::SGT, cx.add(k0, bk)?, self.kv_len)?;
         let partial = is_partial(cx, undecided)?;
         let test = named(cx.or(partial, ragged)?, "element_test");
-        let words = self.mask_words();
-        let all: Vec<BV<'ctx>> = (0..words).map(|_| cx.i32(-1).into()).collect();
-        let keep = cx.if_then_values(test, "mask", all, |cx, _| {
-            Ok(self.mask_bits(cx, kb, k0, ragged, undecided, slot_ptr)?.into_iter().map(BV::from).collect())
-        })?;
+        let test_bits = self.plan.mma == Mma::Sync || self.pred.reads_block_lists();
+        let keep_words = if test_bits {
+            let all: Vec<BV<'ctx>> = (0..self.mask_words()).map(|_| cx.i32(-1).into()).collect();
+            Some(cx.if_then_values(test, "mask", all.clone(), |cx, _| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, all, &Self::clear_bits))?)
+        } else {
+            None
+        };
 
         // S = Q·Kᵀ, raw (the scale is folded into the exponent below); masked
         // scores become -inf.
@@ -674,18 +681,18 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
         };
         let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
-        let masked = cx.if_then_values(test, "apply_mask", flat, |cx, vals| {
-            let ninf = cx.f32(f32::NEG_INFINITY);
-            vals.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let word = keep[i / 32].into_int_value();
-                    let bit = cx.and(cx.lshr(word, cx.i32((i % 32) as i32))?, cx.i32(1))?;
-                    let on = cx.icmp(IP::NE, bit, cx.i32(0))?;
-                    Ok(cx.select_f32(on, v.into_float_value(), ninf)?.into())
-                })
-                .collect()
-        })?;
+        let masked = match &keep_words {
+            Some(words) => cx.if_then_values(test, "apply_mask", flat, |cx, vals| {
+                let keep = (0..vals.len())
+                    .map(|i| {
+                        let bit = cx.and(cx.lshr(words[i / 32].into_int_value(), cx.i32((i % 32) as i32))?, cx.i32(1))?;
+                        cx.icmp(IP::NE, bit, cx.i32(0))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Self::drop_scores(cx, vals, &keep)
+            })?,
+            None => cx.if_then_values(test, "mask", flat, |cx, vals| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, vals.to_vec(), &Self::drop_scores))?,
+        };
         let mut it = masked.into_iter();
         let s: Vec<Vec<Acc<'ctx>>> = s
             .iter()
@@ -795,9 +802,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         self.scores_per_thread().div_ceil(32)
     }
 
-    /// The element test for this thread's scores of key block `kb`: bit i of
-    /// the words is set when score i (in `[slab][n8 tile][c]` order) is kept,
-    /// i.e. the predicate holds and the key is inside kv_len.
+    /// The element test for this thread's scores of key block `kb`, applied
+    /// to `values` by `apply(values, keep)`, where `keep[i]` (i1) says score
+    /// i (in `[slab][n8 tile][c]` order) is kept: the predicate holds and
+    /// the key is inside kv_len. `values` are either the scores themselves
+    /// (wgmma: masked scores become -inf) or bit words made before the
+    /// product (mma.sync, see `kv_loop`).
     ///
     /// With a split predicate (two or more conjuncts), only the conjuncts the
     /// tile's classification left undecided are evaluated (`undecided`, see
@@ -807,52 +817,71 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// `k <= q` alone and its far edge the window alone; a hash bucket's
     /// diagonal tile compares positions only.
     #[allow(clippy::too_many_arguments)]
-    fn mask_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, ragged: IV<'ctx>, undecided: IV<'ctx>, k_tile: PointerValue<'ctx>) -> Result<Vec<IV<'ctx>>> {
+    fn element_test(
+        &self,
+        cx: &Cx<'_, 'ctx>,
+        kb: IV<'ctx>,
+        k0: IV<'ctx>,
+        ragged: IV<'ctx>,
+        undecided: IV<'ctx>,
+        k_tile: PointerValue<'ctx>,
+        values: Vec<BV<'ctx>>,
+        apply: &dyn Fn(&Cx<'_, 'ctx>, &[BV<'ctx>], &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>>,
+    ) -> Result<Vec<BV<'ctx>>> {
         let n = self.pred.conjunct_count();
-        let words: Vec<BV<'ctx>> = if n == 1 {
+        let values = if n == 1 {
             // One conjunct: the test runs on every tile that gets here (the
             // ragged Full tile too), in straight-line code: the mma.sync D=128
             // kernels are at 255 registers, and a branch here made them spill.
-            self.predicate_bits(cx, kb, k0, k_tile, None)?.into_iter().map(BV::from).collect()
+            apply(cx, &values, &self.element_keeps(cx, kb, k0, k_tile, None)?)?
         } else {
-            let ones: Vec<BV<'ctx>> = (0..self.mask_words()).map(|_| cx.i32(-1).into()).collect();
-            // Not 0 and not a power of two.
+            // Not 0 and not a power of two. The variants exclude each other.
             let several = cx.icmp(IP::NE, cx.and(undecided, cx.sub(undecided, cx.i32(1))?)?, cx.i32(0))?;
-            let mut words = cx.if_then_values(several, "mask.all", ones, |cx, _| {
-                Ok(self.predicate_bits(cx, kb, k0, k_tile, None)?.into_iter().map(BV::from).collect())
-            })?;
+            let mut values = cx.if_then_values(several, "mask.all", values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_tile, None)?))?;
             for i in 0..n {
                 let only = cx.icmp(IP::EQ, undecided, cx.i32(1 << i))?;
-                words = cx.if_then_values(only, &format!("mask.c{i}"), words, |cx, _| {
-                    Ok(self.predicate_bits(cx, kb, k0, k_tile, Some(i))?.into_iter().map(BV::from).collect())
-                })?;
+                values = cx.if_then_values(only, &format!("mask.c{i}"), values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_tile, Some(i))?))?;
             }
-            words
+            values
         };
         // Keys at or past kv_len (read as clamped values above) exist only in
-        // the last, ragged key block: clear their bits there, under a uniform
+        // the last, ragged key block: drop them there, under a uniform
         // branch, rather than testing every element of every Partial tile
         // (that test was a compare and a select per element: ~25% of the
         // element test in hash-32's SASS).
-        let words = cx.if_then_values(ragged, "mask.ragged", words, |cx, words| {
+        cx.if_then_values(ragged, "mask.ragged", values, |cx, vals| {
             let keys_left = cx.sub(self.kv_len, k0)?;
             let two_t = cx.mul(self.fresh_coords()?.t4, cx.i32(2))?;
-            let mut inside = vec![cx.i32(0); words.len()];
-            for i in 0..self.scores_per_thread() as usize {
-                let ScorePlace { n8: j, col: e, .. } = self.score_place(i);
-                let local = score_column(cx, two_t, j as u32, e as u32)?;
-                let bit = cx.shl(cx.zext(cx.icmp(IP::SLT, local, keys_left)?, cx.i32t())?, cx.i32((i % 32) as i32))?;
-                inside[i / 32] = cx.or(inside[i / 32], bit)?;
-            }
-            words.iter().zip(inside).map(|(w, m)| Ok(BV::from(cx.and(w.into_int_value(), m)?))).collect()
-        })?;
-        Ok(words.into_iter().map(|w| w.into_int_value()).collect())
+            let inside = (0..self.scores_per_thread() as usize)
+                .map(|i| {
+                    let ScorePlace { n8: j, col: e, .. } = self.score_place(i);
+                    cx.icmp(IP::SLT, score_column(cx, two_t, j as u32, e as u32)?, keys_left)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            apply(cx, vals, &inside)
+        })
+    }
+
+    /// Masks scores in place: `keep[i]` false makes score i -inf.
+    fn drop_scores(cx: &Cx<'_, 'ctx>, scores: &[BV<'ctx>], keep: &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>> {
+        let ninf = cx.f32(f32::NEG_INFINITY);
+        scores.iter().zip(keep).map(|(v, &k)| Ok(cx.select_f32(k, v.into_float_value(), ninf)?.into())).collect()
+    }
+
+    /// Clears bit i of the words (score i, 32 to a word) where `keep[i]` is false.
+    fn clear_bits(cx: &Cx<'_, 'ctx>, words: &[BV<'ctx>], keep: &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>> {
+        let mut packed = vec![cx.i32(0); words.len()];
+        for (i, &k) in keep.iter().enumerate() {
+            let bit = cx.shl(cx.zext(k, cx.i32t())?, cx.i32((i % 32) as i32))?;
+            packed[i / 32] = cx.or(packed[i / 32], bit)?;
+        }
+        words.iter().zip(packed).map(|(w, p)| Ok(cx.and(w.into_int_value(), p)?.into())).collect()
     }
 
     /// The predicate (or only conjunct `conjunct`) at this thread's scores of
-    /// key block `kb`, one bit per score as in [`Self::mask_bits`]; keys past
-    /// kv_len read clamped values (their bits are cleared by the caller).
-    fn predicate_bits(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>, conjunct: Option<usize>) -> Result<Vec<IV<'ctx>>> {
+    /// key block `kb`, one i1 per score in `[slab][n8 tile][c]` order; keys
+    /// past kv_len read clamped values (the caller drops them).
+    fn element_keeps(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>, conjunct: Option<usize>) -> Result<Vec<IV<'ctx>>> {
         let values_row = cx.i32(self.layout.values_row_bytes as i32);
         let bk = self.plan.block_k;
         let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
@@ -885,14 +914,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             Ok(())
         })?;
-        let mut words = vec![cx.i32(0); self.mask_words() as usize];
-        for i in 0..self.scores_per_thread() as usize {
-            let ScorePlace { slab: s, n8: j, row: r, col: e } = self.score_place(i);
-            let keep = self.pred.element(cx, &row_vals[s * 2 + r], &col_vals[j * 2 + e], conjunct)?;
-            let bit = cx.shl(cx.zext(keep, cx.i32t())?, cx.i32((i % 32) as i32))?;
-            words[i / 32] = cx.or(words[i / 32], bit)?;
-        }
-        Ok(words)
+        (0..self.scores_per_thread() as usize)
+            .map(|i| {
+                let ScorePlace { slab: s, n8: j, row: r, col: e } = self.score_place(i);
+                self.pred.element(cx, &row_vals[s * 2 + r], &col_vals[j * 2 + e], conjunct)
+            })
+            .collect()
     }
 
     /// The first half of one row's online-softmax step over this block: the
