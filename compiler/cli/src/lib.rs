@@ -129,6 +129,12 @@ pub struct BenchArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Time each launch right after the previous one finished, L2 warm, the
+    /// host's launch work on the clock (the method of every table before
+    /// 2026-11-28's v4.8). By default each timed launch follows a 256 MB
+    /// fill, as triton's do_bench does for the peers.
+    #[arg(long)]
+    pub no_flush: bool,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -319,6 +325,7 @@ where
                 mma: args.mma,
                 tile: args.tile,
                 rows: args.rows,
+                flush: !args.no_flush,
                 json_out: args.json.as_deref(),
             },
             &mut *out,
