@@ -56,6 +56,11 @@ fn head_of_grid_row<'ctx>(cx: &Cx<'_, 'ctx>, head_order: Option<PointerValue<'ct
     Ok(named(h, "h"))
 }
 
+/// How the element test's verdicts (one i1 per score) act on the values it
+/// is given: masking scores (`Forward::drop_scores`) or clearing bits
+/// (`Forward::clear_bits`).
+type ApplyKeep<'ctx> = dyn Fn(&Cx<'_, 'ctx>, &[BV<'ctx>], &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>>;
+
 /// One score of a thread's accumulators (see `Forward::score_place`).
 struct ScorePlace {
     slab: usize,
@@ -826,7 +831,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         undecided: IV<'ctx>,
         k_tile: PointerValue<'ctx>,
         values: Vec<BV<'ctx>>,
-        apply: &dyn Fn(&Cx<'_, 'ctx>, &[BV<'ctx>], &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>>,
+        apply: &ApplyKeep<'ctx>,
     ) -> Result<Vec<BV<'ctx>>> {
         let n = self.pred.conjunct_count();
         let values = if n == 1 {
