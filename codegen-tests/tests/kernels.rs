@@ -3,7 +3,8 @@
 //! forward entry only, with toolchain banner lines filtered out. Both
 //! tensor-core paths: wgmma (sm_90a) for every pattern here, mma.sync (sm_80)
 //! for causal and hash-bucket, and the row-index kernel of SCFA's hash
-//! pipeline. A diff here means the generated code moved;
+//! pipeline; and the block-summary kernel every module carries. A diff here
+//! means the generated code moved;
 //! read it before re-blessing with `cargo insta review` (or `INSTA_UPDATE=always`).
 
 use lacuna_codegen::{compile, Arch, Dtype, KernelPlan, Mma};
@@ -68,6 +69,18 @@ fn forward_kernels_plan_ir_and_ptx_wgmma() {
             snapshot_kernel(name, d, Arch::Sm90a, Mma::Wgmma);
         }
     }
+}
+
+/// `block_minmax`, the per-block [min, max] kernel the runtime runs on each
+/// tensor input before the forward kernel (the same in every module).
+#[test]
+fn summary_kernel_llvm_ir_and_ptx() {
+    let ir = (find("hash-bucket").expect("standard pattern").ir)();
+    let plan = KernelPlan::for_pattern(&ir, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let k = compile(&ir, &plan).expect("compiles");
+    let entry = &k.manifest.summary_entry;
+    insta::assert_snapshot!("summary_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{entry}(")));
+    insta::assert_snapshot!("summary_ptx", one_entry(&k.ptx, &format!(".entry {entry}(")));
 }
 
 /// The kernel SCFA's hash pipeline runs: rows through index arrays.

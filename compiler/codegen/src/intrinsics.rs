@@ -50,6 +50,10 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     pub fn ctaid(&self, axis: char) -> Result<IV<'ctx>> {
         self.sreg(&format!("ctaid.{axis}"))
     }
+    /// The grid's size in CTAs along `axis`.
+    pub fn nctaid(&self, axis: char) -> Result<IV<'ctx>> {
+        self.sreg(&format!("nctaid.{axis}"))
+    }
 
     /// A special register read that LLVM may not merge with an earlier read or
     /// hoist (volatile inline asm): recomputing a coordinate from it after the

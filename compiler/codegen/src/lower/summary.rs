@@ -59,7 +59,7 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>) -> Result<(
 
     // This warp's first block, the stride between its turns, and its turns.
     let first = cx.add(cx.mul(cx.ctaid('x')?, cx.i32(BLOCKS_PER_CTA))?, cx.mul(warp, cx.i32(BLOCKS_PER_WARP))?)?;
-    let stride = cx.mul(cx.sreg_fresh("nctaid.x")?, cx.i32(BLOCKS_PER_CTA))?;
+    let stride = cx.mul(cx.nctaid('x')?, cx.i32(BLOCKS_PER_CTA))?;
     let left = cx.smax(cx.sub(nblocks, first)?, cx.i32(0))?;
     let turns = cx.udiv(cx.add(left, cx.sub(stride, cx.i32(1))?)?, stride)?;
     let rounds = cx.udiv(cx.add(safe_block, cx.i32(31))?, cx.i32(32))?;
