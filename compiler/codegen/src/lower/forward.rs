@@ -666,7 +666,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let test_bits = self.plan.mma == Mma::Sync || self.pred.reads_block_lists();
         let keep_words = if test_bits {
             let all: Vec<BV<'ctx>> = (0..self.mask_words()).map(|_| cx.i32(-1).into()).collect();
-            Some(cx.if_then_values(test, "mask", all.clone(), |cx, _| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, all, &Self::clear_bits))?)
+            Some(cx.if_then_values(test, "mask", all, |cx, ones| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, ones.to_vec(), &Self::clear_bits))?)
         } else {
             None
         };
