@@ -5,7 +5,7 @@
 //! with a bad shape reads out of bounds silently; everything that could make
 //! it do so must be refused here.
 
-use lacuna_ir::{InputKind, KernelManifest, KernelParam, PatternIr, ScalarType};
+use lacuna_ir::{GridOrder, InputKind, KernelManifest, KernelParam, PatternIr, ScalarType};
 
 use crate::error::{Result, RuntimeError};
 use crate::tensor::ElemType;
@@ -42,8 +42,11 @@ pub struct Problem {
 
 /// The kernel's i32 parameters (and the summary kernel's) must hold every length.
 pub const MAX_LEN: usize = i32::MAX as usize;
-/// CUDA's limit on grid dimensions y and z (heads and batch of the forward grid).
+/// CUDA's limit on grid dimensions y and z (query blocks of the forward
+/// grid; rows of the summary grid).
 pub const MAX_GRID_YZ: usize = 65_535;
+/// CUDA's limit on grid dimension x (B·H of the forward grid).
+pub const MAX_GRID_X: usize = i32::MAX as usize;
 
 /// Row-major strides of a contiguous tensor.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -234,8 +237,22 @@ pub fn validate_forward(
     }
     check_len("q_len (Nq)", p.q_len, MAX_LEN, "lengths are i32 kernel parameters")?;
     check_len("kv_len (Nk)", p.kv_len, MAX_LEN, "lengths are i32 kernel parameters")?;
-    check_len("the number of heads", p.heads, MAX_GRID_YZ, "heads are the grid's y dimension")?;
-    check_len("the batch size", p.batch, MAX_GRID_YZ, "the batch is the grid's z dimension")?;
+    let q_blocks = p.q_len.div_ceil(m.block_q.max(1) as usize);
+    match m.grid {
+        GridOrder::HeadMajor => {
+            check_len("the number of heads", p.heads, MAX_GRID_YZ, "heads are the grid's y dimension")?;
+            check_len("the batch size", p.batch, MAX_GRID_YZ, "the batch is the grid's z dimension")?;
+        }
+        GridOrder::HeaviestFirst => {
+            check_len("B·H (batch times heads)", p.batch.saturating_mul(p.heads), MAX_GRID_X, "B·H is the grid's x dimension")?;
+            check_len(
+                &format!("the number of query blocks (Nq / {} rounded up)", m.block_q),
+                q_blocks,
+                MAX_GRID_YZ,
+                "query blocks are the grid's y dimension; split the queries over several launches",
+            )?;
+        }
+    }
     for t in [q, k, v] {
         if t.strides.len() == 4 && t.strides[3] != 1 {
             return Err(layout_err(t, "the last (head_dim) dimension must have stride 1; make a contiguous copy".into()));
@@ -560,8 +577,8 @@ pub fn forward_args(
 
 /// (grid, block, dynamic shared bytes) of the forward kernel.
 pub fn forward_launch(m: &KernelManifest, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32), u32) {
-    let grid_x = p.q_len.div_ceil(m.block_q as usize) as u32;
-    ((grid_x, p.heads as u32, p.batch as u32), (m.threads, 1, 1), m.shared_bytes)
+    let q_blocks = p.q_len.div_ceil(m.block_q as usize) as u32;
+    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32), (m.threads, 1, 1), m.shared_bytes)
 }
 
 /// One launch of the summary kernel over a run of rows.
@@ -659,6 +676,7 @@ mod tests {
             params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
             row_index: false,
             head_order: false,
+            grid: GridOrder::HeaviestFirst,
         }
     }
 
@@ -806,12 +824,31 @@ mod tests {
         f.q = contiguous("q", ElemType::Bf16, &[2, 8, 0, 128], 1);
         let (_, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
         assert!(s.contains("at least 1"), "{s}");
+        // A batch past 65535: too large for a head-major grid (batch is z) ...
         let mut f = fwd();
         f.q = contiguous("q", ElemType::Bf16, &[70_000, 8, 1, 128], 1);
         f.k = contiguous("k", ElemType::Bf16, &[70_000, 2, 1, 128], 2);
         f.v = contiguous("v", ElemType::Bf16, &[70_000, 2, 1, 128], 3);
+        f.m.grid = GridOrder::HeadMajor;
         let (e, _) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
         assert!(matches!(e, RuntimeError::TooLarge { value: 70_000, max: 65_535, .. }));
+        // ... fine for a heaviest-first one (B·H is x) ...
+        f.m.grid = GridOrder::HeaviestFirst;
+        validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None).expect("B·H = 560,000 fits the grid");
+        // ... B·H past 2^31 - 1 is not ...
+        f.q = contiguous("q", ElemType::Bf16, &[70_000, 40_000, 1, 128], 1);
+        f.k = contiguous("k", ElemType::Bf16, &[70_000, 40_000, 1, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[70_000, 40_000, 1, 128], 3);
+        let (e, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value: 2_800_000_000, .. }), "{s}");
+        // ... nor more than 65535 query blocks (block_q 128 here).
+        let mut f = fwd();
+        f.q = contiguous("q", ElemType::Bf16, &[1, 8, 65_536 * 128, 128], 1);
+        f.k = contiguous("k", ElemType::Bf16, &[1, 2, 1, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[1, 2, 1, 128], 3);
+        let (e, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value: 65_536, max: 65_535, .. }), "{s}");
+        assert!(s.contains("split the queries"), "{s}");
         // Lengths past i32: checked before strides, which would also fail.
         let mut f = fwd();
         f.k = contiguous("k", ElemType::Bf16, &[1, 1, 1 << 31, 128], 2);
@@ -1155,10 +1192,13 @@ mod tests {
     }
 
     #[test]
-    fn forward_grid_is_query_blocks_by_heads_by_batch() {
-        let m = manifest_for(&AllKinds::ir());
+    fn forward_grid_follows_the_manifests_grid_order() {
+        let mut m = manifest_for(&AllKinds::ir());
+        m.grid = GridOrder::HeadMajor;
         let (grid, block, smem) = forward_launch(&m, &problem());
-        assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3
+        assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3 query blocks, 8 heads, batch 2
+        m.grid = GridOrder::HeaviestFirst;
+        assert_eq!(forward_launch(&m, &problem()).0, (2 * 8, 3, 1));
         assert_eq!(block, (256, 1, 1));
         assert_eq!(smem, 96 * 1024);
     }

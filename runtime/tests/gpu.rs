@@ -5,7 +5,7 @@
 //! shared-memory opt-in and the grid are checked end to end. Each test skips
 //! with a printed note on a machine without libcuda.
 
-use lacuna_ir::{pattern, Arch, Dtype, InputKind, KernelManifest, KernelParam, KeySource, Pattern, PatternIr, ScalarType};
+use lacuna_ir::{pattern, Arch, Dtype, GridOrder, InputKind, KernelManifest, KernelParam, KeySource, Pattern, PatternIr, ScalarType};
 use lacuna_runtime::half::{bf16, f16};
 use lacuna_runtime::{AttentionKernel, DeviceTensor, ElemType, ForwardOptions, Gpu, PatternArgs, RuntimeError};
 
@@ -175,6 +175,8 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         params: p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect(),
         row_index: false,
         head_order: false,
+        // The probe reads the grid back: (ceil(Nq/block_q), H, B).
+        grid: GridOrder::HeadMajor,
     }
 }
 

@@ -83,6 +83,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         params: abi::manifest_params(p),
         row_index: plan.row_index,
         head_order: plan.head_order,
+        grid: plan.grid,
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

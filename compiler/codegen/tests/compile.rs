@@ -4,7 +4,7 @@
 mod common;
 
 use lacuna_codegen::{compile, Arch, CodegenError, Dtype, KernelPlan, KeySource, Mma, RowLength, SUMMARY_ENTRY};
-use lacuna_ir::KernelParam;
+use lacuna_ir::{GridOrder, KernelParam};
 
 #[test]
 fn plan_rejects_unsupported_head_dims() {
@@ -66,7 +66,7 @@ fn row_length_picks_the_tiles_and_keeps_the_rest() {
     // Re-shaped for long rows: the causal kernel's tiles, the scan and the query order kept.
     let long = hash.clone().with_row_length(RowLength::Long);
     assert_eq!((long.block_q, long.block_k, long.warps, long.stages), (causal.block_q, causal.block_k, causal.warps, causal.stages));
-    assert_eq!((long.key_source.clone(), long.heaviest_first, long.rows), (KeySource::Scan, hash.heaviest_first, RowLength::Long));
+    assert_eq!((long.key_source.clone(), long.grid, long.rows), (KeySource::Scan, hash.grid, RowLength::Long));
     long.validate().expect("a valid plan");
     assert!(long.to_string().contains("(shaped for long rows)"), "{long}");
     // Switching the tensor-core path keeps the row length.
@@ -80,9 +80,22 @@ fn row_length_picks_the_tiles_and_keeps_the_rest() {
 fn plan_display_shows_every_field() {
     let plan = KernelPlan::for_pattern(&common::sliding_window(), 128, Dtype::F16, Arch::Sm80).expect("plan");
     let text = plan.to_string();
-    for needle in ["sm_80", "fp16", "head_dim 128", "block_q 128", "block_k 32", "warps: 4 (128 threads)", "3 stages", "shared memory: 92208 bytes", "softmax state 4096", "query blocks: in order", "key source: closed form"] {
+    for needle in ["sm_80", "fp16", "head_dim 128", "block_q 128", "block_k 32", "warps: 4 (128 threads)", "3 stages", "shared memory: 92208 bytes", "softmax state 4096", "grid: (query blocks, H, B), query blocks in order", "key source: closed form"] {
         assert!(text.contains(needle), "plan text lacks {needle:?}:\n{text}");
     }
+}
+
+#[test]
+fn grid_order_follows_how_work_grows_with_the_query() {
+    // Causal-like and scanned work grows with q: heaviest first across heads.
+    // Windows are flat: head-major, so neighbouring blocks share K/V in L2.
+    let plan = |p: &lacuna_ir::PatternIr| KernelPlan::for_pattern(p, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert_eq!(plan(&common::causal()).grid, GridOrder::HeaviestFirst);
+    assert_eq!(plan(&common::sliding_window()).grid, GridOrder::HeadMajor);
+    let hash = lacuna_patterns::find("hash-bucket").expect("standard pattern");
+    assert_eq!(plan(&(hash.ir)()).grid, GridOrder::HeaviestFirst);
+    let compiled = compile(&common::causal(), &plan(&common::causal())).expect("compiles");
+    assert_eq!(compiled.manifest.grid, GridOrder::HeaviestFirst);
 }
 
 #[test]

@@ -33,4 +33,4 @@ pub use pattern::{macro_support, Pattern, PatternBuilder, PatternError, PatternI
 pub use lacuna_macros::pattern;
 pub use types::{InputDecl, InputKind, ScalarType};
 pub use verify::{verify, VerifyError};
-pub use manifest::{Arch, Dtype, KernelManifest, KernelParam, KeySource, ManifestError};
+pub use manifest::{Arch, Dtype, GridOrder, KernelManifest, KernelParam, KeySource, ManifestError};

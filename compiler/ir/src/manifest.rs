@@ -64,6 +64,35 @@ pub enum KeySource {
     Scan,
 }
 
+/// How the forward kernel's grid maps CTAs to query blocks, heads and
+/// batches. The hardware hands out CTAs x-fastest, so this decides which
+/// CTAs run together and which run last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GridOrder {
+    /// Grid (query blocks, H, B), query block x in order: the CTAs running
+    /// together are neighbouring query blocks of one or two heads, which
+    /// share that head's K/V in L2. For patterns whose work per query block
+    /// is flat (windows, bands). The default: manifests written before
+    /// this field launched this way.
+    #[default]
+    HeadMajor,
+    /// Grid (B·H, query blocks), x = b·H + head rank, row y = query block
+    /// `q_blocks - 1 - y`: every head's heaviest blocks start before any
+    /// lighter ones, so the grid's tail is made of the light blocks. For
+    /// patterns whose work grows with the query index (causal-like, scans).
+    HeaviestFirst,
+}
+
+impl GridOrder {
+    /// The launch grid for `q_blocks` query blocks, `heads` heads and `batch`.
+    pub fn grid(self, q_blocks: u32, heads: u32, batch: u32) -> (u32, u32, u32) {
+        match self {
+            GridOrder::HeadMajor => (q_blocks, heads, batch),
+            GridOrder::HeaviestFirst => (batch * heads, q_blocks, 1),
+        }
+    }
+}
+
 /// One kernel parameter after the fixed ones, in order.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KernelParam {
@@ -98,10 +127,13 @@ pub struct KernelManifest {
     #[serde(default)]
     pub row_index: bool,
     /// The kernel takes a `head_order` array (i32 per query head, a
-    /// permutation of 0..H) after everything else: grid row y runs head
-    /// `head_order[y]`. Pass heads heaviest first.
+    /// permutation of 0..H) after everything else: head rank r (grid row
+    /// y, or x mod H with `GridOrder::HeaviestFirst`) runs head
+    /// `head_order[r]`. Pass heads heaviest first.
     #[serde(default)]
     pub head_order: bool,
+    #[serde(default)]
+    pub grid: GridOrder,
 }
 
 impl fmt::Display for KernelManifest {
@@ -122,6 +154,10 @@ impl fmt::Display for KernelManifest {
         }
         if self.head_order {
             writeln!(f, "  heads: launched in the order of head_order (H), heaviest first")?;
+        }
+        match self.grid {
+            GridOrder::HeadMajor => writeln!(f, "  grid: (query blocks, H, B), query blocks in order")?,
+            GridOrder::HeaviestFirst => writeln!(f, "  grid: (B·H, query blocks), query blocks last first")?,
         }
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }

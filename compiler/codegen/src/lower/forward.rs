@@ -31,29 +31,70 @@ use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor,
 use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
+use lacuna_ir::GridOrder;
 use crate::wgmma::{self, SmemOperand};
 use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
 
-/// The query block CTA `x` owns. With [`head_of_grid_row`], the one place
-/// grid order is decided: with `heaviest_first`, CTA x takes query block
-/// `q_blocks - 1 - x`, so the blocks with the most keys (causal-like
-/// patterns) are scheduled first.
-fn query_block_index<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, q_blocks: IV<'ctx>, x: IV<'ctx>) -> Result<IV<'ctx>> {
-    let qb = if plan.heaviest_first { cx.sub(cx.sub(q_blocks, cx.i32(1))?, x)? } else { x };
-    Ok(named(qb, "qb"))
-}
-
-/// The head grid row `y` runs: `head_order[y]` when the plan takes a head
-/// order (one uniform load per CTA), else `y`.
-fn head_of_grid_row<'ctx>(cx: &Cx<'_, 'ctx>, head_order: Option<PointerValue<'ctx>>, y: IV<'ctx>) -> Result<IV<'ctx>> {
-    let h = match head_order {
-        Some(order) => cx.load_i32(cx.gep(cx.i32t(), order, cx.sext64(y)?)?)?,
-        None => y,
+/// The query block, batch and head this CTA runs: the one place grid order
+/// is decided (`GridOrder`; the runtime launches the matching grid). Either
+/// grid reads its head as a rank: `head_order[rank]` when the plan takes a
+/// head order (one uniform load per CTA), else the rank itself. With
+/// `fresh`, special registers are read fresh (see `Forward::fresh_coords`)
+/// in the order the epilogue has always read them, so its code stays as
+/// measured; `q_blocks` is made only where the grid needs it.
+fn cta_coords<'ctx>(
+    cx: &Cx<'_, 'ctx>,
+    plan: &KernelPlan,
+    fresh: bool,
+    q_blocks: &dyn Fn() -> Result<IV<'ctx>>,
+    heads: IV<'ctx>,
+    head_order: Option<PointerValue<'ctx>>,
+) -> Result<(IV<'ctx>, IV<'ctx>, IV<'ctx>)> {
+    let sreg = |axis: char| if fresh { cx.sreg_fresh(&format!("ctaid.{axis}")) } else { cx.ctaid(axis) };
+    let head = |rank: IV<'ctx>| -> Result<IV<'ctx>> {
+        let h = match head_order {
+            Some(order) => cx.load_i32(cx.gep(cx.i32t(), order, cx.sext64(rank)?)?)?,
+            None => rank,
+        };
+        Ok(named(h, "h"))
     };
-    Ok(named(h, "h"))
+    match plan.grid {
+        GridOrder::HeadMajor if fresh => {
+            let b = sreg('z')?;
+            let h = head(sreg('y')?)?;
+            Ok((named(sreg('x')?, "qb"), named(b, "b"), h))
+        }
+        GridOrder::HeadMajor => {
+            let qb = named(sreg('x')?, "qb");
+            let h = head(sreg('y')?)?;
+            Ok((qb, named(sreg('z')?, "b"), h))
+        }
+        GridOrder::HeaviestFirst => {
+            // Row y holds every head's block of rank y; the hardware hands
+            // CTAs out x-fastest, so the grid drains heaviest first across
+            // all heads (a head-major grid does so only within each head:
+            // an 18% tail on causal at 3.3K, perf log v4.9).
+            let rank_y = |cx: &Cx<'_, 'ctx>| -> Result<IV<'ctx>> {
+                let (n, y) = (q_blocks()?, sreg('y')?);
+                Ok(named(cx.sub(cx.sub(n, cx.i32(1))?, y)?, "qb"))
+            };
+            let qb = if fresh { None } else { Some(rank_y(cx)?) };
+            // A zero head count is a launch error the runtime rejects; it
+            // must not become a division by zero here.
+            let x = sreg('x')?;
+            let b = cx.udiv(x, cx.smax(heads, cx.i32(1))?)?;
+            let rank = cx.sub(x, cx.mul(b, heads)?)?;
+            let h = head(rank)?;
+            let qb = match qb {
+                Some(qb) => qb,
+                None => rank_y(cx)?,
+            };
+            Ok((qb, named(b, "b"), h))
+        }
+    }
 }
 
 /// How the element test's verdicts (one i1 per score) act on the values it
@@ -268,7 +309,7 @@ struct Forward<'p, 'a, 'ctx> {
     /// plan.row_index: the `q_rows` parameter and `q_src_len` (the epilogue
     /// writes O and LSE row `q_rows[bh][q]`).
     q_rows: Option<(PointerValue<'ctx>, IV<'ctx>)>,
-    /// plan.head_order: the `head_order` parameter (grid row y runs head `head_order[y]`).
+    /// plan.head_order: the `head_order` parameter (see `cta_coords`).
     head_order: Option<PointerValue<'ctx>>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
@@ -292,11 +333,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let warp = cx.lshr(tid, cx.i32(5))?;
         let q_len_early = int(fixed::Q_LEN);
         let q_blocks = named(cx.udiv(cx.add(q_len_early, cx.i32(bq - 1))?, cx.i32(bq))?, "q_blocks");
-        let qb = query_block_index(cx, plan, q_blocks, cx.ctaid('x')?)?;
         let head_order = abi.head_order.map(ptr);
-        let h = head_of_grid_row(cx, head_order, cx.ctaid('y')?)?;
-        let b = named(cx.ctaid('z')?, "b");
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
+        let (qb, b, h) = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, head_order)?;
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
         // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
         // runtime rejects) must not become a division by zero here.
@@ -474,11 +513,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     fn fresh_coords(&self) -> Result<Coords<'ctx>> {
         let cx = self.cx;
         let bq = self.plan.block_q as i32;
-        let b = cx.sreg_fresh("ctaid.z")?;
-        let h = head_of_grid_row(cx, self.head_order, cx.sreg_fresh("ctaid.y")?)?;
-        let x = cx.sreg_fresh("ctaid.x")?;
-        let q_blocks = cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq))?;
-        let qb = query_block_index(cx, self.plan, q_blocks, x)?;
+        let q_blocks = || cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq));
+        let (qb, b, h) = cta_coords(cx, self.plan, true, &q_blocks, self.heads, self.head_order)?;
         let tid = cx.sreg_fresh("tid.x")?;
         let lane = cx.and(tid, cx.i32(31))?;
         Ok(Coords {
