@@ -99,6 +99,11 @@ pub struct SelftestArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
+    /// Grid order instead of the planner's: head-major, heaviest-first or
+    /// head-sections (heaviest first within sections of heads whose K/V
+    /// fits in L2; not the default anywhere until measured).
+    #[arg(long, value_parser = parse_grid)]
+    pub grid: Option<lacuna_ir::GridOrder>,
     /// Also write the outcomes as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -135,6 +140,15 @@ pub struct BenchArgs {
     /// fill, as triton's do_bench does for the peers.
     #[arg(long)]
     pub no_flush: bool,
+    /// With `--grid head-sections`: (b, h) pairs per section instead of
+    /// the runtime's choice (as many as keep their K/V in half the L2).
+    #[arg(long, value_name = "PAIRS", requires = "grid")]
+    pub head_section: Option<usize>,
+    /// Grid order instead of the planner's: head-major, heaviest-first or
+    /// head-sections (heaviest first within sections of heads whose K/V
+    /// fits in L2; not the default anywhere until measured).
+    #[arg(long, value_parser = parse_grid)]
+    pub grid: Option<lacuna_ir::GridOrder>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -252,6 +266,12 @@ pub struct CompileArgs {
     /// Depth of the K/V pipeline, instead of the planner's choice.
     #[arg(long, value_name = "N")]
     pub stages: Option<u32>,
+    /// Grid order instead of the planner's: head-major, heaviest-first or
+    /// head-sections (heaviest first within sections of heads whose K/V
+    /// fits in L2; not the default anywhere until measured).
+    #[arg(long, value_parser = parse_grid)]
+    pub grid: Option<lacuna_ir::GridOrder>,
+
     /// The stage to print.
     #[arg(long, value_enum, default_value = "ptx")]
     pub emit: Emit,
@@ -315,7 +335,10 @@ where
         Command::Compile(args) => commands::compile::run(args, &mut *out),
         Command::Tour(args) => commands::tour::run(args, &mut *out),
         Command::Run(args) => commands::run::run(args, &mut *out),
-        Command::Selftest(args) => gpu::selftest::run(args.quick, args.filter.as_deref(), args.mma, args.json.as_deref(), &mut *out),
+        Command::Selftest(args) => {
+            let base = commands::compile::PlanOverrides { mma: args.mma, grid: args.grid, ..Default::default() };
+            gpu::selftest::run(args.quick, args.filter.as_deref(), base, args.json.as_deref(), &mut *out)
+        }
         Command::Bench(args) => gpu::bench::run(
             &gpu::bench::BenchArgs {
                 ns: &args.ns,
@@ -325,6 +348,8 @@ where
                 mma: args.mma,
                 tile: args.tile,
                 rows: args.rows,
+                grid: args.grid,
+                head_section: args.head_section,
                 flush: !args.no_flush,
                 json_out: args.json.as_deref(),
             },
@@ -360,6 +385,10 @@ fn parse_mma(s: &str) -> Result<lacuna_codegen::Mma, String> {
 
 fn parse_rows(s: &str) -> Result<lacuna_codegen::RowLength, String> {
     lacuna_codegen::RowLength::parse(s).ok_or_else(|| format!("unknown row length '{s}': use long or short"))
+}
+
+fn parse_grid(s: &str) -> Result<lacuna_ir::GridOrder, String> {
+    lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major, heaviest-first or head-sections"))
 }
 
 fn parse_tile(s: &str) -> Result<[u32; 4], String> {

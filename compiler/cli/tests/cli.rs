@@ -559,3 +559,18 @@ fn bench_methods_refuses_bad_arguments_before_the_gpu() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--ns 64"), "{}", stderr(&o));
 }
+
+#[test]
+fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "head-sections", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan = stdout(&o);
+    assert!(plan.contains("within sections of S heads"), "{plan}");
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--emit", "plan"]);
+    let plan = stdout(&o);
+    assert!(plan.contains("grid: (query blocks, H, B), query blocks in order"), "the planner's choice for bands: {plan}");
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--grid", "diagonal"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("unknown grid order `diagonal`") && err.contains("head-sections"), "{err}");
+}

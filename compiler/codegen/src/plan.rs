@@ -467,6 +467,7 @@ impl fmt::Display for KernelPlan {
         match self.grid {
             GridOrder::HeadMajor => writeln!(f, "  grid: (query blocks, H, B), query blocks in order (neighbouring blocks share K/V in L2)")?,
             GridOrder::HeaviestFirst => writeln!(f, "  grid: (B·H, query blocks), query blocks last first (heaviest first across all heads)")?,
+            GridOrder::HeadSections => writeln!(f, "  grid: (query blocks · S, B·H / S), query blocks last first within sections of S heads (S from the launch)")?,
         }
         if self.head_order {
             writeln!(f, "  heads: in the launch's head_order (heads do different work: heaviest first)")?;

@@ -81,15 +81,37 @@ pub enum GridOrder {
     /// lighter ones, so the grid's tail is made of the light blocks. For
     /// patterns whose work grows with the query index (causal-like, scans).
     HeaviestFirst,
+    /// Heaviest first within sections of S consecutive (b, h) pairs, one
+    /// section after another: grid (q_blocks·S, ceil(B·H / S)), x = rank·S
+    /// + pair in section, row y = section; CTAs past B·H exit. The launch
+    /// picks S so a section's K/V fits in L2 (S = B·H is `HeaviestFirst`,
+    /// S = 1 head-major with heavy blocks first). Opt-in (`lacuna bench
+    /// --grid head-sections`) until measured: perf log v4.9.
+    HeadSections,
 }
 
 impl GridOrder {
-    /// The launch grid for `q_blocks` query blocks, `heads` heads and `batch`.
-    pub fn grid(self, q_blocks: u32, heads: u32, batch: u32) -> (u32, u32, u32) {
+    /// The launch grid for `q_blocks` query blocks, `heads` heads and
+    /// `batch`; `section` (S, at least 1) matters only to `HeadSections`.
+    pub fn grid(self, q_blocks: u32, heads: u32, batch: u32, section: u32) -> (u32, u32, u32) {
         match self {
             GridOrder::HeadMajor => (q_blocks, heads, batch),
             GridOrder::HeaviestFirst => (batch * heads, q_blocks, 1),
+            GridOrder::HeadSections => (q_blocks * section, (batch * heads).div_ceil(section.max(1)), 1),
         }
+    }
+
+    /// The name `lacuna compile --grid` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GridOrder::HeadMajor => "head-major",
+            GridOrder::HeaviestFirst => "heaviest-first",
+            GridOrder::HeadSections => "head-sections",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GridOrder> {
+        [GridOrder::HeadMajor, GridOrder::HeaviestFirst, GridOrder::HeadSections].into_iter().find(|g| g.name() == s)
     }
 }
 
@@ -158,6 +180,7 @@ impl fmt::Display for KernelManifest {
         match self.grid {
             GridOrder::HeadMajor => writeln!(f, "  grid: (query blocks, H, B), query blocks in order")?,
             GridOrder::HeaviestFirst => writeln!(f, "  grid: (B·H, query blocks), query blocks last first")?,
+            GridOrder::HeadSections => writeln!(f, "  grid: (query blocks · S, B·H / S), query blocks last first within sections of S heads")?,
         }
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }
@@ -185,5 +208,53 @@ impl KernelManifest {
     pub fn from_ptx(ptx: &str) -> Result<Self, ManifestError> {
         let line = ptx.lines().find_map(|l| l.strip_prefix(HEADER)).ok_or(ManifestError::Missing)?;
         Ok(serde_json::from_str(line)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(grid: GridOrder) -> KernelManifest {
+        KernelManifest {
+            entry: "fwd".into(),
+            summary_entry: "block_minmax".into(),
+            pattern: "Causal".into(),
+            ir_hash: 7,
+            head_dim: 64,
+            dtype: Dtype::Bf16,
+            arch: Arch::Sm90a,
+            block_q: 64,
+            block_k: 64,
+            threads: 128,
+            shared_bytes: 1024,
+            key_source: KeySource::Scan,
+            params: Vec::new(),
+            row_index: false,
+            head_order: false,
+            grid,
+        }
+    }
+
+    #[test]
+    fn grid_orders_parse_their_names_and_shape_the_grid() {
+        for g in [GridOrder::HeadMajor, GridOrder::HeaviestFirst, GridOrder::HeadSections] {
+            assert_eq!(GridOrder::parse(g.name()), Some(g));
+        }
+        assert_eq!(GridOrder::parse("diagonal"), None);
+        // 10 query blocks, 3 heads, batch 2; sections of 4 of the 6 pairs.
+        assert_eq!(GridOrder::HeadMajor.grid(10, 3, 2, 4), (10, 3, 2));
+        assert_eq!(GridOrder::HeaviestFirst.grid(10, 3, 2, 4), (6, 10, 1));
+        assert_eq!(GridOrder::HeadSections.grid(10, 3, 2, 4), (40, 2, 1));
+    }
+
+    #[test]
+    fn manifests_written_before_grid_orders_launch_head_major() {
+        let text = manifest(GridOrder::HeaviestFirst).attach_to_ptx(".version 8.0");
+        assert_eq!(KernelManifest::from_ptx(&text).expect("round trip").grid, GridOrder::HeaviestFirst);
+        let mut json: serde_json::Value = serde_json::to_value(manifest(GridOrder::HeaviestFirst)).expect("serialises");
+        json.as_object_mut().expect("an object").remove("grid");
+        let old: KernelManifest = serde_json::from_value(json).expect("parses without `grid`");
+        assert_eq!(old.grid, GridOrder::HeadMajor);
     }
 }

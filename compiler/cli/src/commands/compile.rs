@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lacuna_codegen::{CompiledKernel, KernelPlan, Mma, RowLength};
-use lacuna_ir::{Arch, Dtype, PatternIr};
+use lacuna_ir::{Arch, Dtype, GridOrder, PatternIr};
 
 use crate::commands::ir::verified;
 use crate::error::CliError;
@@ -21,7 +21,16 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
     verified(&ir)?;
     let dtype = Dtype::parse(&args.dtype).ok_or_else(|| CliError::UnknownDtype { given: args.dtype.clone() })?;
     let arch = Arch::parse(&args.arch).ok_or_else(|| CliError::UnknownArch { given: args.arch.clone() })?;
-    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: args.row_index, block_q: args.block_q, block_k: args.block_k, warps: args.warps, stages: args.stages };
+    let overrides = PlanOverrides {
+        mma: args.mma,
+        rows: args.rows,
+        row_index: args.row_index,
+        block_q: args.block_q,
+        block_k: args.block_k,
+        warps: args.warps,
+        stages: args.stages,
+        grid: args.grid,
+    };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
         Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
@@ -51,6 +60,8 @@ pub struct PlanOverrides {
     pub block_k: Option<u32>,
     pub warps: Option<u32>,
     pub stages: Option<u32>,
+    /// The grid order (`KernelPlan::grid`).
+    pub grid: Option<GridOrder>,
 }
 
 impl PlanOverrides {
@@ -70,6 +81,7 @@ impl PlanOverrides {
         plan.block_k = self.block_k.unwrap_or(plan.block_k);
         plan.warps = self.warps.unwrap_or(plan.warps);
         plan.stages = self.stages.unwrap_or(plan.stages);
+        plan.grid = self.grid.unwrap_or(plan.grid);
         plan
     }
 }

@@ -59,6 +59,9 @@ pub struct BenchArgs<'a> {
     /// Fill [`FLUSH_BYTES`] before each timed launch (see `run`).
     pub flush: bool,
     pub rows: Option<lacuna_codegen::RowLength>,
+    pub grid: Option<lacuna_ir::GridOrder>,
+    /// (b, h) pairs per head section (`ForwardOptions::head_section`).
+    pub head_section: Option<usize>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -84,7 +87,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     ))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
-    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages };
+    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid };
     let mut rows = Vec::new();
     for &d in args.head_dims {
         let batch = if d <= 64 { 4 } else { 2 };
@@ -119,7 +122,8 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 let launch_args = inputs.args();
                 let mut o = DeviceTensor::zeros(&gpu, ElemType::Bf16, &shape)?;
                 let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[batch, heads, len])?;
-                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, ForwardOptions::default());
+                let opts = ForwardOptions { head_section: args.head_section, ..ForwardOptions::default() };
+                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, opts);
                 for _ in 0..3 {
                     launch()?;
                 }
@@ -146,7 +150,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                     visited_fraction,
                     tflops_visited: visited_flops / ms / 1e9,
                     tflops_causal_equiv: causal_flops / ms / 1e9,
-                    plan: format!("{} {}x{} tiles, {} warps, {} stages", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages),
+                    plan: format!("{} {}x{} tiles, {} warps, {} stages, {} grid", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages, plan.grid.name()),
                 };
                 w(out, format!(
                     "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1}",

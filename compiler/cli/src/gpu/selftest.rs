@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use lacuna_ir::reference::{attention, AttentionShape, Precision};
-use lacuna_ir::{Bindings, Dims, Dtype};
+use lacuna_ir::{Bindings, Dims, Dtype, GridOrder};
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
 use super::{load_kernel_with, upload_rounded, DeviceInputs, Noise};
@@ -106,7 +106,9 @@ struct Outcome {
     pass: bool,
 }
 
-pub fn run(quick: bool, filter: Option<&str>, mma: Option<lacuna_codegen::Mma>, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+/// `base`: plan overrides every case starts from (`--mma`, `--grid`); cases
+/// add their own row length and row indices.
+pub fn run(quick: bool, filter: Option<&str>, base: PlanOverrides, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
     writeln!(out, "selftest on {} (sm count {})", gpu.name(), gpu.sm_count()).map_err(CliError::Output)?;
     let mut outcomes = Vec::new();
@@ -119,7 +121,7 @@ pub fn run(quick: bool, filter: Option<&str>, mma: Option<lacuna_codegen::Mma>, 
         if filter.is_some_and(|f| !case.pattern.contains(f)) {
             continue;
         }
-        let outcome = run_case(&gpu, &case, seed, mma)?;
+        let outcome = run_case(&gpu, &case, seed, base)?;
         writeln!(
             out,
             "{} {:<60} rel {:.2e}  lse {:.2e}  masked rows {:>4} (bad {})  unwritten {}",
@@ -138,7 +140,7 @@ pub fn run(quick: bool, filter: Option<&str>, mma: Option<lacuna_codegen::Mma>, 
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) -> Result<Outcome, CliError> {
+fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outcome, CliError> {
     let name = format!(
         "{}{} B{} H{}/{} Nq{} Nk{} D{} {}{}",
         c.pattern,
@@ -161,9 +163,9 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), seed)?;
     let bindings = Bindings::new(&ir, dims, values.clone()).map_err(|source| CliError::Bind { source, file: None })?;
     if c.row_index {
-        return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, mma);
+        return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, base);
     }
-    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { mma, rows: c.rows, ..PlanOverrides::default() })?;
+    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { rows: c.rows, ..base })?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
@@ -204,7 +206,10 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, mma: Option<lacuna_codegen::Mma>) ->
     // Kernels that take a head order run the heads last-first here, so the
     // mapping from grid row to head is checked, not just the identity.
     let reversed: Vec<i32> = (0..c.heads as i32).rev().collect();
-    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]) };
+    // Head sections of 3 pairs: several sections and, mostly, a short last
+    // one whose extra CTAs must do nothing.
+    let head_section = (kernel.manifest().grid == GridOrder::HeadSections).then_some(3.min(c.batch * c.heads));
+    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]), head_section };
     kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, opts)?;
     gpu.synchronize()?;
     // Downloads come back in logical (B, H, N, D) order whatever the strides.
@@ -323,9 +328,9 @@ fn run_row_index_case(
     bindings: &Bindings,
     values: &BTreeMap<String, lacuna_ir::InputValue>,
     seed: u64,
-    mma: Option<lacuna_codegen::Mma>,
+    base: PlanOverrides,
 ) -> Result<Outcome, CliError> {
-    let overrides = PlanOverrides { mma, rows: c.rows, row_index: true, ..PlanOverrides::default() };
+    let overrides = PlanOverrides { rows: c.rows, row_index: true, ..base };
     let (_, kernel) = load_kernel_with(gpu, ir, c.head_dim, c.dtype, &overrides)?;
     let d = c.head_dim as usize;
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
