@@ -94,6 +94,8 @@ fn grid_order_follows_how_work_grows_with_the_query() {
     assert_eq!(plan(&common::sliding_window()).grid, GridOrder::HeadMajor);
     let hash = lacuna_patterns::find("hash-bucket").expect("standard pattern");
     assert_eq!(plan(&(hash.ir)()).grid, GridOrder::HeaviestFirst);
+    // Block lists read keys from the whole sequence: keep heads together.
+    assert_eq!(plan(&common::block_list()).grid, GridOrder::HeadMajor);
     let compiled = compile(&common::causal(), &plan(&common::causal())).expect("compiles");
     assert_eq!(compiled.manifest.grid, GridOrder::HeaviestFirst);
     assert!(!compiled.llvm_ir.contains("icmp ult i32 %b, %batch"), "every CTA of this grid has work");
