@@ -82,11 +82,12 @@ pub enum GridOrder {
     /// patterns whose work grows with the query index (causal-like, scans).
     HeaviestFirst,
     /// Heaviest first within sections of S consecutive (b, h) pairs, one
-    /// section after another: grid (q_blocks·S, ceil(B·H / S)), x = rank·S
-    /// + pair in section, row y = section; CTAs past B·H exit. The launch
-    /// picks S so a section's K/V fits in L2 (S = B·H is `HeaviestFirst`,
-    /// S = 1 head-major with heavy blocks first). Opt-in (`lacuna bench
-    /// --grid head-sections`) until measured: perf log v4.9.
+    /// section after another: grid (q_blocks·S, ceil(B·H / S)), with
+    /// x = rank·S plus the pair's place in its section and row y the
+    /// section; CTAs past B·H exit. The launch picks S so a section's K/V
+    /// fits in L2 (S = B·H is `HeaviestFirst`, S = 1 head-major with heavy
+    /// blocks first). Opt-in (`--grid head-sections`) until measured: perf
+    /// log v4.9.
     HeadSections,
 }
 

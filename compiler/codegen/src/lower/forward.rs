@@ -22,7 +22,7 @@ use inkwell::types::BasicMetadataTypeEnum;
 use inkwell::values::PointerValue;
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
-use lacuna_ir::{InputKind, PatternIr};
+use lacuna_ir::{GridOrder, InputKind, PatternIr};
 
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
@@ -31,7 +31,6 @@ use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor,
 use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
-use lacuna_ir::GridOrder;
 use crate::wgmma::{self, SmemOperand};
 use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 
