@@ -102,6 +102,26 @@ impl GridOrder {
         }
     }
 
+    /// What CTA `cta` of the launch grid `grid` works on, as the generated
+    /// kernel decodes it (codegen's `cta_coords` emits this arithmetic):
+    /// (query block, batch, head rank), or None for a CTA with no work.
+    /// The contract between the launch and the kernel, tested here.
+    pub fn work_of(self, cta: (u32, u32, u32), grid: (u32, u32, u32), q_blocks: u32, heads: u32) -> Option<(u32, u32, u32)> {
+        let heads = heads.max(1);
+        match self {
+            GridOrder::HeadMajor => Some((cta.0, cta.2, cta.1)),
+            GridOrder::HeaviestFirst => Some((q_blocks - 1 - cta.1, cta.0 / heads, cta.0 % heads)),
+            GridOrder::HeadSections => {
+                let section = (grid.0 / q_blocks.max(1)).max(1);
+                let rank = cta.0 / section;
+                let pair = cta.1 * section + cta.0 % section;
+                let b = pair / heads;
+                // The kernel exits where b reaches the batch: the caller checks.
+                Some((q_blocks - 1 - rank, b, pair % heads))
+            }
+        }
+    }
+
     /// The name `lacuna compile --grid` takes.
     pub fn name(self) -> &'static str {
         match self {
@@ -247,6 +267,51 @@ mod tests {
         assert_eq!(GridOrder::HeadMajor.grid(10, 3, 2, 4), (10, 3, 2));
         assert_eq!(GridOrder::HeaviestFirst.grid(10, 3, 2, 4), (6, 10, 1));
         assert_eq!(GridOrder::HeadSections.grid(10, 3, 2, 4), (40, 2, 1));
+    }
+
+    /// Every (query block, batch, head) once; for the heaviest-first orders
+    /// in launch order (x fastest), query blocks never move up once the
+    /// grid (or the section) has moved past them.
+    #[test]
+    fn every_grid_covers_each_work_item_once() {
+        for (q_blocks, heads, batch) in [(1, 1, 1), (5, 3, 2), (7, 4, 3), (2, 16, 1)] {
+            for (order, section) in [
+                (GridOrder::HeadMajor, 0),
+                (GridOrder::HeaviestFirst, 0),
+                (GridOrder::HeadSections, 1),
+                (GridOrder::HeadSections, 4),
+                (GridOrder::HeadSections, batch * heads),
+            ] {
+                let section = section.min(batch * heads);
+                let grid = order.grid(q_blocks, heads, batch, section);
+                let mut seen = std::collections::BTreeMap::new();
+                let mut launch_order = Vec::new();
+                for z in 0..grid.2 {
+                    for y in 0..grid.1 {
+                        for x in 0..grid.0 {
+                            let Some((qb, b, h)) = order.work_of((x, y, z), grid, q_blocks, heads) else { continue };
+                            if b >= batch {
+                                continue; // exits: a short last section
+                            }
+                            assert!(qb < q_blocks && h < heads, "{order:?} {grid:?}: ({qb}, {b}, {h})");
+                            *seen.entry((qb, b, h)).or_insert(0) += 1;
+                            launch_order.push((b * heads + h, qb));
+                        }
+                    }
+                }
+                assert_eq!(seen.len() as u32, q_blocks * heads * batch, "{order:?} S={section} misses work");
+                assert!(seen.values().all(|&n| n == 1), "{order:?} S={section} runs some work twice");
+                if order == GridOrder::HeaviestFirst {
+                    assert!(launch_order.windows(2).all(|w| w[0].1 >= w[1].1), "heaviest first across all heads");
+                }
+                if order == GridOrder::HeadSections {
+                    // Within a section, query blocks go out heaviest first.
+                    for sec in launch_order.chunks((q_blocks * section) as usize) {
+                        assert!(sec.windows(2).all(|w| w[0].1 >= w[1].1), "S={section}: {sec:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -48,7 +48,8 @@ struct CtaCoords<'ctx> {
 }
 
 /// The query block, batch and head this CTA runs: the one place grid order
-/// is decided (`GridOrder`; the runtime launches the matching grid). Every
+/// is decided (`GridOrder`; the runtime launches the matching grid, and
+/// `GridOrder::work_of` is this arithmetic on the host, tested there). Every
 /// grid reads its head as a rank: `head_order[rank]` when the plan takes a
 /// head order (one uniform load per CTA), else the rank itself. With
 /// `fresh`, special registers are read fresh (see `Forward::fresh_coords`)
