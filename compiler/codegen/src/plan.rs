@@ -44,9 +44,9 @@ pub struct KernelPlan {
     /// compacted rows stay causal on positions, thousands of keys long)
     /// re-shapes with [`KernelPlan::with_row_length`].
     pub rows: RowLength,
-    /// Grid column x = b · heads + rank runs head `head_order[rank]` (an i32
-    /// per head the launch passes) instead of head `rank`: where heads do different amounts of work
-    /// (MoA's per-head spans), the caller launches the heaviest heads first
+    /// Head rank r (see [`GridOrder`]) runs head `head_order[r]` (an i32 per
+    /// head the launch passes) instead of head r: where heads do different
+    /// amounts of work (MoA's per-head spans), the caller launches the heaviest heads first
     /// so the light ones fill the tail of the grid. Set by the planner when
     /// a bound of the closed-form key range reads a per-head input.
     pub head_order: bool,
@@ -479,11 +479,12 @@ impl fmt::Display for KernelPlan {
             "  softmax: exp2 with the scale folded in (one FMA per score); O rescaled {}",
             if self.conditional_rescale() { "only when a row's max grows by more than 2^8 (warp vote)" } else { "after every key block" }
         )?;
-        match self.grid {
-            GridOrder::HeadMajor => writeln!(f, "  grid: (query blocks, H, B), query blocks in order (neighbouring blocks share K/V in L2)")?,
-            GridOrder::HeaviestFirst => writeln!(f, "  grid: (B·H, query blocks), query blocks last first (heaviest first across all heads)")?,
-            GridOrder::HeadSections => writeln!(f, "  grid: (query blocks · S, B·H / S), query blocks last first within sections of S heads (S from the launch)")?,
-        }
+        let why = match self.grid {
+            GridOrder::HeadMajor => "neighbouring blocks share K/V in L2",
+            GridOrder::HeaviestFirst => "heaviest first across all heads",
+            GridOrder::HeadSections => "S from the launch",
+        };
+        writeln!(f, "  grid: {} ({why})", self.grid.describe())?;
         if self.head_order {
             writeln!(f, "  heads: in the launch's head_order (heads do different work: heaviest first)")?;
         }

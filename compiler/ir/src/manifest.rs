@@ -104,21 +104,29 @@ impl GridOrder {
 
     /// What CTA `cta` of the launch grid `grid` works on, as the generated
     /// kernel decodes it (codegen's `cta_coords` emits this arithmetic):
-    /// (query block, batch, head rank), or None for a CTA with no work.
+    /// (query block, batch, head rank). A batch at or past B is a CTA with
+    /// no work (a short last head section), which the kernel sends away.
     /// The contract between the launch and the kernel, tested here.
-    pub fn work_of(self, cta: (u32, u32, u32), grid: (u32, u32, u32), q_blocks: u32, heads: u32) -> Option<(u32, u32, u32)> {
+    pub fn work_of(self, cta: (u32, u32, u32), grid: (u32, u32, u32), q_blocks: u32, heads: u32) -> (u32, u32, u32) {
         let heads = heads.max(1);
         match self {
-            GridOrder::HeadMajor => Some((cta.0, cta.2, cta.1)),
-            GridOrder::HeaviestFirst => Some((q_blocks - 1 - cta.1, cta.0 / heads, cta.0 % heads)),
+            GridOrder::HeadMajor => (cta.0, cta.2, cta.1),
+            GridOrder::HeaviestFirst => (q_blocks - 1 - cta.1, cta.0 / heads, cta.0 % heads),
             GridOrder::HeadSections => {
                 let section = (grid.0 / q_blocks.max(1)).max(1);
                 let rank = cta.0 / section;
                 let pair = cta.1 * section + cta.0 % section;
-                let b = pair / heads;
-                // The kernel exits where b reaches the batch: the caller checks.
-                Some((q_blocks - 1 - rank, b, pair % heads))
+                (q_blocks - 1 - rank, pair / heads, pair % heads)
             }
+        }
+    }
+
+    /// The grid's shape and query-block order, for the plan and manifest text.
+    pub fn describe(self) -> &'static str {
+        match self {
+            GridOrder::HeadMajor => "(query blocks, H, B), query blocks in order",
+            GridOrder::HeaviestFirst => "(B·H, query blocks), query blocks last first",
+            GridOrder::HeadSections => "(query blocks · S, B·H / S), query blocks last first within sections of S heads",
         }
     }
 
@@ -198,11 +206,7 @@ impl fmt::Display for KernelManifest {
         if self.head_order {
             writeln!(f, "  heads: launched in the order of head_order (H), heaviest first")?;
         }
-        match self.grid {
-            GridOrder::HeadMajor => writeln!(f, "  grid: (query blocks, H, B), query blocks in order")?,
-            GridOrder::HeaviestFirst => writeln!(f, "  grid: (B·H, query blocks), query blocks last first")?,
-            GridOrder::HeadSections => writeln!(f, "  grid: (query blocks · S, B·H / S), query blocks last first within sections of S heads")?,
-        }
+        writeln!(f, "  grid: {}", self.grid.describe())?;
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }
 }
@@ -289,7 +293,7 @@ mod tests {
                 for z in 0..grid.2 {
                     for y in 0..grid.1 {
                         for x in 0..grid.0 {
-                            let Some((qb, b, h)) = order.work_of((x, y, z), grid, q_blocks, heads) else { continue };
+                            let (qb, b, h) = order.work_of((x, y, z), grid, q_blocks, heads);
                             if b >= batch {
                                 continue; // exits: a short last section
                             }
