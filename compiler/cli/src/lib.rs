@@ -104,6 +104,14 @@ pub struct SelftestArgs {
     /// fits in L2; not the default anywhere until measured).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
+    /// Only cases at this head dim.
+    #[arg(long, value_name = "D")]
+    pub head_dim: Option<u32>,
+    /// Tile shape instead of the planner's, as BLOCK_QxBLOCK_KxWARPSxSTAGES
+    /// (e.g. 64x48x4x2), for every case run: check a shape before timing it
+    /// with `lacuna bench --tile` (with --head-dim to keep to the dims it suits).
+    #[arg(long, value_parser = parse_tile)]
+    pub tile: Option<[u32; 4]>,
     /// Also write the outcomes as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -336,8 +344,10 @@ where
         Command::Tour(args) => commands::tour::run(args, &mut *out),
         Command::Run(args) => commands::run::run(args, &mut *out),
         Command::Selftest(args) => {
-            let base = commands::compile::PlanOverrides { mma: args.mma, grid: args.grid, ..Default::default() };
-            gpu::selftest::run(args.quick, args.filter.as_deref(), base, args.json.as_deref(), &mut *out)
+            let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
+            let base = commands::compile::PlanOverrides { mma: args.mma, grid: args.grid, block_q, block_k, warps, stages, ..Default::default() };
+            let only = gpu::selftest::Only { pattern: args.filter.as_deref(), head_dim: args.head_dim };
+            gpu::selftest::run(args.quick, only, base, args.json.as_deref(), &mut *out)
         }
         Command::Bench(args) => gpu::bench::run(
             &gpu::bench::BenchArgs {

@@ -151,12 +151,12 @@ impl KernelPlan {
         let grows = work_grows_with_q(range.as_ref());
         let grid = grid_order(p, grows);
         let rows = if range.is_some() && grows { RowLength::Long } else { RowLength::Short };
-        let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
         let head_order = range.as_ref().is_some_and(|r| work_varies_by_head(p, r));
         let key_source = match range {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
+        let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows, &key_source);
         let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, grid, mma, row_index: false, rows, head_order };
         plan.validate()?;
         Ok(plan)
@@ -177,12 +177,20 @@ impl KernelPlan {
     /// CTAs fit instead of 3 (5-9% faster on every short pattern). D=128
     /// took 64x32 blocks for 3 CTAs per SM (v4.4), until the element test on
     /// the scores (v4.8) made 64x64 with 2 CTAs 5-8% faster than that on
-    /// windows, MoA, hash-8 and QK-drop 50% (H200, 16K, same call).
-    pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength) -> (u32, u32, u32, u32) {
+    /// windows, MoA, hash-8 and QK-drop 50% (H200, 16K, same call). Scanned
+    /// patterns at D=128 then took 64x48 blocks (v5.0): 69.7 KB of shared
+    /// memory and ~156 registers fit 3 CTAs per SM, which hide one
+    /// another's per-CTA work (the key scan, staged values), and the
+    /// narrower blocks waste less at scattered edges: hash-32 -6%, hash-8
+    /// -2.4%, QK-drop 50% -4%, QK-drop 80% -7% against 64x64 (H200, 16K,
+    /// same call). Closed-form bands keep 64x64 (MoA +3.5% on 64x48).
+    pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength, keys: &KeySource) -> (u32, u32, u32, u32) {
+        let scanned = matches!(keys, KeySource::Scan);
         match (mma, head_dim, rows) {
             (Mma::Wgmma, 0..=64, RowLength::Long) => (128, 64, 8, 3),
             (Mma::Wgmma, _, RowLength::Long) => (128, 128, 8, 2),
             (Mma::Wgmma, 0..=64, RowLength::Short) => (64, 64, 4, 2),
+            (Mma::Wgmma, _, RowLength::Short) if scanned => (64, 48, 4, 2),
             (Mma::Wgmma, _, RowLength::Short) => (64, 64, 4, 2),
             (Mma::Sync, 0..=64, _) => (128, 64, 4, 3),
             (Mma::Sync, 65..=128, _) => (128, 32, 4, 3),
@@ -194,7 +202,7 @@ impl KernelPlan {
     /// key source, query order and row length); `validate` then checks the
     /// combination.
     pub fn with_mma(mut self, mma: Mma) -> Self {
-        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.rows);
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.rows, &self.key_source);
         self.mma = mma;
         self
     }
@@ -203,7 +211,7 @@ impl KernelPlan {
     /// for it). For scanned patterns whose rows the caller knows to be long
     /// at run time; query blocks of scanned patterns already run heaviest first.
     pub fn with_row_length(mut self, rows: RowLength) -> Self {
-        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(self.mma, self.head_dim, rows);
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(self.mma, self.head_dim, rows, &self.key_source);
         self.rows = rows;
         self
     }
@@ -311,6 +319,22 @@ impl KernelPlan {
     /// D=128's 128x128 tiles) the branch cost 1-4% (perf log, v4.5).
     pub fn conditional_rescale(&self) -> bool {
         self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && self.head_dim > self.block_k)
+    }
+
+    /// Each block's O += P·V is issued in the next iteration, behind that
+    /// block's S = Q·Kᵀ, and runs on the tensor cores while the next block's
+    /// element test and softmax run (FlashAttention-3's intra-warpgroup
+    /// overlap; without it the warpgroup waited for P·V at the end of every
+    /// iteration: 8% of hash-32's D=128 stall samples, perf log v5.0). It
+    /// costs the P registers of one more block and moves V's copy an
+    /// iteration later (V of block j goes out with K of block j+1). Where:
+    /// wgmma with one warpgroup and 2 stages (the short-row tiles), without
+    /// row indices (their K and V copies share index entries), and where
+    /// P·V is the longer product (head_dim > block_k: D=128 short rows,
+    /// 2-5% faster on an H200; at D=64 it was 1-3% slower, with 4 CTAs per
+    /// SM already overlapping one another and registers at the 128 limit).
+    pub fn pv_overlap(&self) -> bool {
+        self.mma == Mma::Wgmma && self.warps == 4 && self.stages == 2 && !self.row_index && self.head_dim > self.block_k
     }
 
     /// Bytes of the softmax state slots (0 when it stays in registers).
@@ -473,6 +497,9 @@ impl fmt::Display for KernelPlan {
         )?;
         if self.row_index {
             writeln!(f, "  rows: Q, K, V read and O, LSE written through q_rows / kv_rows indices")?;
+        }
+        if self.pv_overlap() {
+            writeln!(f, "  overlap: O += P·V of each block runs during the next block's softmax")?;
         }
         writeln!(
             f,

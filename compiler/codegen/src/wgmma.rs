@@ -23,7 +23,7 @@ use inkwell::values::{BasicMetadataValueEnum, PointerValue};
 
 use lacuna_ir::Dtype;
 
-use crate::cx::{Cx, FV, IV};
+use crate::cx::{Cx, BV, FV, IV};
 use crate::error::{CodegenError, Result};
 use crate::mma::{AFrag, Acc};
 use crate::plan::{SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
@@ -110,12 +110,20 @@ fn mma_asm(dtype: Dtype, n: u32, a: &str, b: usize, scale: usize, transposes: &s
 /// Calls one inline-asm statement whose outputs are `n` f32 accumulators
 /// tied to the first `n` inputs; returns the outputs.
 fn call_tied<'ctx>(cx: &Cx<'_, 'ctx>, asm: String, extra: &[(BasicMetadataValueEnum<'ctx>, &str)], acc: &[FV<'ctx>]) -> Result<Vec<FV<'ctx>>> {
-    let n = acc.len();
-    let f32t = cx.f32t();
-    let ret = cx.ctx.struct_type(&vec![BasicTypeEnum::from(f32t); n], false);
-    let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = vec![f32t.into(); n];
-    let mut args: Vec<BasicMetadataValueEnum<'ctx>> = acc.iter().map(|v| (*v).into()).collect();
-    let mut constraints: Vec<String> = (0..n).map(|_| "=f".to_string()).collect();
+    let tied: Vec<BV<'ctx>> = acc.iter().map(|v| BV::from(*v)).collect();
+    Ok(call_tied_values(cx, asm, extra, &tied)?.into_iter().map(|v| v.into_float_value()).collect())
+}
+
+/// Calls one inline-asm statement whose outputs are tied to the inputs
+/// `tied` (f32 in `f`, i32 in `r` registers), followed by the `extra`
+/// inputs; returns the outputs, in `tied`'s order.
+fn call_tied_values<'ctx>(cx: &Cx<'_, 'ctx>, asm: String, extra: &[(BasicMetadataValueEnum<'ctx>, &str)], tied: &[BV<'ctx>]) -> Result<Vec<BV<'ctx>>> {
+    let n = tied.len();
+    let types: Vec<BasicTypeEnum<'ctx>> = tied.iter().map(|v| v.get_type()).collect();
+    let ret = cx.ctx.struct_type(&types, false);
+    let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = types.iter().map(|t| (*t).into()).collect();
+    let mut args: Vec<BasicMetadataValueEnum<'ctx>> = tied.iter().map(|v| (*v).into()).collect();
+    let mut constraints: Vec<String> = tied.iter().map(|v| if v.is_float_value() { "=f".to_string() } else { "=r".to_string() }).collect();
     constraints.extend((0..n).map(|i| i.to_string()));
     for (v, c) in extra {
         params.push(match v {
@@ -129,9 +137,7 @@ fn call_tied<'ctx>(cx: &Cx<'_, 'ctx>, asm: String, extra: &[(BasicMetadataValueE
     let ptr = cx.ctx.create_inline_asm(fn_type, asm, constraints.join(","), true, false, None, false);
     let call = cx.b.build_indirect_call(fn_type, ptr, &args, "")?;
     let value = call.try_as_basic_value().basic().ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?.into_struct_value();
-    (0..n as u32)
-        .map(|i| Ok(cx.b.build_extract_value(value, i, "")?.into_float_value()))
-        .collect()
+    (0..n as u32).map(|i| Ok(cx.b.build_extract_value(value, i, "")?)).collect()
 }
 
 fn flatten<'ctx>(acc: &[Acc<'ctx>]) -> Vec<FV<'ctx>> {
@@ -171,9 +177,34 @@ pub(crate) fn wait<'ctx>(cx: &Cx<'_, 'ctx>, in_flight: &[FV<'ctx>]) -> Result<Ve
     Ok(unflatten(&call_tied(cx, "wgmma.wait_group.sync.aligned 0;".to_string(), &[], in_flight)?))
 }
 
+/// Waits until at most `pending` of the newest committed groups are still
+/// running (groups finish in commit order) and returns `in_flight` as
+/// `[n8 tile]` accumulators; `operands` (the A registers of products that
+/// may still be running, which must keep their values until then) pass
+/// through tied, so nothing overwrites them before this point.
+pub(crate) fn wait_keeping<'ctx>(cx: &Cx<'_, 'ctx>, pending: u32, in_flight: &[FV<'ctx>], operands: &[IV<'ctx>]) -> Result<(Vec<Acc<'ctx>>, Vec<IV<'ctx>>)> {
+    let mut tied: Vec<BV<'ctx>> = in_flight.iter().map(|v| BV::from(*v)).collect();
+    tied.extend(operands.iter().map(|v| BV::from(*v)));
+    let out = call_tied_values(cx, format!("wgmma.wait_group.sync.aligned {pending};"), &[], &tied)?;
+    let (acc, ops) = out.split_at(in_flight.len());
+    let acc: Vec<FV<'ctx>> = acc.iter().map(|v| v.into_float_value()).collect();
+    Ok((unflatten(&acc), ops.iter().map(|v| v.into_int_value()).collect()))
+}
+
 /// O += P·V for this warpgroup: `p[k16 slice]` A fragments in registers
 /// (block_k / 16 of them), `v` the MN-major V tile, `o[d n8 tile]`.
 pub(crate) fn pv<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFrag<'ctx>], v: SmemOperand<'ctx>, o: &mut Vec<Acc<'ctx>>) -> Result<()> {
+    let acc = pv_issue(cx, dtype, head_dim, p, v, o)?;
+    cx.wgmma_commit()?;
+    *o = wait(cx, &acc)?;
+    Ok(())
+}
+
+/// Issues O += P·V (as [`pv`]) without committing or waiting: returns the
+/// accumulators the tensor cores are still writing. The caller commits the
+/// group and, before any use of them or any write to `p`'s registers,
+/// waits ([`wait_keeping`]).
+pub(crate) fn pv_issue<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFrag<'ctx>], v: SmemOperand<'ctx>, o: &[Acc<'ctx>]) -> Result<Vec<FV<'ctx>>> {
     let n = (head_dim / 2) as usize;
     // Operands: n accumulators (tied), four A registers, the V descriptor,
     // scale-d; B transposed (V is MN-major).
@@ -188,9 +219,7 @@ pub(crate) fn pv<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, p: &[AFra
         extra.push((cx.i32(1).into(), "r"));
         acc = call_tied(cx, asm.clone(), &extra, &acc)?;
     }
-    cx.wgmma_commit()?;
-    *o = wait(cx, &acc)?;
-    Ok(())
+    Ok(acc)
 }
 
 #[cfg(test)]

@@ -106,19 +106,27 @@ struct Outcome {
     pass: bool,
 }
 
-/// `base`: plan overrides every case starts from (`--mma`, `--grid`); cases
-/// add their own row length and row indices.
-pub fn run(quick: bool, filter: Option<&str>, base: PlanOverrides, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+/// Which cases run: patterns whose name contains `pattern`, cases at
+/// `head_dim` (None: all).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Only<'a> {
+    pub pattern: Option<&'a str>,
+    pub head_dim: Option<u32>,
+}
+
+/// `base`: plan overrides every case starts from (`--mma`, `--grid`,
+/// `--tile`); cases add their own row length and row indices.
+pub fn run(quick: bool, only: Only<'_>, base: PlanOverrides, json_out: Option<&std::path::Path>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
     writeln!(out, "selftest on {} (sm count {})", gpu.name(), gpu.sm_count()).map_err(CliError::Output)?;
     let mut outcomes = Vec::new();
-    if filter.is_none_or(|f| "summaries".contains(f)) {
+    if only.pattern.is_none_or(|f| "summaries".contains(f)) && only.head_dim.is_none() {
         outcomes.extend(check_summaries(&gpu, out)?);
     }
     let mut seed = 1u64;
     for case in cases(quick) {
         seed += 1;
-        if filter.is_some_and(|f| !case.pattern.contains(f)) {
+        if only.pattern.is_some_and(|f| !case.pattern.contains(f)) || only.head_dim.is_some_and(|d| d != case.head_dim) {
             continue;
         }
         let outcome = run_case(&gpu, &case, seed, base)?;

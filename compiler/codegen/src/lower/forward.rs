@@ -181,6 +181,21 @@ struct LoopState<'ctx> {
     /// plan.row_index: the block to issue next, chosen one iteration early,
     /// with this thread's kv_rows entries for it already loaded.
     ahead: Option<Ahead<'ctx>>,
+    /// plan.pv_overlap: the previous block's O += P·V, not yet issued.
+    prev: Option<PendingPv<'ctx>>,
+}
+
+/// With `KernelPlan::pv_overlap`, block j's O += P·V is issued in the next
+/// iteration, right behind that block's S = Q·Kᵀ, and runs on the tensor
+/// cores while block j+1's element test and softmax run (FlashAttention-3's
+/// intra-warpgroup overlap). What that product needs meanwhile: its P
+/// fragments (flattened A registers), the slot holding its V tile, and
+/// whether there is one (i1: false before the first block).
+#[derive(Clone)]
+struct PendingPv<'ctx> {
+    p: Vec<IV<'ctx>>,
+    slot: IV<'ctx>,
+    live: IV<'ctx>,
 }
 
 /// The next key block to issue and its row-index entries (see `LoopState::ahead`).
@@ -215,6 +230,11 @@ impl<'ctx> LoopState<'ctx> {
             v.push(a.undecided.into());
             v.extend(a.entries.iter().map(|e| BV::from(*e)));
         }
+        if let Some(p) = &self.prev {
+            v.extend(p.p.iter().map(|x| BV::from(*x)));
+            v.push(p.slot.into());
+            v.push(p.live.into());
+        }
         v
     }
 
@@ -239,8 +259,23 @@ impl<'ctx> LoopState<'ctx> {
             undecided: next().into_int_value(),
             entries: a.entries.iter().map(|_| next().into_int_value()).collect(),
         });
-        Self { slot, cursor, pending, o, rows, ahead }
+        let prev = self.prev.as_ref().map(|p| PendingPv {
+            p: p.p.iter().map(|_| next().into_int_value()).collect(),
+            slot: next().into_int_value(),
+            live: next().into_int_value(),
+        });
+        Self { slot, cursor, pending, o, rows, ahead, prev }
     }
+}
+
+/// Accumulators as a flat list of values (for phis and tied operands).
+fn flat_acc<'ctx>(acc: &[Acc<'ctx>]) -> Vec<BV<'ctx>> {
+    acc.iter().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect()
+}
+
+/// The inverse of [`flat_acc`].
+fn unflat_acc<'ctx>(v: &[BV<'ctx>]) -> Vec<Acc<'ctx>> {
+    v.chunks(4).map(|c| [0, 1, 2, 3].map(|i| c[i].into_float_value())).collect()
 }
 
 /// Builds the forward kernel `entry` into `module`.
@@ -491,7 +526,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {
             let next = next_block(cx, plan, &this.keys, &this.list, &this.pred, &this.qtile, kv_len, cursor)?;
-            this.issue_kv(next.kb, next.undecided, cx.i32(slot as i32), None)?;
+            if plan.pv_overlap() {
+                // V goes out an iteration later (see `kv_loop`).
+                this.issue_k_and_v((next.kb, next.undecided, cx.i32(slot as i32)), None)?;
+            } else {
+                this.issue_kv(next.kb, next.undecided, cx.i32(slot as i32), None)?;
+            }
             cursor = next.cursor;
             pending.push((next.kb, next.undecided));
         }
@@ -529,7 +569,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         } else {
             rows
         };
-        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows, ahead };
+        let prev = plan.pv_overlap().then(|| PendingPv {
+            p: vec![cx.i32(0); (4 * plan.block_k / 16) as usize],
+            slot: cx.i32(0),
+            live: cx.bool(false),
+        });
+        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows, ahead, prev };
         let mut last = this.kv_loop(init, &qfrags)?;
         if plan.softmax_state_in_shared() {
             last.rows = this.load_rows()?;
@@ -562,6 +607,18 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             g: cx.lshr(lane, cx.i32(2))?,
             t4: cx.and(lane, cx.i32(3))?,
         })
+    }
+
+    /// `b * heads + h` (i64) from fresh reads, for the staged-values copy of
+    /// every Partial key block. The heaviest-first grid without a head order
+    /// holds it as ctaid.x (x = b · heads + rank), so there it needs no
+    /// division by the head count: that division and the address math
+    /// around it were 6% of hash-32's stall samples at D=64 (perf log v5.0).
+    fn fresh_bh(&self) -> Result<IV<'ctx>> {
+        if self.plan.grid == GridOrder::HeaviestFirst && self.head_order.is_none() {
+            return self.cx.sext64(self.cx.sreg_fresh("ctaid.x")?);
+        }
+        Ok(self.fresh_coords()?.bh)
     }
 
     /// With row indices (`state.ahead` set): takes the list's next block and
@@ -657,21 +714,51 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
                 copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
             }
-            if self.k_staged {
-                let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
-                let partial = is_partial(cx, undecided)?;
-                cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
-                    // The rows' addresses from fresh coordinates: 64-bit pointers kept across
-                    // the loop for this rare path would cost registers (spills at D=128).
-                    let bh = self.fresh_coords()?.bh;
-                    let rows: Vec<_> = self.pred.tensor_rows(cx, InputKind::KeyTensor, Some(bh))?.into_iter().take(STAGED_PER_ROW).map(|(_, v)| v).collect();
-                    let dst = cx.byte_gep(k_dst, cx.i32(self.layout.k_values_in_slot as i32))?;
-                    stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, dst, self.layout.values_row_bytes, row0, self.plan.block_k, self.kv_len)
-                })?;
-            }
-            Ok(())
+            self.stage_k(row0, undecided, k_dst)
         })?;
         cx.cp_async_commit()
+    }
+
+    /// plan.pv_overlap: K of block `k.0` (kb or -1: nothing) and its staged
+    /// values into slot `k.2`, and V of block `v.0` into slot `v.1`, as one
+    /// group. K of block j+1 and V of block j go out together: V's slot is
+    /// free only once the previous O += P·V that read it has finished.
+    fn issue_k_and_v(&self, k: (IV<'ctx>, IV<'ctx>, IV<'ctx>), v: Option<(IV<'ctx>, IV<'ctx>)>) -> Result<()> {
+        let cx = self.cx;
+        let bk = cx.i32(self.plan.block_k as i32);
+        let (kb, undecided, k_slot) = k;
+        cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_k", |cx| {
+            let row0 = cx.mul(kb, bk)?;
+            let k_dst = self.layout.slot(cx, self.smem, k_slot)?;
+            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
+            self.stage_k(row0, undecided, k_dst)
+        })?;
+        if let Some((vb, v_slot)) = v {
+            let v_dst = cx.byte_gep(self.layout.slot(cx, self.smem, v_slot)?, cx.i32(self.layout.v_in_slot as i32))?;
+            copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, cx.mul(vb, bk)?, self.plan.block_k, stepped_copies(self.plan))?;
+        }
+        cx.cp_async_commit()
+    }
+
+    /// The key rows' staged tensor values of the K tile at `k_dst` (rows
+    /// from `row0`), where the element test will read them: Partial tiles
+    /// and the ragged last block.
+    fn stage_k(&self, row0: IV<'ctx>, undecided: IV<'ctx>, k_dst: PointerValue<'ctx>) -> Result<()> {
+        if !self.k_staged {
+            return Ok(());
+        }
+        let cx = self.cx;
+        let bk = cx.i32(self.plan.block_k as i32);
+        let ragged = cx.icmp(IP::SGT, cx.add(row0, bk)?, self.kv_len)?;
+        let partial = is_partial(cx, undecided)?;
+        cx.if_then(cx.or(partial, ragged)?, "stage_k", |cx| {
+            // The rows' addresses from fresh coordinates: 64-bit pointers kept across
+            // the loop for this rare path would cost registers (spills at D=128).
+            let bh = self.fresh_bh()?;
+            let rows: Vec<_> = self.pred.tensor_rows(cx, InputKind::KeyTensor, Some(bh))?.into_iter().take(STAGED_PER_ROW).map(|(_, v)| v).collect();
+            let dst = cx.byte_gep(k_dst, cx.i32(self.layout.k_values_in_slot as i32))?;
+            stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, dst, self.layout.values_row_bytes, row0, self.plan.block_k, self.kv_len)
+        })
     }
 
     /// The key-block loop; returns the state after the last block.
@@ -707,7 +794,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // mma.sync: the next block's copies go out first. wgmma: they go out
         // while S = Q·Kᵀ runs on the tensor cores (below), which hides their
         // address math and, with row indices, the index loads they wait on.
-        let issue_first = self.plan.mma == Mma::Sync || !self.copies_during_qk();
+        let issue_first = state.prev.is_none() && (self.plan.mma == Mma::Sync || !self.copies_during_qk());
         // Row indices: the block after `next` and its entries, loaded now and
         // used one iteration later (with wgmma, while S = Q·Kᵀ runs).
         let mut lookahead = None;
@@ -745,16 +832,33 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
 
         // S = Q·Kᵀ, raw (the scale is folded into the exponent below); masked
         // scores become -inf.
+        // plan.pv_overlap: the previous block's O += P·V, issued behind S and
+        // still running on the tensor cores until the wait after the softmax.
+        let mut o_running = None;
         let s = match q {
             QOperand::Sync(q) => mma::qk(cx, self.tile, q, k_lane)?,
             QOperand::Wgmma(q) => {
                 let k = wgmma::k_major(cx, slot_ptr, self.plan.block_k)?;
                 let in_flight = wgmma::qk_issue(cx, self.plan.dtype, self.plan.head_dim, self.plan.block_k, *q, k)?;
-                if !issue_first {
-                    self.issue_kv(next.kb, next.undecided, refill, next_entries.as_deref())?;
+                if let Some(prev) = &state.prev {
+                    let o = cx.if_then_values(prev.live, "pv.prev", flat_acc(&state.o[0]), |_, o| {
+                        Ok(self.pv_issue_pending(prev, &unflat_acc(o))?.into_iter().map(BV::from).collect())
+                    })?;
+                    // One group either way (empty before the first block), so
+                    // "S has landed" below is always "at most one group pending".
+                    cx.wgmma_commit()?;
+                    o_running = Some(o.into_iter().map(|v| v.into_float_value()).collect::<Vec<_>>());
+                    // K of the next block and V of this one (into this block's
+                    // slot: the product just issued reads the previous one's).
+                    self.issue_k_and_v((next.kb, next.undecided, refill), Some((kb, state.slot)))?;
+                    vec![wgmma::wait_keeping(cx, 1, &in_flight, &[])?.0]
+                } else {
+                    if !issue_first {
+                        self.issue_kv(next.kb, next.undecided, refill, next_entries.as_deref())?;
+                    }
+                    lookahead = self.look_ahead(&state)?;
+                    vec![wgmma::wait(cx, &in_flight)?]
                 }
-                lookahead = self.look_ahead(&state)?;
-                vec![wgmma::wait(cx, &in_flight)?]
             }
         };
         let flat: Vec<BV<'ctx>> = s.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
@@ -795,8 +899,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // moved its maximum (otherwise alpha is exactly 1): once the maxima settle,
         // most blocks skip these head_dim / 2 multiplies per row. The branch comes
         // before the exponentials, so they and P·V stay in one block for the scheduler.
-        let flat: Vec<BV<'ctx>> = o.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
-        let per_slab = flat.len() / o.len();
+        let per_slab = o[0].len() * 4;
         let rescale = |cx: &Cx<'_, 'ctx>, vals: &[BV<'ctx>]| -> Result<Vec<BV<'ctx>>> {
             vals.iter()
                 .enumerate()
@@ -806,19 +909,27 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 })
                 .collect()
         };
-        let scaled = if !self.plan.conditional_rescale() {
-            rescale(cx, &flat)?
-        } else {
-            let any = cx.icmp(IP::NE, cx.ballot(changed)?, cx.i32(0))?;
-            cx.if_then_values(any, "rescale", flat, rescale)?
-        };
-        let mut it = scaled.into_iter();
-        for slab in o.iter_mut() {
-            for acc in slab.iter_mut() {
-                for x in acc.iter_mut() {
-                    *x = it.next().expect("same shape").into_float_value();
+        let rescale_o = |o: &mut Vec<Vec<Acc<'ctx>>>| -> Result<()> {
+            let flat: Vec<BV<'ctx>> = o.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
+            let scaled = if !self.plan.conditional_rescale() {
+                rescale(cx, &flat)?
+            } else {
+                let any = cx.icmp(IP::NE, cx.ballot(changed)?, cx.i32(0))?;
+                cx.if_then_values(any, "rescale", flat, rescale)?
+            };
+            let mut it = scaled.into_iter();
+            for slab in o.iter_mut() {
+                for acc in slab.iter_mut() {
+                    for x in acc.iter_mut() {
+                        *x = it.next().expect("same shape").into_float_value();
+                    }
                 }
             }
+            Ok(())
+        };
+        // Overlapped, O is still being written: it is rescaled after the wait below.
+        if o_running.is_none() {
+            rescale_o(&mut o)?;
         }
         let mut p_frags = Vec::with_capacity(s.len());
         for (sl, slab) in s.iter().enumerate() {
@@ -830,13 +941,26 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             p_frags.push(mma::p_as_a(cx, self.plan.dtype, &p)?);
         }
-        match self.plan.mma {
-            Mma::Sync => mma::pv(cx, self.tile, &p_frags, v_lane, &mut o)?,
-            Mma::Wgmma => {
-                let v = wgmma::mn_major(cx, cx.byte_gep(slot_ptr, cx.i32(self.layout.v_in_slot as i32))?, self.plan.block_k)?;
-                wgmma::pv(cx, self.plan.dtype, self.plan.head_dim, &p_frags[0], v, &mut o[0])?;
+        let prev = match (o_running, &state.prev) {
+            (Some(running), Some(prev)) => {
+                // The previous block's product has run beside this softmax; its
+                // P registers stay untouched until it has finished.
+                let (done, _) = wgmma::wait_keeping(cx, 0, &running, &prev.p)?;
+                o = vec![done];
+                rescale_o(&mut o)?;
+                Some(PendingPv { p: p_frags[0].iter().flatten().copied().collect(), slot: state.slot, live: cx.bool(true) })
             }
-        }
+            _ => {
+                match self.plan.mma {
+                    Mma::Sync => mma::pv(cx, self.tile, &p_frags, v_lane, &mut o)?,
+                    Mma::Wgmma => {
+                        let v = wgmma::mn_major(cx, cx.byte_gep(slot_ptr, cx.i32(self.layout.v_in_slot as i32))?, self.plan.block_k)?;
+                        wgmma::pv(cx, self.plan.dtype, self.plan.head_dim, &p_frags[0], v, &mut o[0])?;
+                    }
+                }
+                None
+            }
+        };
 
         let wrap = cx.icmp(IP::EQ, state.slot, cx.i32(stages - 1))?;
         let slot = cx.select_int(wrap, cx.i32(0), cx.add(state.slot, cx.i32(1))?)?;
@@ -852,14 +976,35 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             Some((cursor, a)) => (cursor, Some(a)),
             None => (next.cursor, None),
         };
-        let after = LoopState { slot, cursor, pending, o, rows, ahead };
+        let after = LoopState { slot, cursor, pending, o, rows, ahead, prev };
         let latch = cx.current();
         cx.br(head)?;
         for (phi, v) in phis.iter().zip(after.flatten()) {
             phi.add_incoming(&[(&v, latch)]);
         }
         cx.at(exit);
+        let mut state = state;
+        if let Some(prev) = state.prev.clone() {
+            // The last block's O += P·V, once its V tile (the last group) has landed.
+            let o = cx.if_then_values(prev.live, "pv.last", flat_acc(&state.o[0]), |cx, o| {
+                self.wait_tiles(0)?;
+                let running = self.pv_issue_pending(&prev, &unflat_acc(o))?;
+                cx.wgmma_commit()?;
+                Ok(flat_acc(&wgmma::wait_keeping(cx, 0, &running, &[])?.0))
+            })?;
+            state.o = vec![unflat_acc(&o)];
+        }
         Ok(state)
+    }
+
+    /// Issues the pending block's O += P·V onto `o` (not committed: see
+    /// `wgmma::pv_issue`).
+    fn pv_issue_pending(&self, prev: &PendingPv<'ctx>, o: &[Acc<'ctx>]) -> Result<Vec<FV<'ctx>>> {
+        let cx = self.cx;
+        let v = cx.byte_gep(self.layout.slot(cx, self.smem, prev.slot)?, cx.i32(self.layout.v_in_slot as i32))?;
+        let v = wgmma::mn_major(cx, v, self.plan.block_k)?;
+        let p: Vec<mma::AFrag<'ctx>> = prev.p.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        wgmma::pv_issue(cx, self.plan.dtype, self.plan.head_dim, &p, v, o)
     }
 
     /// Scores per thread: `[slab][n8 tile][4]`, in that order.
