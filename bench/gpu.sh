@@ -4,9 +4,6 @@
 #   methods:       `lacuna bench-methods` (the seed methods end to end; METHODS_ARGS, e.g. "--ns 8192,16384")
 #   methods-run:   `lacuna run hash-bucket / qk-drop` pipelines from raw Q/K/V against a float64 reference
 #   methods-peers: bench/peers_methods.py (SDPA flash/cuDNN, FlexAttention hash and QK-drop; METHODS_PEERS_ARGS)
-#   grid-sections: the opt-in head-sections grid: selftest and memcheck with it, then `lacuna bench`
-#                  with the planner's grids and with head sections, twice alternating (SECTIONS_ARGS,
-#                  default "--ns 4096,16384"); compare the bench-grid-*.json files (perf log v4.9)
 #   then: python3 bench/report_methods.py $OUT/methods.json $OUT/peers_methods.json plot.png > tables.md
 # Expects the release binary at .gpu/lacuna (built on the CPU machine:
 # `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`),
@@ -50,18 +47,8 @@ for step in $steps; do
       [ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
     methods-peers)
       PYTHONUNBUFFERED=1 python3 bench/peers_methods.py ${METHODS_PEERS_ARGS:-} --out "$out/peers_methods.json" 2>&1 | grep -v Warning | tee "$out/peers_methods.log" ;;
-    grid-sections)
-      $bin selftest --grid head-sections --json "$out/selftest-sections.json" 2>&1 | tee "$out/selftest-sections.log" | tail -n 3
-      [ "${PIPESTATUS[0]}" = 0 ] || status=1
-      timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $bin selftest --quick --grid head-sections > "$out/sanitize-sections.log" 2>&1 || status=1
-      tail -n 2 "$out/sanitize-sections.log"
-      for r in 1 2; do
-        $bin bench ${SECTIONS_ARGS:---ns 4096,16384} --json "$out/bench-grid-planner-$r.json" > "$out/bench-grid-planner-$r.log" 2>&1
-        $bin bench ${SECTIONS_ARGS:---ns 4096,16384} --grid head-sections --json "$out/bench-grid-sections-$r.json" > "$out/bench-grid-sections-$r.log" 2>&1
-      done
-      paste "$out/bench-grid-planner-1.log" "$out/bench-grid-sections-1.log" | cut -c1-160 ;;
     *)
-      echo "unknown step '$step' (selftest sanitize run bench peers methods methods-run methods-peers grid-sections)"; status=1 ;;
+      echo "unknown step '$step' (selftest sanitize run bench peers methods methods-run methods-peers)"; status=1 ;;
   esac
 done
 exit $status

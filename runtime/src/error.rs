@@ -94,9 +94,6 @@ pub enum RuntimeError {
     #[error("head_order for kernel `{entry}`: {problem}")]
     HeadOrder { entry: String, problem: String },
 
-    #[error("head_section for kernel `{entry}`: {problem}")]
-    HeadSection { entry: String, problem: String },
-
     #[error("internal error in lacuna-runtime ({what}); please report it with the pattern and shapes")]
     Internal { what: String },
 

@@ -28,7 +28,6 @@ struct GpuInner {
     sm_count: u32,
     compute_capability: (u32, u32),
     max_shared_optin: u32,
-    l2_bytes: usize,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -101,7 +100,6 @@ impl Gpu {
         let sm_count = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "SM count")?;
         let max_shared_optin =
             attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "shared memory limit")?;
-        let l2_bytes = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "L2 cache size")?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(RuntimeError::driver(format!("reading the compute capability of device {ordinal}")))?;
@@ -119,7 +117,6 @@ impl Gpu {
                 sm_count: sm_count.max(0) as u32,
                 compute_capability: (major.max(0) as u32, minor.max(0) as u32),
                 max_shared_optin: max_shared_optin.max(0) as u32,
-                l2_bytes: l2_bytes.max(0) as usize,
             }),
         })
     }
@@ -134,11 +131,6 @@ impl Gpu {
 
     pub fn sm_count(&self) -> u32 {
         self.inner.sm_count
-    }
-
-    /// Size of the L2 cache in bytes (50 MB on an H100).
-    pub fn l2_bytes(&self) -> usize {
-        self.inner.l2_bytes
     }
 
     /// (major, minor), e.g. (9, 0) for an H100.

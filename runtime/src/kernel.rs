@@ -18,7 +18,7 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
-    validate_head_order, validate_head_section, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
 
 /// Pushes `args` onto a launch in order: the generated kernels and the
@@ -48,10 +48,6 @@ pub struct ForwardOptions<'a> {
     /// order to launch them, heaviest first, a permutation of 0..H. `None`
     /// launches them in index order. Kernels without `head_order` refuse it.
     pub head_order: Option<&'a [i32]>,
-    /// For kernels whose manifest has `GridOrder::HeadSections`: (b, h)
-    /// pairs per section. `None`: as many as keep their K/V within half of
-    /// the GPU's L2. Kernels with other grids refuse it.
-    pub head_section: Option<usize>,
 }
 
 /// Device buffers the kernel keeps between launches, one slot per manifest
@@ -313,8 +309,6 @@ impl AttentionKernel {
             }
         };
 
-        let section = validate_head_section(m, &p, opts.head_section, self.gpu.l2_bytes())?;
-
         // Held until the forward launch is queued: the scratch addresses
         // passed to it must not be replaced by a concurrent caller first.
         let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
@@ -367,7 +361,7 @@ impl AttentionKernel {
             // The slot after the inputs' slots; uploaded only when it changes.
             all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
         }
-        let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p, section);
+        let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };
         self.launch(&self.forward, &all, cfg).map_err(RuntimeError::driver(format!(
             "launching `{}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared) for {}",

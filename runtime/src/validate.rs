@@ -243,8 +243,6 @@ pub fn validate_forward(
             check_len("the number of heads", p.heads, MAX_GRID_YZ, "heads are the grid's y dimension")?;
             check_len("the batch size", p.batch, MAX_GRID_YZ, "the batch is the grid's z dimension")?;
         }
-        // Its limits depend on the section: `validate_head_section`.
-        GridOrder::HeadSections => {}
         GridOrder::HeaviestFirst => {
             check_len("B·H (batch times heads)", p.batch.saturating_mul(p.heads), MAX_GRID_X, "B·H is the grid's x dimension")?;
             check_len(
@@ -578,53 +576,9 @@ pub fn forward_args(
 }
 
 /// (grid, block, dynamic shared bytes) of the forward kernel.
-/// `section`: (b, h) pairs per section for `GridOrder::HeadSections`
-/// (from [`validate_head_section`]), ignored by the other grids.
-pub fn forward_launch(m: &KernelManifest, p: &Problem, section: u32) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+pub fn forward_launch(m: &KernelManifest, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32), u32) {
     let q_blocks = p.q_len.div_ceil(m.block_q as usize) as u32;
-    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32, section), (m.threads, 1, 1), m.shared_bytes)
-}
-
-/// Share of the L2 cache a section's K/V may fill: the rest holds Q, O and
-/// the other CTAs' traffic.
-const SECTION_L2_SHARE: usize = 2;
-
-/// (b, h) pairs per section of a `GridOrder::HeadSections` launch: as many
-/// query heads as keep their K/V (kv_len · D · 2 bytes each for K and V,
-/// shared by the query heads of one KV head) within half the L2. At least
-/// one, at most B·H.
-pub fn default_head_section(l2_bytes: usize, p: &Problem, elem_bytes: usize) -> usize {
-    let group = (p.heads / p.kv_heads.max(1)).max(1);
-    let kv_head_bytes = (p.kv_len * p.head_dim * elem_bytes * 2).max(1);
-    let kv_heads_fit = (l2_bytes / SECTION_L2_SHARE) / kv_head_bytes;
-    (kv_heads_fit * group).clamp(1, (p.batch * p.heads).max(1))
-}
-
-/// The section a launch uses: `requested`, or else `default_head_section`,
-/// for `HeadSections` kernels (0 for the others, which refuse a request),
-/// checked against the grid's limits.
-pub fn validate_head_section(m: &KernelManifest, p: &Problem, requested: Option<usize>, l2_bytes: usize) -> Result<u32> {
-    let problem = |text: String| RuntimeError::HeadSection { entry: m.entry.clone(), problem: text };
-    if m.grid != GridOrder::HeadSections {
-        return match requested {
-            None => Ok(0),
-            Some(_) => Err(problem(format!(
-                "launches a {} grid, which has no head sections: leave `head_section` out (or compile with `--grid head-sections`)",
-                m.grid.name()
-            ))),
-        };
-    }
-    let pairs = p.batch * p.heads;
-    let section = match requested {
-        Some(0) => return Err(problem("a section holds at least one (b, h) pair; pass 1 or more".into())),
-        Some(s) if s > pairs => return Err(problem(format!("{s} pairs per section, but there are only B·H = {pairs}; pass at most {pairs}"))),
-        Some(s) => s,
-        None => default_head_section(l2_bytes, p, 2).max(pairs.div_ceil(MAX_GRID_YZ)),
-    };
-    let q_blocks = p.q_len.div_ceil(m.block_q.max(1) as usize);
-    check_len("query blocks times the head section (the grid's x dimension)", q_blocks.saturating_mul(section), MAX_GRID_X, "use a smaller head section")?;
-    check_len("the number of head sections (the grid's y dimension)", pairs.div_ceil(section), MAX_GRID_YZ, "use a larger head section")?;
-    Ok(section as u32)
+    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32), (m.threads, 1, 1), m.shared_bytes)
 }
 
 /// One launch of the summary kernel over a run of rows.
@@ -1241,13 +1195,10 @@ mod tests {
     fn forward_grid_follows_the_manifests_grid_order() {
         let mut m = manifest_for(&AllKinds::ir());
         m.grid = GridOrder::HeadMajor;
-        let (grid, block, smem) = forward_launch(&m, &problem(), 0);
+        let (grid, block, smem) = forward_launch(&m, &problem());
         assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3 query blocks, 8 heads, batch 2
         m.grid = GridOrder::HeaviestFirst;
-        assert_eq!(forward_launch(&m, &problem(), 0).0, (2 * 8, 3, 1));
-        // Sections of 5 of the 16 (b, h) pairs: 4 sections, the last short.
-        m.grid = GridOrder::HeadSections;
-        assert_eq!(forward_launch(&m, &problem(), 5).0, (3 * 5, 4, 1));
+        assert_eq!(forward_launch(&m, &problem()).0, (2 * 8, 3, 1));
         assert_eq!(block, (256, 1, 1));
         assert_eq!(smem, 96 * 1024);
     }
@@ -1267,40 +1218,6 @@ mod tests {
         let m = manifest_for(&AllKinds::ir());
         assert_eq!(summary_len(&problem(), InputKind::QueryTensor, &m), 2 * 8 * 3 * 2);
         assert_eq!(summary_len(&problem(), InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
-    }
-
-    #[test]
-    fn head_sections_fill_half_the_l2_with_kv() {
-        // B=4, H=16 over 4 KV heads, 16K keys, D=64: 4 MiB of K/V per KV head.
-        let p = Problem { batch: 4, heads: 16, kv_heads: 4, q_len: 16_384, kv_len: 16_384, head_dim: 64 };
-        // 50 MiB of L2: 25 MiB for K/V is 6 KV heads, 24 query heads.
-        assert_eq!(default_head_section(50 << 20, &p, 2), 24);
-        // A tiny L2 still gets one pair per section; a huge one all 64.
-        assert_eq!(default_head_section(1 << 20, &p, 2), 1);
-        assert_eq!(default_head_section(1 << 40, &p, 2), 64);
-    }
-
-    #[test]
-    fn head_sections_are_checked_against_the_kernel_and_the_grid() {
-        let mut m = manifest_for(&AllKinds::ir());
-        let p = problem(); // B·H = 16, 3 query blocks of 128
-        // Other grids take no section, and refuse one.
-        assert_eq!(validate_head_section(&m, &p, None, 50 << 20).expect("no section"), 0);
-        let e = validate_head_section(&m, &p, Some(4), 50 << 20).expect_err("not a sectioned kernel").to_string();
-        assert!(e.contains("heaviest-first") && e.contains("--grid head-sections"), "{e}");
-        m.grid = GridOrder::HeadSections;
-        assert_eq!(validate_head_section(&m, &p, Some(5), 50 << 20).expect("5 of 16"), 5);
-        assert_eq!(validate_head_section(&m, &p, None, 50 << 20).expect("default"), 16, "everything fits");
-        let e = validate_head_section(&m, &p, Some(0), 50 << 20).expect_err("empty").to_string();
-        assert!(e.contains("at least one"), "{e}");
-        let e = validate_head_section(&m, &p, Some(17), 50 << 20).expect_err("too many").to_string();
-        assert!(e.contains("at most 16"), "{e}");
-        // More than 65535 sections: the default grows the section instead.
-        let wide = Problem { batch: 70_000, heads: 2, kv_heads: 2, q_len: 128, kv_len: 1 << 20, head_dim: 128 };
-        let s = validate_head_section(&m, &wide, None, 1 << 20).expect("default fits the grid");
-        assert!(140_000usize.div_ceil(s as usize) <= MAX_GRID_YZ, "{s}");
-        let e = validate_head_section(&m, &wide, Some(1), 1 << 20).expect_err("140,000 sections").to_string();
-        assert!(e.contains("larger head section"), "{e}");
     }
 
     #[test]

@@ -99,9 +99,7 @@ pub struct SelftestArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
-    /// Grid order instead of the planner's: head-major, heaviest-first or
-    /// head-sections (heaviest first within sections of heads whose K/V
-    /// fits in L2; not the default anywhere until measured).
+    /// Grid order instead of the planner's: head-major or heaviest-first.
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
     /// Only cases at this head dim.
@@ -148,13 +146,7 @@ pub struct BenchArgs {
     /// fill, as triton's do_bench does for the peers.
     #[arg(long)]
     pub no_flush: bool,
-    /// With `--grid head-sections`: (b, h) pairs per section instead of
-    /// the runtime's choice (as many as keep their K/V in half the L2).
-    #[arg(long, value_name = "PAIRS", requires = "grid")]
-    pub head_section: Option<usize>,
-    /// Grid order instead of the planner's: head-major, heaviest-first or
-    /// head-sections (heaviest first within sections of heads whose K/V
-    /// fits in L2; not the default anywhere until measured).
+    /// Grid order instead of the planner's: head-major or heaviest-first.
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
     /// Also write the rows as JSON.
@@ -274,9 +266,7 @@ pub struct CompileArgs {
     /// Depth of the K/V pipeline, instead of the planner's choice.
     #[arg(long, value_name = "N")]
     pub stages: Option<u32>,
-    /// Grid order instead of the planner's: head-major, heaviest-first or
-    /// head-sections (heaviest first within sections of heads whose K/V
-    /// fits in L2; not the default anywhere until measured).
+    /// Grid order instead of the planner's: head-major or heaviest-first.
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
 
@@ -359,7 +349,6 @@ where
                 tile: args.tile,
                 rows: args.rows,
                 grid: args.grid,
-                head_section: args.head_section,
                 flush: !args.no_flush,
                 json_out: args.json.as_deref(),
             },
@@ -398,7 +387,7 @@ fn parse_rows(s: &str) -> Result<lacuna_codegen::RowLength, String> {
 }
 
 fn parse_grid(s: &str) -> Result<lacuna_ir::GridOrder, String> {
-    lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major, heaviest-first or head-sections"))
+    lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major or heaviest-first"))
 }
 
 fn parse_tile(s: &str) -> Result<[u32; 4], String> {

@@ -562,15 +562,19 @@ fn bench_methods_refuses_bad_arguments_before_the_gpu() {
 
 #[test]
 fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
-    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "head-sections", "--emit", "plan"]);
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "heaviest-first", "--emit", "plan"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = stdout(&o);
-    assert!(plan.contains("within sections of S heads"), "{plan}");
+    assert!(plan.contains("grid: (B·H, query blocks), query blocks last first"), "{plan}");
     let o = lacuna(&["compile", "moa", "--head-dim", "64", "--emit", "plan"]);
     let plan = stdout(&o);
     assert!(plan.contains("grid: (query blocks, H, B), query blocks in order"), "the planner's choice for bands: {plan}");
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--grid", "diagonal"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(err.contains("unknown grid order `diagonal`") && err.contains("head-sections"), "{err}");
+    assert!(err.contains("unknown grid order `diagonal`") && err.contains("head-major or heaviest-first"), "{err}");
+    // Head sections were measured slower than the planner's grids and removed.
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--grid", "head-sections"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown grid order `head-sections`"), "{}", stderr(&o));
 }

@@ -509,7 +509,6 @@ impl fmt::Display for KernelPlan {
         let why = match self.grid {
             GridOrder::HeadMajor => "neighbouring blocks share K/V in L2",
             GridOrder::HeaviestFirst => "heaviest first across all heads",
-            GridOrder::HeadSections => "S from the launch",
         };
         writeln!(f, "  grid: {} ({why})", self.grid.describe())?;
         if self.head_order {

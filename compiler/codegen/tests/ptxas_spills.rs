@@ -5,15 +5,11 @@
 mod common;
 
 use lacuna_codegen::{compile, ptxas, Arch, Dtype, KernelPlan};
-use lacuna_ir::{GridOrder, PatternIr};
+use lacuna_ir::PatternIr;
 
 fn assert_no_spills(p: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> u32 {
-    assert_plan_has_no_spills(p, &KernelPlan::for_pattern(p, head_dim, dtype, arch).expect("plan"))
-}
-
-fn assert_plan_has_no_spills(p: &PatternIr, plan: &KernelPlan) -> u32 {
-    let (head_dim, arch) = (plan.head_dim, plan.arch);
-    let k = compile(p, plan).unwrap_or_else(|e| panic!("{} d{head_dim}: {e}", p.name()));
+    let plan = KernelPlan::for_pattern(p, head_dim, dtype, arch).expect("plan");
+    let k = compile(p, &plan).unwrap_or_else(|e| panic!("{} d{head_dim}: {e}", p.name()));
     let report = match ptxas::assemble(&k.ptx, arch) {
         Ok(r) => r,
         Err(e @ ptxas::PtxasError::NotFound { .. }) => panic!("this test needs ptxas: {e}"),
@@ -64,18 +60,5 @@ fn large_head_dims_assemble_without_spills() {
     for d in [192, 256] {
         assert_no_spills(&common::moa(), d, Dtype::Bf16, Arch::Sm90a);
         assert_no_spills(&common::hash_bucket(), d, Dtype::Bf16, Arch::Sm80);
-    }
-}
-
-#[test]
-fn head_sections_grid_assembles_without_spills() {
-    // The opt-in grid (`--grid head-sections`) decodes more per CTA.
-    for sp in lacuna_patterns::standard() {
-        let p = (sp.ir)();
-        for d in [64, 128] {
-            let mut plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
-            plan.grid = GridOrder::HeadSections;
-            assert_plan_has_no_spills(&p, &plan);
-        }
     }
 }

@@ -81,43 +81,26 @@ pub enum GridOrder {
     /// lighter ones, so the grid's tail is made of the light blocks. For
     /// patterns whose work grows with the query index (causal-like, scans).
     HeaviestFirst,
-    /// Heaviest first within sections of S consecutive (b, h) pairs, one
-    /// section after another: grid (q_blocks·S, ceil(B·H / S)), with
-    /// x = rank·S plus the pair's place in its section and row y the
-    /// section; CTAs past B·H exit. The launch picks S so a section's K/V
-    /// fits in L2 (S = B·H is `HeaviestFirst`, S = 1 head-major with heavy
-    /// blocks first). Opt-in (`--grid head-sections`) until measured: perf
-    /// log v4.9.
-    HeadSections,
 }
 
 impl GridOrder {
-    /// The launch grid for `q_blocks` query blocks, `heads` heads and
-    /// `batch`; `section` (S, at least 1) matters only to `HeadSections`.
-    pub fn grid(self, q_blocks: u32, heads: u32, batch: u32, section: u32) -> (u32, u32, u32) {
+    /// The launch grid for `q_blocks` query blocks, `heads` heads and `batch`.
+    pub fn grid(self, q_blocks: u32, heads: u32, batch: u32) -> (u32, u32, u32) {
         match self {
             GridOrder::HeadMajor => (q_blocks, heads, batch),
             GridOrder::HeaviestFirst => (batch * heads, q_blocks, 1),
-            GridOrder::HeadSections => (q_blocks * section, (batch * heads).div_ceil(section.max(1)), 1),
         }
     }
 
-    /// What CTA `cta` of the launch grid `grid` works on, as the generated
-    /// kernel decodes it (codegen's `cta_coords` emits this arithmetic):
-    /// (query block, batch, head rank). A batch at or past B is a CTA with
-    /// no work (a short last head section), which the kernel sends away.
-    /// The contract between the launch and the kernel, tested here.
-    pub fn work_of(self, cta: (u32, u32, u32), grid: (u32, u32, u32), q_blocks: u32, heads: u32) -> (u32, u32, u32) {
+    /// What CTA `cta` of the launch grid works on, as the generated kernel
+    /// decodes it (codegen's `cta_coords` emits this arithmetic): (query
+    /// block, batch, head rank). The contract between the launch and the
+    /// kernel, tested here.
+    pub fn work_of(self, cta: (u32, u32, u32), q_blocks: u32, heads: u32) -> (u32, u32, u32) {
         let heads = heads.max(1);
         match self {
             GridOrder::HeadMajor => (cta.0, cta.2, cta.1),
             GridOrder::HeaviestFirst => (q_blocks - 1 - cta.1, cta.0 / heads, cta.0 % heads),
-            GridOrder::HeadSections => {
-                let section = (grid.0 / q_blocks.max(1)).max(1);
-                let rank = cta.0 / section;
-                let pair = cta.1 * section + cta.0 % section;
-                (q_blocks - 1 - rank, pair / heads, pair % heads)
-            }
         }
     }
 
@@ -126,7 +109,6 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => "(query blocks, H, B), query blocks in order",
             GridOrder::HeaviestFirst => "(B·H, query blocks), query blocks last first",
-            GridOrder::HeadSections => "(query blocks · S, B·H / S), query blocks last first within sections of S heads",
         }
     }
 
@@ -135,12 +117,11 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => "head-major",
             GridOrder::HeaviestFirst => "heaviest-first",
-            GridOrder::HeadSections => "head-sections",
         }
     }
 
     pub fn parse(s: &str) -> Option<GridOrder> {
-        [GridOrder::HeadMajor, GridOrder::HeaviestFirst, GridOrder::HeadSections].into_iter().find(|g| g.name() == s)
+        [GridOrder::HeadMajor, GridOrder::HeaviestFirst].into_iter().find(|g| g.name() == s)
     }
 }
 
@@ -263,56 +244,39 @@ mod tests {
 
     #[test]
     fn grid_orders_parse_their_names_and_shape_the_grid() {
-        for g in [GridOrder::HeadMajor, GridOrder::HeaviestFirst, GridOrder::HeadSections] {
+        for g in [GridOrder::HeadMajor, GridOrder::HeaviestFirst] {
             assert_eq!(GridOrder::parse(g.name()), Some(g));
         }
         assert_eq!(GridOrder::parse("diagonal"), None);
-        // 10 query blocks, 3 heads, batch 2; sections of 4 of the 6 pairs.
-        assert_eq!(GridOrder::HeadMajor.grid(10, 3, 2, 4), (10, 3, 2));
-        assert_eq!(GridOrder::HeaviestFirst.grid(10, 3, 2, 4), (6, 10, 1));
-        assert_eq!(GridOrder::HeadSections.grid(10, 3, 2, 4), (40, 2, 1));
+        // 10 query blocks, 3 heads, batch 2.
+        assert_eq!(GridOrder::HeadMajor.grid(10, 3, 2), (10, 3, 2));
+        assert_eq!(GridOrder::HeaviestFirst.grid(10, 3, 2), (6, 10, 1));
     }
 
-    /// Every (query block, batch, head) once; for the heaviest-first orders
+    /// Every (query block, batch, head) once; for the heaviest-first order
     /// in launch order (x fastest), query blocks never move up once the
-    /// grid (or the section) has moved past them.
+    /// grid has moved past them.
     #[test]
     fn every_grid_covers_each_work_item_once() {
         for (q_blocks, heads, batch) in [(1, 1, 1), (5, 3, 2), (7, 4, 3), (2, 16, 1)] {
-            for (order, section) in [
-                (GridOrder::HeadMajor, 0),
-                (GridOrder::HeaviestFirst, 0),
-                (GridOrder::HeadSections, 1),
-                (GridOrder::HeadSections, 4),
-                (GridOrder::HeadSections, batch * heads),
-            ] {
-                let section = section.min(batch * heads);
-                let grid = order.grid(q_blocks, heads, batch, section);
+            for order in [GridOrder::HeadMajor, GridOrder::HeaviestFirst] {
+                let grid = order.grid(q_blocks, heads, batch);
                 let mut seen = std::collections::BTreeMap::new();
                 let mut launch_order = Vec::new();
                 for z in 0..grid.2 {
                     for y in 0..grid.1 {
                         for x in 0..grid.0 {
-                            let (qb, b, h) = order.work_of((x, y, z), grid, q_blocks, heads);
-                            if b >= batch {
-                                continue; // exits: a short last section
-                            }
-                            assert!(qb < q_blocks && h < heads, "{order:?} {grid:?}: ({qb}, {b}, {h})");
+                            let (qb, b, h) = order.work_of((x, y, z), q_blocks, heads);
+                            assert!(qb < q_blocks && b < batch && h < heads, "{order:?} {grid:?}: ({qb}, {b}, {h})");
                             *seen.entry((qb, b, h)).or_insert(0) += 1;
                             launch_order.push((b * heads + h, qb));
                         }
                     }
                 }
-                assert_eq!(seen.len() as u32, q_blocks * heads * batch, "{order:?} S={section} misses work");
-                assert!(seen.values().all(|&n| n == 1), "{order:?} S={section} runs some work twice");
+                assert_eq!(seen.len() as u32, q_blocks * heads * batch, "{order:?} misses work");
+                assert!(seen.values().all(|&n| n == 1), "{order:?} runs some work twice");
                 if order == GridOrder::HeaviestFirst {
                     assert!(launch_order.windows(2).all(|w| w[0].1 >= w[1].1), "heaviest first across all heads");
-                }
-                if order == GridOrder::HeadSections {
-                    // Within a section, query blocks go out heaviest first.
-                    for sec in launch_order.chunks((q_blocks * section) as usize) {
-                        assert!(sec.windows(2).all(|w| w[0].1 >= w[1].1), "S={section}: {sec:?}");
-                    }
                 }
             }
         }

@@ -60,8 +60,6 @@ pub struct BenchArgs<'a> {
     pub flush: bool,
     pub rows: Option<lacuna_codegen::RowLength>,
     pub grid: Option<lacuna_ir::GridOrder>,
-    /// (b, h) pairs per head section (`ForwardOptions::head_section`).
-    pub head_section: Option<usize>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -122,8 +120,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 let launch_args = inputs.args();
                 let mut o = DeviceTensor::zeros(&gpu, ElemType::Bf16, &shape)?;
                 let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[batch, heads, len])?;
-                let opts = ForwardOptions { head_section: args.head_section, ..ForwardOptions::default() };
-                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, opts);
+                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, ForwardOptions::default());
                 for _ in 0..3 {
                     launch()?;
                 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use lacuna_ir::reference::{attention, AttentionShape, Precision};
-use lacuna_ir::{Bindings, Dims, Dtype, GridOrder};
+use lacuna_ir::{Bindings, Dims, Dtype};
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
 use super::{load_kernel_with, upload_rounded, DeviceInputs, Noise};
@@ -214,10 +214,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
     // Kernels that take a head order run the heads last-first here, so the
     // mapping from grid row to head is checked, not just the identity.
     let reversed: Vec<i32> = (0..c.heads as i32).rev().collect();
-    // Head sections of 3 pairs: several sections and, mostly, a short last
-    // one whose extra CTAs must do nothing.
-    let head_section = (kernel.manifest().grid == GridOrder::HeadSections).then_some(3.min(c.batch * c.heads));
-    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]), head_section };
+    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]) };
     kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, opts)?;
     gpu.synchronize()?;
     // Downloads come back in logical (B, H, N, D) order whatever the strides.

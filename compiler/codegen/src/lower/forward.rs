@@ -37,14 +37,11 @@ use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
 
-/// Where a CTA works: its query block, batch and head, and (for grids with
-/// more CTAs than work, `HeadSections`) whether it has any.
+/// Where a CTA works: its query block, batch and head.
 struct CtaCoords<'ctx> {
     qb: IV<'ctx>,
     b: IV<'ctx>,
     h: IV<'ctx>,
-    /// i1, false for a CTA past the last (b, h) pair; None: always true.
-    live: Option<IV<'ctx>>,
 }
 
 /// The query block, batch and head this CTA runs: the one place grid order
@@ -61,11 +58,10 @@ fn cta_coords<'ctx>(
     fresh: bool,
     q_blocks: &dyn Fn() -> Result<IV<'ctx>>,
     heads: IV<'ctx>,
-    batch: IV<'ctx>,
     head_order: Option<PointerValue<'ctx>>,
 ) -> Result<CtaCoords<'ctx>> {
     let sreg = |axis: char| if fresh { cx.sreg_fresh(&format!("ctaid.{axis}")) } else { cx.ctaid(axis) };
-    let coords = |qb, b, h| CtaCoords { qb, b: named(b, "b"), h, live: None };
+    let coords = |qb, b, h| CtaCoords { qb, b: named(b, "b"), h };
     let head = |rank: IV<'ctx>| -> Result<IV<'ctx>> {
         let h = match head_order {
             Some(order) => cx.load_i32(cx.gep(cx.i32t(), order, cx.sext64(rank)?)?)?,
@@ -105,22 +101,6 @@ fn cta_coords<'ctx>(
                 None => rank_y(cx)?,
             };
             Ok(coords(qb, b, h))
-        }
-        GridOrder::HeadSections => {
-            // x = rank · S + pair, y = section; S = grid width / q_blocks
-            // (the launch's choice, read back so it needs no parameter).
-            let n = q_blocks()?;
-            let width = if fresh { cx.sreg_fresh("nctaid.x")? } else { cx.nctaid('x')? };
-            let section = cx.smax(cx.udiv(width, cx.smax(n, cx.i32(1))?)?, cx.i32(1))?;
-            let x = sreg('x')?;
-            let rank = cx.udiv(x, section)?;
-            let pair = cx.add(cx.mul(sreg('y')?, section)?, cx.sub(x, cx.mul(rank, section)?)?)?;
-            let qb = named(cx.sub(cx.sub(n, cx.i32(1))?, rank)?, "qb");
-            let b = cx.udiv(pair, cx.smax(heads, cx.i32(1))?)?;
-            let h = head(cx.sub(pair, cx.mul(b, heads)?)?)?;
-            // The last section may be short: its extra CTAs have no pair.
-            let live = if fresh { None } else { Some(cx.icmp(IP::ULT, b, batch)?) };
-            Ok(CtaCoords { live, ..coords(qb, b, h) })
         }
     }
 }
@@ -377,7 +357,6 @@ struct Forward<'p, 'a, 'ctx> {
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
     heads: IV<'ctx>,
-    batch: IV<'ctx>,
     /// Per input: its word in a K row's padding (key tensors) ...
     k_words: Vec<Option<usize>>,
     /// ... and in a Q row's padding (query tensors).
@@ -399,7 +378,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let q_blocks = named(cx.udiv(cx.add(q_len_early, cx.i32(bq - 1))?, cx.i32(bq))?, "q_blocks");
         let head_order = abi.head_order.map(ptr);
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
-        let CtaCoords { qb, b, h, live } = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, int(fixed::BATCH), head_order)?;
+        let CtaCoords { qb, b, h } = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, head_order)?;
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
         // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
         // runtime rejects) must not become a division by zero here.
@@ -410,10 +389,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let run = cx.block("cta");
         let done = cx.block("cta.idle");
         let has_work = cx.icmp(IP::SLT, q0, q_len)?;
-        let has_work = match live {
-            Some(live) => cx.and(has_work, live)?,
-            None => has_work,
-        };
         cx.cond_br(has_work, run, done)?;
         cx.at(done);
         cx.ret_void()?;
@@ -508,7 +483,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             head_order,
             k_staged: !k_staged.is_empty(),
             heads,
-            batch: int(fixed::BATCH),
             k_words,
             q_words,
         };
@@ -594,8 +568,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let cx = self.cx;
         let bq = self.plan.block_q as i32;
         let q_blocks = || cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq));
-        // The entry already sent CTAs without work away: `live` is not needed.
-        let CtaCoords { qb, b, h, .. } = cta_coords(cx, self.plan, true, &q_blocks, self.heads, self.batch, self.head_order)?;
+        let CtaCoords { qb, b, h } = cta_coords(cx, self.plan, true, &q_blocks, self.heads, self.head_order)?;
         let tid = cx.sreg_fresh("tid.x")?;
         let lane = cx.and(tid, cx.i32(31))?;
         Ok(Coords {
