@@ -278,10 +278,11 @@ impl KernelPlan {
     }
 
     /// Rounds of one candidate per thread that make a chunk of the key-block
-    /// list: at least 256 blocks (16K keys at block_k 64) per chunk, so a
-    /// scan at that length classifies everything in one go.
+    /// list: at least 16K keys' worth of blocks per chunk (256 at block_k
+    /// 64, 342 at 48), so a scan at that length classifies everything in
+    /// one go rather than stopping mid-row to scan a second chunk.
     pub fn key_list_rounds(&self) -> u32 {
-        256u32.div_ceil(self.threads()).max(1)
+        (16384 / self.block_k.max(1)).div_ceil(self.threads()).max(1)
     }
 
     /// Candidate key blocks classified together (the list's capacity).
