@@ -17,6 +17,10 @@
 //! issued and waited for separately, so the caller can issue the next
 //! block's copies while the tensor cores run. The wait names the
 //! accumulators as tied operands, so LLVM cannot move a use of them above it.
+//! O += P·V can be left running too ([`pv_issue`], then [`wait_keeping`]
+//! with the product's P registers tied through, so they keep their values
+//! until it has read them): the forward kernel's `pv_overlap` runs it
+//! beside the next block's softmax.
 
 use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, PointerValue};
