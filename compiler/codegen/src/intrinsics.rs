@@ -64,6 +64,23 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         Ok(self.b.build_indirect_call(ty, asm, &[], "")?.try_as_basic_value().basic().ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?.into_int_value())
     }
 
+    /// `c && (x CMP y)` on signed i32 as one `setp.CMP.and.s32` (an ISETP
+    /// with a predicate input in SASS); `cmp` is a PTX comparison (`eq`,
+    /// `ne`, `lt`, `le`, `gt`, `ge`). LLVM has no such node: an `and` of two
+    /// compares that feeds a select reached ptxas as two selects.
+    pub fn setp_and_s32(&self, cmp: &str, x: IV<'ctx>, y: IV<'ctx>, c: IV<'ctx>) -> Result<IV<'ctx>> {
+        let i1 = self.ctx.bool_type();
+        let ty = i1.fn_type(&[self.i32t().into(), self.i32t().into(), i1.into()], false);
+        let asm = self.ctx.create_inline_asm(ty, format!("setp.{cmp}.and.s32 $0, $1, $2, $3;"), "=b,r,r,b".to_string(), false, false, None, false);
+        Ok(self
+            .b
+            .build_indirect_call(ty, asm, &[x.into(), y.into(), c.into()], "")?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?
+            .into_int_value())
+    }
+
     // ---- synchronisation ----
     /// `bar.sync 0`: every thread of the CTA.
     pub fn barrier(&self) -> Result<()> {

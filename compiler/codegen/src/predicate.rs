@@ -362,6 +362,17 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
                         let one = cx.and(shifted, cx.i32(1))?;
                         Val::B(cx.icmp(IP::NE, one, cx.i32(0))?)
                     }
+                    Node::Binary(BinaryOp::And, a, b) => {
+                        let get = |n: NodeId| vals[n.index()].expect("element operand");
+                        match self.int_compare_operand(b, &vals).map(|c| (c, a)).or_else(|| self.int_compare_operand(a, &vals).map(|c| (c, b))) {
+                            // `other && (x CMP y)` as one compare with a predicate input:
+                            // per score an ISETP, an ISETP.AND and one select where ptxas
+                            // made two compares and two selects of the `and` (hash's
+                            // element test on bucket-edge tiles, perf log v5.0).
+                            Some(((cmp, x, y), other)) => Val::B(cx.setp_and_s32(cmp, x, y, get(other).i())?),
+                            None => self.op(cx, node, &get)?,
+                        }
+                    }
                     _ => self.op(cx, node, &|n: NodeId| vals[n.index()].expect("element operand"))?,
                 }),
             };
@@ -369,6 +380,25 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         }
         let at = conjunct.map_or(self.p.root(), |i| self.conjuncts[i]);
         Ok(vals[at.index()].expect("evaluated").i())
+    }
+
+    /// Node `n` as a signed i32 comparison (PTX name, operands) when it is
+    /// one whose operands have values here.
+    fn int_compare_operand(&self, n: NodeId, vals: &[Option<Val<'ctx>>]) -> Option<(&'static str, IV<'ctx>, IV<'ctx>)> {
+        let Node::Binary(op, x, y) = *self.p.node(n) else { return None };
+        let cmp = match op {
+            BinaryOp::Eq => "eq",
+            BinaryOp::Ne => "ne",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            _ => return None,
+        };
+        match (vals[x.index()]?, vals[y.index()]?) {
+            (Val::I(x), Val::I(y)) => Some((cmp, x, y)),
+            _ => None,
+        }
     }
 
     /// `values[b, h, idx]` of a tensor input (idx already clamped into range).
