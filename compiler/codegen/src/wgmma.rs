@@ -178,21 +178,21 @@ pub(crate) fn qk_issue<'ctx>(cx: &Cx<'_, 'ctx>, dtype: Dtype, head_dim: u32, blo
 /// Waits for the committed products and returns `in_flight` as `[n8 tile]`
 /// accumulators.
 pub(crate) fn wait<'ctx>(cx: &Cx<'_, 'ctx>, in_flight: &[FV<'ctx>]) -> Result<Vec<Acc<'ctx>>> {
-    Ok(unflatten(&call_tied(cx, "wgmma.wait_group.sync.aligned 0;".to_string(), &[], in_flight)?))
+    wait_keeping(cx, 0, in_flight, &[])
 }
 
 /// Waits until at most `pending` of the newest committed groups are still
 /// running (groups finish in commit order) and returns `in_flight` as
 /// `[n8 tile]` accumulators; `operands` (the A registers of products that
 /// may still be running, which must keep their values until then) pass
-/// through tied, so nothing overwrites them before this point.
-pub(crate) fn wait_keeping<'ctx>(cx: &Cx<'_, 'ctx>, pending: u32, in_flight: &[FV<'ctx>], operands: &[IV<'ctx>]) -> Result<(Vec<Acc<'ctx>>, Vec<IV<'ctx>>)> {
+/// through tied, so nothing overwrites them before this point (they are
+/// dead after it: only the accumulators come back).
+pub(crate) fn wait_keeping<'ctx>(cx: &Cx<'_, 'ctx>, pending: u32, in_flight: &[FV<'ctx>], operands: &[IV<'ctx>]) -> Result<Vec<Acc<'ctx>>> {
     let mut tied: Vec<BV<'ctx>> = in_flight.iter().map(|v| BV::from(*v)).collect();
     tied.extend(operands.iter().map(|v| BV::from(*v)));
     let out = call_tied_values(cx, format!("wgmma.wait_group.sync.aligned {pending};"), &[], &tied)?;
-    let (acc, ops) = out.split_at(in_flight.len());
-    let acc: Vec<FV<'ctx>> = acc.iter().map(|v| v.into_float_value()).collect();
-    Ok((unflatten(&acc), ops.iter().map(|v| v.into_int_value()).collect()))
+    let acc: Vec<FV<'ctx>> = out[..in_flight.len()].iter().map(|v| v.into_float_value()).collect();
+    Ok(unflatten(&acc))
 }
 
 /// O += P·V for this warpgroup: `p[k16 slice]` A fragments in registers

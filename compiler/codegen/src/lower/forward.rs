@@ -388,8 +388,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let q0 = named(cx.mul(qb, cx.i32(bq))?, "q0");
         let run = cx.block("cta");
         let done = cx.block("cta.idle");
-        let has_work = cx.icmp(IP::SLT, q0, q_len)?;
-        cx.cond_br(has_work, run, done)?;
+        cx.cond_br(cx.icmp(IP::SLT, q0, q_len)?, run, done)?;
         cx.at(done);
         cx.ret_void()?;
         cx.at(run);
@@ -824,7 +823,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     // K of the next block and V of this one (into this block's
                     // slot: the product just issued reads the previous one's).
                     self.issue_k_and_v((next.kb, next.undecided, refill), Some((kb, state.slot)))?;
-                    vec![wgmma::wait_keeping(cx, 1, &in_flight, &[])?.0]
+                    vec![wgmma::wait_keeping(cx, 1, &in_flight, &[])?]
                 } else {
                     if !issue_first {
                         self.issue_kv(next.kb, next.undecided, refill, next_entries.as_deref())?;
@@ -883,7 +882,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 .collect()
         };
         let rescale_o = |o: &mut Vec<Vec<Acc<'ctx>>>| -> Result<()> {
-            let flat: Vec<BV<'ctx>> = o.iter().flatten().flat_map(|a| a.iter().map(|x| BV::from(*x))).collect();
+            let flat: Vec<BV<'ctx>> = o.iter().flat_map(|slab| flat_acc(slab)).collect();
             let scaled = if !self.plan.conditional_rescale() {
                 rescale(cx, &flat)?
             } else {
@@ -918,8 +917,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             (Some(running), Some(prev)) => {
                 // The previous block's product has run beside this softmax; its
                 // P registers stay untouched until it has finished.
-                let (done, _) = wgmma::wait_keeping(cx, 0, &running, &prev.p)?;
-                o = vec![done];
+                o = vec![wgmma::wait_keeping(cx, 0, &running, &prev.p)?];
                 rescale_o(&mut o)?;
                 Some(PendingPv { p: p_frags[0].iter().flatten().copied().collect(), slot: state.slot, live: cx.bool(true) })
             }
@@ -963,7 +961,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 self.wait_tiles(0)?;
                 let running = self.pv_issue_pending(&prev, &unflat_acc(o))?;
                 cx.wgmma_commit()?;
-                Ok(flat_acc(&wgmma::wait_keeping(cx, 0, &running, &[])?.0))
+                Ok(flat_acc(&wgmma::wait(cx, &running)?))
             })?;
             state.o = vec![unflat_acc(&o)];
         }
