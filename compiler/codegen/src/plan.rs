@@ -352,6 +352,15 @@ impl KernelPlan {
         self.q_tile_bytes() + self.stages * self.stage_bytes() + self.key_list_bytes() + self.softmax_state_bytes()
     }
 
+    /// Shared memory the hardware reserves for each CTA on an SM (outside
+    /// what the CTA asks for).
+    pub const SHARED_RESERVED_PER_CTA: u32 = 1024;
+
+    /// Shared memory of one SM that its CTAs' requests and reservations share.
+    pub fn shared_per_sm(arch: Arch) -> u32 {
+        Self::shared_limit(arch) + Self::SHARED_RESERVED_PER_CTA
+    }
+
     /// The most dynamic shared memory one block may use on `arch`.
     pub fn shared_limit(arch: Arch) -> u32 {
         match arch {

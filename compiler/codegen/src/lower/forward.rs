@@ -291,22 +291,24 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
 /// CTAs per SM the kernel is built for (`.minnctapersm`; ptxas then caps
 /// registers at 64K / (threads · CTAs)). mma.sync: two when 128 threads at up
 /// to 255 registers fit. wgmma: as many as a register estimate allows (S,
-/// O and P per thread plus 48 for addresses and softmax state), at most 4,
-/// so small tiles get several CTAs whose softmax and matrix phases overlap.
-/// Never more than the shared memory of that many CTAs allows.
+/// O and P per thread plus 16 for addresses and softmax state), so small
+/// tiles get several CTAs whose softmax and matrix phases overlap. Never more
+/// than the shared memory of that many CTAs allows (each CTA also holds the
+/// 1 KB the hardware reserves).
 fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
     let regs = match plan.mma {
         Mma::Sync => 255,
-        // S, O and P per thread plus 48 for addresses and softmax state. With
-        // 64 the two-warpgroup D=64 kernel (128x64) got one CTA per SM: ptxas
-        // then gave the row-index QK-drop kernel 129 registers, one too many
-        // for a second CTA, and it ran 1.4x slower than with 64x64 tiles
-        // (H100, 16K). Measured use there is 125-129.
-        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 48,
+        // The 16 on top of the fragments: the D=64 short-row kernels (64x64,
+        // S 32 + O 32 + P 16 registers) use 108-120 registers when ptxas may,
+        // and 96 without spilling when capped there for a fifth CTA per SM;
+        // the fifth CTA made every sparse pattern 2-5% faster (H200, perf log
+        // v5.2). The two-warpgroup 128x64 kernels estimate 96 and keep two
+        // CTAs (ptxas caps them at 128; the row-index QK-drop one uses 125-128).
+        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 16,
     };
     let by_regs = 65536 / (plan.threads() * regs);
-    let by_smem = KernelPlan::shared_limit(plan.arch) / plan.shared_bytes().max(1);
-    by_regs.min(by_smem).clamp(1, if plan.mma == Mma::Sync { 2 } else { 4 })
+    let by_smem = KernelPlan::shared_per_sm(plan.arch) / (plan.shared_bytes() + KernelPlan::SHARED_RESERVED_PER_CTA);
+    by_regs.min(by_smem).clamp(1, if plan.mma == Mma::Sync { 2 } else { 2048 / plan.threads() })
 }
 
 /// Column (in the key tile) of this thread's score in n8 tile `j`, `e` = 0
