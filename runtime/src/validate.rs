@@ -252,6 +252,16 @@ pub fn validate_forward(
                 "query blocks are the grid's y dimension; split the queries over several launches",
             )?;
         }
+        GridOrder::RankMajor => {
+            check_len("the number of heads", p.heads, MAX_GRID_X, "heads are the grid's x dimension")?;
+            check_len("the batch size", p.batch, MAX_GRID_YZ, "the batch is the grid's y dimension")?;
+            check_len(
+                &format!("the number of query blocks (Nq / {} rounded up)", m.block_q),
+                q_blocks,
+                MAX_GRID_YZ,
+                "query blocks are the grid's z dimension; split the queries over several launches",
+            )?;
+        }
     }
     for t in [q, k, v] {
         if t.strides.len() == 4 && t.strides[3] != 1 {
@@ -835,6 +845,11 @@ mod tests {
         // ... fine for a heaviest-first one (B·H is x) ...
         f.m.grid = GridOrder::HeaviestFirst;
         validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None).expect("B·H = 560,000 fits the grid");
+        // ... too large for a rank-major one (batch is y) ...
+        f.m.grid = GridOrder::RankMajor;
+        let (e, _) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value: 70_000, max: 65_535, .. }));
+        f.m.grid = GridOrder::HeaviestFirst;
         // ... B·H past 2^31 - 1 is not ...
         f.q = contiguous("q", ElemType::Bf16, &[70_000, 40_000, 1, 128], 1);
         f.k = contiguous("k", ElemType::Bf16, &[70_000, 40_000, 1, 128], 2);
@@ -846,6 +861,9 @@ mod tests {
         f.q = contiguous("q", ElemType::Bf16, &[1, 8, 65_536 * 128, 128], 1);
         f.k = contiguous("k", ElemType::Bf16, &[1, 2, 1, 128], 2);
         f.v = contiguous("v", ElemType::Bf16, &[1, 2, 1, 128], 3);
+        let (e, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
+        assert!(matches!(e, RuntimeError::TooLarge { value: 65_536, max: 65_535, .. }), "{s}");
+        f.m.grid = GridOrder::RankMajor;
         let (e, s) = err(validate_forward(&f.m, 0, &f.q, &f.k, &f.v, None));
         assert!(matches!(e, RuntimeError::TooLarge { value: 65_536, max: 65_535, .. }), "{s}");
         assert!(s.contains("split the queries"), "{s}");
@@ -1199,6 +1217,8 @@ mod tests {
         assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3 query blocks, 8 heads, batch 2
         m.grid = GridOrder::HeaviestFirst;
         assert_eq!(forward_launch(&m, &problem()).0, (2 * 8, 3, 1));
+        m.grid = GridOrder::RankMajor;
+        assert_eq!(forward_launch(&m, &problem()).0, (8, 2, 3));
         assert_eq!(block, (256, 1, 1));
         assert_eq!(smem, 96 * 1024);
     }

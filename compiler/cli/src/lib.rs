@@ -99,7 +99,7 @@ pub struct SelftestArgs {
     /// or wgmma (sm_90a, head dims 64 and 128); default: the planner's choice.
     #[arg(long, value_parser = parse_mma)]
     pub mma: Option<lacuna_codegen::Mma>,
-    /// Grid order instead of the planner's: head-major or heaviest-first.
+    /// Grid order instead of the planner's: head-major, rank-major, or heaviest-first (rank-major's older form).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
     /// Only cases at this head dim.
@@ -146,7 +146,7 @@ pub struct BenchArgs {
     /// fill, as triton's do_bench does for the peers.
     #[arg(long)]
     pub no_flush: bool,
-    /// Grid order instead of the planner's: head-major or heaviest-first.
+    /// Grid order instead of the planner's: head-major, rank-major, or heaviest-first (rank-major's older form).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
     /// Also write the rows as JSON.
@@ -266,7 +266,7 @@ pub struct CompileArgs {
     /// Depth of the K/V pipeline, instead of the planner's choice.
     #[arg(long, value_name = "N")]
     pub stages: Option<u32>,
-    /// Grid order instead of the planner's: head-major or heaviest-first.
+    /// Grid order instead of the planner's: head-major, rank-major, or heaviest-first (rank-major's older form).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
 
@@ -387,7 +387,7 @@ fn parse_rows(s: &str) -> Result<lacuna_codegen::RowLength, String> {
 }
 
 fn parse_grid(s: &str) -> Result<lacuna_ir::GridOrder, String> {
-    lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major or heaviest-first"))
+    lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major, rank-major or heaviest-first"))
 }
 
 fn parse_tile(s: &str) -> Result<[u32; 4], String> {

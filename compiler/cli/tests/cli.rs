@@ -566,13 +566,15 @@ fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = stdout(&o);
     assert!(plan.contains("grid: (B·H, query blocks), query blocks last first"), "{plan}");
+    let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "rank-major", "--emit", "plan"]);
+    assert!(stdout(&o).contains("grid: (H, B, query blocks), query blocks last first"), "{}", stdout(&o));
     let o = lacuna(&["compile", "moa", "--head-dim", "64", "--emit", "plan"]);
     let plan = stdout(&o);
     assert!(plan.contains("grid: (query blocks, H, B), query blocks in order"), "the planner's choice for bands: {plan}");
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--grid", "diagonal"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(err.contains("unknown grid order `diagonal`") && err.contains("head-major or heaviest-first"), "{err}");
+    assert!(err.contains("unknown grid order `diagonal`") && err.contains("head-major, rank-major or heaviest-first"), "{err}");
     // Head sections were measured slower than the planner's grids and removed.
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--grid", "head-sections"]);
     assert_eq!(o.status.code(), Some(2));

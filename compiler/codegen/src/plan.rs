@@ -436,7 +436,7 @@ fn work_grows_with_q(range: Option<&KeyRange>) -> bool {
 fn grid_order(p: &PatternIr, grows: bool) -> GridOrder {
     let block_lists = p.inputs().iter().any(|d| matches!(d.kind, InputKind::BlockList { .. }));
     if grows && !block_lists {
-        GridOrder::HeaviestFirst
+        GridOrder::RankMajor
     } else {
         GridOrder::HeadMajor
     }
@@ -518,7 +518,7 @@ impl fmt::Display for KernelPlan {
         )?;
         let why = match self.grid {
             GridOrder::HeadMajor => "neighbouring blocks share K/V in L2",
-            GridOrder::HeaviestFirst => "heaviest first across all heads",
+            GridOrder::HeaviestFirst | GridOrder::RankMajor => "heaviest first across all heads",
         };
         writeln!(f, "  grid: {} ({why})", self.grid.describe())?;
         if self.head_order {

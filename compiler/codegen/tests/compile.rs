@@ -90,14 +90,14 @@ fn grid_order_follows_how_work_grows_with_the_query() {
     // Causal-like and scanned work grows with q: heaviest first across heads.
     // Windows are flat: head-major, so neighbouring blocks share K/V in L2.
     let plan = |p: &lacuna_ir::PatternIr| KernelPlan::for_pattern(p, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
-    assert_eq!(plan(&common::causal()).grid, GridOrder::HeaviestFirst);
+    assert_eq!(plan(&common::causal()).grid, GridOrder::RankMajor);
     assert_eq!(plan(&common::sliding_window()).grid, GridOrder::HeadMajor);
     let hash = lacuna_patterns::find("hash-bucket").expect("standard pattern");
-    assert_eq!(plan(&(hash.ir)()).grid, GridOrder::HeaviestFirst);
+    assert_eq!(plan(&(hash.ir)()).grid, GridOrder::RankMajor);
     // Block lists read keys from the whole sequence: keep heads together.
     assert_eq!(plan(&common::block_list()).grid, GridOrder::HeadMajor);
     let compiled = compile(&common::causal(), &plan(&common::causal())).expect("compiles");
-    assert_eq!(compiled.manifest.grid, GridOrder::HeaviestFirst);
+    assert_eq!(compiled.manifest.grid, GridOrder::RankMajor);
 }
 
 #[test]

@@ -77,10 +77,17 @@ pub enum GridOrder {
     #[default]
     HeadMajor,
     /// Grid (B·H, query blocks), x = b·H + head rank, row y = query block
-    /// `q_blocks - 1 - y`: every head's heaviest blocks start before any
-    /// lighter ones, so the grid's tail is made of the light blocks. For
-    /// patterns whose work grows with the query index (causal-like, scans).
+    /// `q_blocks - 1 - y`: heaviest first like `RankMajor`, with batch and
+    /// head folded into x, which cost every CTA two integer divisions by H
+    /// to unfold (perf log v5.3). Kernels generated before 2026-11-29 were
+    /// planned this way; the runtime still launches them.
     HeaviestFirst,
+    /// Grid (H, B, query blocks), x = head rank, y = batch, z = query block
+    /// `q_blocks - 1 - z`: the hardware hands CTAs out x-fastest, so every
+    /// head's heaviest blocks start before any lighter ones and the grid's
+    /// tail is made of the light blocks. For patterns whose work grows with
+    /// the query index (causal-like, scans).
+    RankMajor,
 }
 
 impl GridOrder {
@@ -89,6 +96,7 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => (q_blocks, heads, batch),
             GridOrder::HeaviestFirst => (batch * heads, q_blocks, 1),
+            GridOrder::RankMajor => (heads, batch, q_blocks),
         }
     }
 
@@ -101,6 +109,7 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => (cta.0, cta.2, cta.1),
             GridOrder::HeaviestFirst => (q_blocks - 1 - cta.1, cta.0 / heads, cta.0 % heads),
+            GridOrder::RankMajor => (q_blocks - 1 - cta.2, cta.1, cta.0),
         }
     }
 
@@ -109,6 +118,7 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => "(query blocks, H, B), query blocks in order",
             GridOrder::HeaviestFirst => "(B·H, query blocks), query blocks last first",
+            GridOrder::RankMajor => "(H, B, query blocks), query blocks last first",
         }
     }
 
@@ -117,11 +127,20 @@ impl GridOrder {
         match self {
             GridOrder::HeadMajor => "head-major",
             GridOrder::HeaviestFirst => "heaviest-first",
+            GridOrder::RankMajor => "rank-major",
         }
     }
 
+    /// Every order, for parsing and tests.
+    pub const ALL: [GridOrder; 3] = [GridOrder::HeadMajor, GridOrder::HeaviestFirst, GridOrder::RankMajor];
+
+    /// Whether the grid drains query blocks heaviest first across all heads.
+    pub fn heaviest_first(self) -> bool {
+        matches!(self, GridOrder::HeaviestFirst | GridOrder::RankMajor)
+    }
+
     pub fn parse(s: &str) -> Option<GridOrder> {
-        [GridOrder::HeadMajor, GridOrder::HeaviestFirst].into_iter().find(|g| g.name() == s)
+        Self::ALL.into_iter().find(|g| g.name() == s)
     }
 }
 
@@ -160,7 +179,7 @@ pub struct KernelManifest {
     pub row_index: bool,
     /// The kernel takes a `head_order` array (i32 per query head, a
     /// permutation of 0..H) after everything else: head rank r (grid row
-    /// y, or x mod H with `GridOrder::HeaviestFirst`) runs head
+    /// y, x with `GridOrder::RankMajor`, x mod H with `HeaviestFirst`) runs head
     /// `head_order[r]`. Pass heads heaviest first.
     #[serde(default)]
     pub head_order: bool,
@@ -244,13 +263,14 @@ mod tests {
 
     #[test]
     fn grid_orders_parse_their_names_and_shape_the_grid() {
-        for g in [GridOrder::HeadMajor, GridOrder::HeaviestFirst] {
+        for g in GridOrder::ALL {
             assert_eq!(GridOrder::parse(g.name()), Some(g));
         }
         assert_eq!(GridOrder::parse("diagonal"), None);
         // 10 query blocks, 3 heads, batch 2.
         assert_eq!(GridOrder::HeadMajor.grid(10, 3, 2), (10, 3, 2));
         assert_eq!(GridOrder::HeaviestFirst.grid(10, 3, 2), (6, 10, 1));
+        assert_eq!(GridOrder::RankMajor.grid(10, 3, 2), (3, 2, 10));
     }
 
     /// Every (query block, batch, head) once; for the heaviest-first order
@@ -259,7 +279,7 @@ mod tests {
     #[test]
     fn every_grid_covers_each_work_item_once() {
         for (q_blocks, heads, batch) in [(1, 1, 1), (5, 3, 2), (7, 4, 3), (2, 16, 1)] {
-            for order in [GridOrder::HeadMajor, GridOrder::HeaviestFirst] {
+            for order in GridOrder::ALL {
                 let grid = order.grid(q_blocks, heads, batch);
                 let mut seen = std::collections::BTreeMap::new();
                 let mut launch_order = Vec::new();
@@ -275,7 +295,7 @@ mod tests {
                 }
                 assert_eq!(seen.len() as u32, q_blocks * heads * batch, "{order:?} misses work");
                 assert!(seen.values().all(|&n| n == 1), "{order:?} runs some work twice");
-                if order == GridOrder::HeaviestFirst {
+                if order.heaviest_first() {
                     assert!(launch_order.windows(2).all(|w| w[0].1 >= w[1].1), "heaviest first across all heads");
                 }
             }

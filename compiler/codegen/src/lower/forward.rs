@@ -102,6 +102,18 @@ fn cta_coords<'ctx>(
             };
             Ok(coords(qb, b, h))
         }
+        GridOrder::RankMajor => {
+            // The HeaviestFirst order without folding b and h into x: no
+            // division by the head count (perf log v5.3).
+            let qb = if fresh { None } else { Some(named(cx.sub(cx.sub(q_blocks()?, cx.i32(1))?, sreg('z')?)?, "qb")) };
+            let h = head(sreg('x')?)?;
+            let b = sreg('y')?;
+            let qb = match qb {
+                Some(qb) => qb,
+                None => named(cx.sub(cx.sub(q_blocks()?, cx.i32(1))?, sreg('z')?)?, "qb"),
+            };
+            Ok(coords(qb, b, h))
+        }
     }
 }
 
@@ -383,9 +395,20 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let CtaCoords { qb, b, h } = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, head_order)?;
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
         // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
-        // runtime rejects) must not become a division by zero here.
-        let group = cx.smax(cx.udiv(heads, cx.smax(kv_heads, cx.i32(1))?)?, cx.i32(1))?;
-        let kvh = named(cx.udiv(h, group)?, "kv_head");
+        // runtime rejects) must not become a division by zero here. Without
+        // GQA the kv head is h: a uniform branch skips the two divisions
+        // (~40 instructions in every CTA's prologue).
+        let kvh = {
+            let (mha_bb, gqa, join) = (cx.current(), cx.block("gqa"), cx.block("gqa.join"));
+            cx.cond_br(cx.icmp(IP::EQ, kv_heads, heads)?, join, gqa)?;
+            cx.at(gqa);
+            let group = cx.smax(cx.udiv(heads, cx.smax(kv_heads, cx.i32(1))?)?, cx.i32(1))?;
+            let grouped = cx.udiv(h, group)?;
+            let gqa_end = cx.current();
+            cx.br(join)?;
+            cx.at(join);
+            named(cx.phi(cx.i32t(), &[(h.into(), mha_bb), (grouped.into(), gqa_end)])?.into_int_value(), "kv_head")
+        };
 
         let q0 = named(cx.mul(qb, cx.i32(bq))?, "q0");
         let run = cx.block("cta");
@@ -589,8 +612,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// division by the head count: that division and the address math
     /// around it were 6% of hash-32's stall samples at D=64 (perf log v5.0).
     fn fresh_bh(&self) -> Result<IV<'ctx>> {
-        if self.plan.grid == GridOrder::HeaviestFirst && self.head_order.is_none() {
-            return self.cx.sext64(self.cx.sreg_fresh("ctaid.x")?);
+        let cx = self.cx;
+        match self.plan.grid {
+            GridOrder::HeaviestFirst if self.head_order.is_none() => return cx.sext64(cx.sreg_fresh("ctaid.x")?),
+            GridOrder::RankMajor if self.head_order.is_none() => {
+                let (h, b) = (cx.sreg_fresh("ctaid.x")?, cx.sreg_fresh("ctaid.y")?);
+                return cx.add(cx.mul(cx.sext64(b)?, cx.sext64(self.heads)?)?, cx.sext64(h)?);
+            }
+            _ => {}
         }
         Ok(self.fresh_coords()?.bh)
     }
