@@ -269,6 +269,11 @@ pub struct CompileArgs {
     /// Grid order instead of the planner's: head-major, rank-major, or heaviest-first (rank-major's older form).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
+    /// The key length the kernel will run at: causal-like patterns take
+    /// short-row tiles up to 4096 keys at D=64 and 8192 at D=128 (faster
+    /// there); without it the tiles suit long sequences. `--rows` wins.
+    #[arg(long, value_name = "N")]
+    pub kv_len: Option<usize>,
 
     /// The stage to print.
     #[arg(long, value_enum, default_value = "ptx")]

@@ -561,6 +561,21 @@ fn bench_methods_refuses_bad_arguments_before_the_gpu() {
 }
 
 #[test]
+fn compile_shapes_tiles_for_the_key_length() {
+    let plan = |args: &[&str]| {
+        let o = lacuna(&[&["compile", "causal", "--emit", "plan"][..], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert!(plan(&["--head-dim", "64"]).contains("block_q 128 x block_k 64 (shaped for long rows)"));
+    assert!(plan(&["--head-dim", "64", "--kv-len", "4096"]).contains("block_q 64 x block_k 64 (shaped for short rows)"));
+    assert!(plan(&["--head-dim", "64", "--kv-len", "8192"]).contains("(shaped for long rows)"));
+    assert!(plan(&["--head-dim", "128", "--kv-len", "8192"]).contains("block_q 64 x block_k 48 (shaped for short rows)"));
+    // An explicit row length wins over the key length.
+    assert!(plan(&["--head-dim", "128", "--kv-len", "1024", "--rows", "long"]).contains("(shaped for long rows)"));
+}
+
+#[test]
 fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
     let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "heaviest-first", "--emit", "plan"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -59,6 +59,26 @@ fn plan_key_source_follows_the_pattern() {
 }
 
 #[test]
+fn short_problems_take_short_row_tiles() {
+    for (d, limit, shape) in [(64, 4096, (64, 64, 4, 2)), (128, 8192, (64, 48, 4, 2))] {
+        let causal = KernelPlan::for_pattern(&common::causal(), d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        let short = causal.clone().for_length(limit);
+        assert_eq!((short.block_q, short.block_k, short.warps, short.stages), shape, "D={d}");
+        assert_eq!((short.rows, short.grid, short.key_source.clone()), (RowLength::Short, causal.grid, causal.key_source.clone()));
+        short.validate().expect("a valid plan");
+        compile(&common::causal(), &short).expect("compiles");
+        // Past the limit, and for every plan that is not long-row wgmma, nothing changes.
+        assert_eq!(causal.clone().for_length(limit + 1), causal);
+        assert_eq!(causal.clone().with_mma(Mma::Sync).for_length(1024), causal.clone().with_mma(Mma::Sync));
+        let mut rows = causal.clone();
+        rows.row_index = true;
+        assert_eq!(rows.clone().for_length(1024), rows);
+        let hash = KernelPlan::for_pattern(&common::hash_bucket(), d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        assert_eq!(hash.clone().for_length(1024), hash);
+    }
+}
+
+#[test]
 fn row_length_picks_the_tiles_and_keeps_the_rest() {
     let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
     let hash = KernelPlan::for_pattern(&common::hash_bucket(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");

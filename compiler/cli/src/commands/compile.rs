@@ -30,6 +30,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
         warps: args.warps,
         stages: args.stages,
         grid: args.grid,
+        kv_len: args.kv_len,
     };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
@@ -62,19 +63,25 @@ pub struct PlanOverrides {
     pub stages: Option<u32>,
     /// The grid order (`KernelPlan::grid`).
     pub grid: Option<GridOrder>,
+    /// The key length the kernel will run at (`KernelPlan::for_length`:
+    /// short problems take short-row tiles); ignored when `rows` is given.
+    pub kv_len: Option<usize>,
 }
 
 impl PlanOverrides {
     /// `plan` with these fields changed: the path first (with its default
-    /// tiles), then the row length (its default tiles), then row indices and
+    /// tiles), then the row length (its default tiles) or else the key
+    /// length's tiles, then row indices and
     /// the tile fields. Not checked here: `lacuna_codegen::compile` validates
     /// the result.
     pub fn apply(&self, mut plan: KernelPlan) -> KernelPlan {
         if let Some(m) = self.mma {
             plan = plan.with_mma(m);
         }
-        if let Some(r) = self.rows {
-            plan = plan.with_row_length(r);
+        match (self.rows, self.kv_len) {
+            (Some(r), _) => plan = plan.with_row_length(r),
+            (None, Some(n)) => plan = plan.for_length(n),
+            (None, None) => {}
         }
         plan.row_index |= self.row_index;
         plan.block_q = self.block_q.unwrap_or(plan.block_q);

@@ -16,7 +16,8 @@ use npyz::NpyHeader;
 
 use crate::commands::mask::bind_inputs;
 use crate::error::CliError;
-use crate::gpu::{load_kernel, load_method_kernel, DeviceInputs};
+use crate::commands::compile::PlanOverrides;
+use crate::gpu::{load_kernel_with, load_method_kernel, DeviceInputs};
 use crate::RunArgs;
 
 /// Element type of an attention operand file.
@@ -122,7 +123,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
 
     let gpu = Gpu::new(0)?;
     let kernel_dtype = kernel_dtype(q.dtype);
-    let (_, kernel) = load_kernel(&gpu, &ir, d as u32, kernel_dtype, None)?;
+    // Tiles for this key length (`KernelPlan::for_length`).
+    let (_, kernel) = load_kernel_with(&gpu, &ir, d as u32, kernel_dtype, &PlanOverrides { kv_len: Some(nk), ..PlanOverrides::default() })?;
     let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
     let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
     let mut o = DeviceTensor::zeros(&gpu, ElemType::from(kernel_dtype), &q.shape)?;

@@ -9,9 +9,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
-use lacuna_runtime::{ElemType, DeviceTensor, ForwardOptions, Gpu};
+use lacuna_codegen::KernelPlan;
+use lacuna_runtime::{AttentionKernel, DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{load_kernel_with, upload_rounded, DeviceInputs, Noise};
+use super::{load_kernel_with, plan_for, upload_rounded, DeviceInputs, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -85,7 +86,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     ))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
-    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid };
+    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid, kv_len: None };
     let mut rows = Vec::new();
     for &d in args.head_dims {
         let batch = if d <= 64 { 4 } else { 2 };
@@ -98,9 +99,16 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             }
             let sp = lacuna_patterns::find(variant.pattern)?;
             let ir = (sp.ir)();
-            let (plan, kernel) = load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &overrides)?;
+            // One kernel per plan: the plan depends on the key length
+            // (`KernelPlan::for_length`), as it does for `lacuna run`.
+            let mut loaded: Option<(KernelPlan, AttentionKernel)> = None;
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
+                let wanted = plan_for(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), ..overrides })?;
+                if loaded.as_ref().is_none_or(|(p, _)| *p != wanted) {
+                    loaded = Some(load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), ..overrides })?);
+                }
+                let (plan, kernel) = loaded.as_ref().expect("loaded above");
                 let dims = Dims::new(batch, heads, len, len);
                 let params: BTreeMap<String, String> = variant.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), 11)?;

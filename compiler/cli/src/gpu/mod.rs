@@ -35,13 +35,19 @@ pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype
 /// a tensor-core path this GPU or head dim cannot take is dropped, so one
 /// `--mma` serves a run over many head dims.
 pub fn load_kernel_with(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    let arch = gpu.arch()?;
     let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
-    let overrides = PlanOverrides { mma: overrides.mma.filter(|m| m.supports(arch, head_dim)), ..*overrides };
-    let plan = overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?);
+    let plan = plan_for(gpu, ir, head_dim, dtype, overrides)?;
     let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
     let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
     Ok((plan, kernel))
+}
+
+/// The plan [`load_kernel_with`] compiles, without compiling it.
+pub fn plan_for(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<KernelPlan, CliError> {
+    let arch = gpu.arch()?;
+    let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
+    let overrides = PlanOverrides { mma: overrides.mma.filter(|m| m.supports(arch, head_dim)), ..*overrides };
+    Ok(overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?))
 }
 
 /// Device copies of a pattern's array inputs; scalars stay on the host.

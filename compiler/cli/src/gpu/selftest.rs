@@ -40,6 +40,9 @@ struct Case {
     /// A softmax scale other than 1/sqrt(D) (the kernel folds it into the
     /// exponent, so large and small ones are worth a case each).
     scale: Option<f32>,
+    /// Tiles for this case's key length (`KernelPlan::for_length`, what
+    /// `lacuna run` and `lacuna bench` use) instead of the planner's.
+    by_length: bool,
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -54,7 +57,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ("topk", &[("topk", "3"), ("W", "64")]),
         ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]),
     ];
-    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None, scale: None };
+    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None, scale: None, by_length: false };
     let mut out = Vec::new();
     for &(pattern, params) in patterns {
         let c = Case { pattern, params, ..base.clone() };
@@ -80,6 +83,10 @@ fn cases(quick: bool) -> Vec<Case> {
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     let c = Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], rows: Some(RowLength::Long), ..base.clone() };
+    out.push(c.clone());
+    out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
+    // Short causal problems on short-row tiles (64x64 at D=64, 64x48 at D=128).
+    let c = Case { pattern: "causal", by_length: true, ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     // Scales far from 1/sqrt(D): sharp rows (max dominates) and flat ones.
@@ -160,6 +167,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
         Some(r) => format!("{name} {}-row tiles", r.name()),
         None => name,
     };
+    let name = if c.by_length { format!("{name} length-shaped tiles") } else { name };
     let name = match c.scale {
         Some(s) => format!("{name} scale {s}"),
         None => name,
@@ -173,7 +181,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
     if c.row_index {
         return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, base);
     }
-    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { rows: c.rows, ..base })?;
+    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { rows: c.rows, kv_len: c.by_length.then_some(c.kv_len), ..base })?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
