@@ -53,6 +53,9 @@ fn compile_cache_launch_and_match_the_reference() {
     std::fs::write(&files[0], "garbage").expect("writable");
     AttentionKernel::compile(&gpu, &p, d as u32, Dtype::Bf16).unwrap_or_else(|e| panic!("recompile: {e}"));
     assert!(std::fs::read_to_string(&files[0]).is_ok_and(|s| s.starts_with("// lacuna-manifest: ")));
+    // A short problem's kernel: short-row tiles, cached beside the other.
+    let short = AttentionKernel::compile_for_length(&gpu, &p, d as u32, Dtype::Bf16, nk).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((short.manifest().block_q, kernel.manifest().block_q), (64, 128), "tiles by length");
 
     let (qh, kh, vh) = (values(b * h * nq * d, 1), values(b * hkv * nk * d, 2), values(b * hkv * nk * d, 3));
     let q = DeviceTensor::from_host_bf16(&gpu, &qh, &[b, h, nq, d]).unwrap_or_else(|e| panic!("{e}"));

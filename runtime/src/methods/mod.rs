@@ -87,7 +87,7 @@ impl MethodPattern {
     /// `load_method_kernel` shapes the same plan from the same two methods.
     #[cfg(feature = "jit")]
     pub fn compile(self, gpu: &Gpu, head_dim: u32, dtype: lacuna_ir::Dtype) -> OpResult<AttentionKernel> {
-        Ok(AttentionKernel::compile_with(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows())?)
+        Ok(AttentionKernel::compile_with(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows(), None)?)
     }
 
     /// Whether the method runs attention on regrouped rows (SCFA: bucket-sorted or compacted).
