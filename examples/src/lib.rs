@@ -104,10 +104,11 @@ pub fn compile_method(gpu: &Gpu, method: lacuna_runtime::methods::MethodPattern,
     k
 }
 
-/// Compiles (or loads from the cache) a kernel for `ir` at this shape.
+/// Compiles (or loads from the cache) a kernel for `ir` at this shape (its
+/// tiles chosen for `s.n` keys: short causal problems take short-row tiles).
 pub fn compile(gpu: &Gpu, ir: &PatternIr, s: Shape) -> AttentionKernel {
     let t = std::time::Instant::now();
-    let k = ok(AttentionKernel::compile(gpu, ir, s.head_dim as u32, Dtype::Bf16));
+    let k = ok(AttentionKernel::compile_for_length(gpu, ir, s.head_dim as u32, Dtype::Bf16, s.n));
     println!("kernel `{}` ready in {:.0} ms (compile or cache)", ir.name(), t.elapsed().as_secs_f64() * 1e3);
     k
 }

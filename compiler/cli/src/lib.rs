@@ -272,7 +272,7 @@ pub struct CompileArgs {
     /// The key length the kernel will run at: causal-like patterns take
     /// short-row tiles up to 4096 keys at D=64 and 8192 at D=128 (faster
     /// there); without it the tiles suit long sequences. `--rows` wins.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_kv_len)]
     pub kv_len: Option<usize>,
 
     /// The stage to print.
@@ -393,6 +393,13 @@ fn parse_rows(s: &str) -> Result<lacuna_codegen::RowLength, String> {
 
 fn parse_grid(s: &str) -> Result<lacuna_ir::GridOrder, String> {
     lacuna_ir::GridOrder::parse(s).ok_or_else(|| format!("unknown grid order `{s}`: use head-major, rank-major or heaviest-first"))
+}
+
+fn parse_kv_len(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a key length: give the number of keys the kernel will run at, at least 1")),
+    }
 }
 
 fn parse_tile(s: &str) -> Result<[u32; 4], String> {

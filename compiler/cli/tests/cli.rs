@@ -573,6 +573,9 @@ fn compile_shapes_tiles_for_the_key_length() {
     assert!(plan(&["--head-dim", "128", "--kv-len", "8192"]).contains("block_q 64 x block_k 48 (shaped for short rows)"));
     // An explicit row length wins over the key length.
     assert!(plan(&["--head-dim", "128", "--kv-len", "1024", "--rows", "long"]).contains("(shaped for long rows)"));
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--kv-len", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a key length"), "{}", stderr(&o));
 }
 
 #[test]
