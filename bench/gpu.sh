@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Everything Lacuna checks and times on a GPU, in one go (one device call):
-#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers] [methods] [methods-run] [methods-peers]   (default: all)
+#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers] [methods] [methods-run] [methods-peers] [profile]
+#   (default: all but profile)
 #   methods:       `lacuna bench-methods` (the seed methods end to end; METHODS_ARGS, e.g. "--ns 8192,16384")
 #   methods-run:   `lacuna run hash-bucket / qk-drop` pipelines from raw Q/K/V against a float64 reference
 #   methods-peers: bench/peers_methods.py (SDPA flash/cuDNN, FlexAttention hash and QK-drop; METHODS_PEERS_ARGS)
+#   profile:       ncu source counters of one forward launch (PROFILE_PATTERN, default hash32; PROFILE_D, 64;
+#                  PROFILE_N, 16384) into $OUT/profile-source.csv and profile-details.txt; then, here:
+#                  python3 bench/ncu_regions.py profile-source.csv
 #   then: python3 bench/report_methods.py $OUT/methods.json $OUT/peers_methods.json plot.png > tables.md
 # Expects the release binary at .gpu/lacuna (built on the CPU machine:
 # `cargo build --release -p lacuna-cli && strip -o .gpu/lacuna target/release/lacuna`),
@@ -47,8 +51,17 @@ for step in $steps; do
       [ "${PIPESTATUS[0]}" = 0 ] || status=1 ;;
     methods-peers)
       PYTHONUNBUFFERED=1 python3 bench/peers_methods.py ${METHODS_PEERS_ARGS:-} --out "$out/peers_methods.json" 2>&1 | grep -v Warning | tee "$out/peers_methods.log" ;;
+    profile)
+      # ncu locks the SM clock at base: its durations are not the bench's.
+      rep=/tmp/lacuna-profile
+      timeout 300 ncu --section SourceCounters --section WarpStateStats --section Occupancy --section SpeedOfLight \
+        -k regex:fwd_ --launch-skip 2 --launch-count 1 -f -o $rep \
+        $bin bench --ns "${PROFILE_N:-16384}" --head-dims "${PROFILE_D:-64}" --patterns "${PROFILE_PATTERN:-hash32}" --reps 2 > "$out/profile.log" 2>&1 || status=1
+      ncu -i $rep.ncu-rep --page source --csv --print-source sass > "$out/profile-source.csv" 2>/dev/null || status=1
+      ncu -i $rep.ncu-rep --page details > "$out/profile-details.txt" 2>/dev/null
+      echo "profile: $(wc -l < "$out/profile-source.csv") SASS rows; python3 bench/ncu_regions.py $out/profile-source.csv" ;;
     *)
-      echo "unknown step '$step' (selftest sanitize run bench peers methods methods-run methods-peers)"; status=1 ;;
+      echo "unknown step '$step' (selftest sanitize run bench peers methods methods-run methods-peers profile)"; status=1 ;;
   esac
 done
 exit $status
