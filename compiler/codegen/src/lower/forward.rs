@@ -104,15 +104,13 @@ fn cta_coords<'ctx>(
         }
         GridOrder::RankMajor => {
             // The HeaviestFirst order without folding b and h into x: no
-            // division by the head count (perf log v5.3).
-            let qb = if fresh { None } else { Some(named(cx.sub(cx.sub(q_blocks()?, cx.i32(1))?, sreg('z')?)?, "qb")) };
+            // division by the head count (perf log v5.3). Fresh reads take
+            // the rank last, as HeaviestFirst's do.
+            let rank_z = || -> Result<IV<'ctx>> { Ok(named(cx.sub(cx.sub(q_blocks()?, cx.i32(1))?, sreg('z')?)?, "qb")) };
+            let qb = if fresh { None } else { Some(rank_z()?) };
             let h = head(sreg('x')?)?;
             let b = sreg('y')?;
-            let qb = match qb {
-                Some(qb) => qb,
-                None => named(cx.sub(cx.sub(q_blocks()?, cx.i32(1))?, sreg('z')?)?, "qb"),
-            };
-            Ok(coords(qb, b, h))
+            Ok(coords(qb.map_or_else(rank_z, Ok)?, b, h))
         }
     }
 }
