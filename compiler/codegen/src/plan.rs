@@ -234,13 +234,11 @@ impl KernelPlan {
         if self.mma != Mma::Wgmma || self.rows != RowLength::Long || self.row_index {
             return self;
         }
-        let (limit, block_k) = if self.head_dim <= 64 { (SHORT_BELOW_D64, None) } else { (SHORT_BELOW_D128, Some(48)) };
+        let (limit, block_k) = if self.head_dim <= 64 { (SHORT_BELOW_D64, 64) } else { (SHORT_BELOW_D128, 48) };
         if kv_len > limit {
             return self;
         }
-        let mut plan = self.with_row_length(RowLength::Short);
-        plan.block_k = block_k.unwrap_or(plan.block_k);
-        plan
+        KernelPlan { block_k, ..self.with_row_length(RowLength::Short) }
     }
 
     /// Whether tiles are stored 128-byte swizzled (wgmma) instead of in padded rows.

@@ -9,10 +9,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
-use lacuna_codegen::KernelPlan;
-use lacuna_runtime::{AttentionKernel, DeviceTensor, ElemType, ForwardOptions, Gpu};
+use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{load_kernel_with, plan_for, upload_rounded, DeviceInputs, Noise};
+use super::{upload_rounded, DeviceInputs, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -101,14 +100,10 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             let ir = (sp.ir)();
             // One kernel per plan: the plan depends on the key length
             // (`KernelPlan::for_length`), as it does for `lacuna run`.
-            let mut loaded: Option<(KernelPlan, AttentionKernel)> = None;
+            let mut loaded = KernelForPlan::default();
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
-                let wanted = plan_for(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), ..overrides })?;
-                if loaded.as_ref().is_none_or(|(p, _)| *p != wanted) {
-                    loaded = Some(load_kernel_with(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), ..overrides })?);
-                }
-                let (plan, kernel) = loaded.as_ref().expect("loaded above");
+                let (plan, kernel) = loaded.get(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), ..overrides })?;
                 let dims = Dims::new(batch, heads, len, len);
                 let params: BTreeMap<String, String> = variant.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), 11)?;

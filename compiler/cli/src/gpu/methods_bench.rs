@@ -18,7 +18,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use lacuna_codegen::KernelPlan;
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, InputValue, PatternIr, TileShape};
 use lacuna_runtime::methods::{Causal, HashConfig, MethodPattern, MoaHead, MoaLayer, Projection, SparseKConfig, TokenScores};
 use lacuna_runtime::ops::BlockReduce;
@@ -28,7 +27,7 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_kernel, load_kernel_with, load_method_kernel, plan_for, upload_rounded, Noise};
+use super::{load_kernel, load_method_kernel, upload_rounded, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -171,7 +170,7 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     // the dense kernel a user would run at that length.
     let causal_ir = (lacuna_patterns::find("causal")?.ir)();
     let dense_overrides = |n: usize| PlanOverrides { mma: args.mma, kv_len: Some(n), ..PlanOverrides::default() };
-    let mut dense_loaded: Option<(KernelPlan, AttentionKernel)> = None;
+    let mut dense_kernels = KernelForPlan::default();
     // SCFA: the row-index kernel the pipelines run, and the plain one for the
     // gather → attention → scatter comparison.
     let both = |method: MethodPattern| -> Result<(AttentionKernel, AttentionKernel), CliError> {
@@ -194,11 +193,7 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
         let x = Qkv { q: &q, k: &k, v: &v, n };
         let ctx = Ctx { gpu: &gpu, ops: &ops, reps: args.reps };
 
-        let wanted = plan_for(&gpu, &causal_ir, d, Dtype::Bf16, &dense_overrides(n))?;
-        if dense_loaded.as_ref().is_none_or(|(p, _)| *p != wanted) {
-            dense_loaded = Some(load_kernel_with(&gpu, &causal_ir, d, Dtype::Bf16, &dense_overrides(n))?);
-        }
-        let dense_kernel = &dense_loaded.as_ref().expect("loaded above").1;
+        let (_, dense_kernel) = dense_kernels.get(&gpu, &causal_ir, d, Dtype::Bf16, &dense_overrides(n))?;
         let dense = time(&gpu, args.reps, || {
             dense_kernel.forward(&q, &k, &v, &PatternArgs::new(), ForwardOptions::default())?;
             Ok(())

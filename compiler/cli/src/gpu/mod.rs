@@ -35,19 +35,41 @@ pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype
 /// a tensor-core path this GPU or head dim cannot take is dropped, so one
 /// `--mma` serves a run over many head dims.
 pub fn load_kernel_with(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
     let plan = plan_for(gpu, ir, head_dim, dtype, overrides)?;
-    let compiled = lacuna_codegen::compile(ir, &plan).map_err(codegen)?;
-    let kernel = AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?;
+    let kernel = load_plan(gpu, ir, &plan)?;
     Ok((plan, kernel))
 }
 
-/// The plan [`load_kernel_with`] compiles, without compiling it.
-pub fn plan_for(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<KernelPlan, CliError> {
+/// The plan [`load_kernel_with`] compiles.
+fn plan_for(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<KernelPlan, CliError> {
     let arch = gpu.arch()?;
     let codegen = |source| CliError::Codegen { pattern: ir.name().into(), head_dim, source };
     let overrides = PlanOverrides { mma: overrides.mma.filter(|m| m.supports(arch, head_dim)), ..*overrides };
     Ok(overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(codegen)?))
+}
+
+/// Compiles `plan` for `ir` and loads it.
+fn load_plan(gpu: &Gpu, ir: &PatternIr, plan: &KernelPlan) -> Result<AttentionKernel, CliError> {
+    let compiled = lacuna_codegen::compile(ir, plan).map_err(|source| CliError::Codegen { pattern: ir.name().into(), head_dim: plan.head_dim, source })?;
+    Ok(AttentionKernel::from_ptx(gpu, &compiled.manifest.attach_to_ptx(&compiled.ptx), ir)?)
+}
+
+/// The kernel of the last plan asked for, compiled again only when the plan
+/// changes: for loops over lengths, whose plan follows the key length
+/// (`KernelPlan::for_length`).
+#[derive(Default)]
+pub struct KernelForPlan(Option<(KernelPlan, AttentionKernel)>);
+
+impl KernelForPlan {
+    pub fn get(&mut self, gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, overrides: &PlanOverrides) -> Result<(&KernelPlan, &AttentionKernel), CliError> {
+        let plan = plan_for(gpu, ir, head_dim, dtype, overrides)?;
+        if self.0.as_ref().is_none_or(|(loaded, _)| *loaded != plan) {
+            let kernel = load_plan(gpu, ir, &plan)?;
+            self.0 = Some((plan, kernel));
+        }
+        let (plan, kernel) = self.0.as_ref().expect("loaded above");
+        Ok((plan, kernel))
+    }
 }
 
 /// Device copies of a pattern's array inputs; scalars stay on the host.
