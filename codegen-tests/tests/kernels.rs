@@ -72,7 +72,9 @@ fn forward_kernels_plan_ir_and_ptx_wgmma() {
 }
 
 /// `block_minmax`, the per-block [min, max] kernel the runtime runs on each
-/// tensor input before the forward kernel (the same in every module).
+/// tensor input before the forward kernel (the same in every module), and
+/// `block_minmax_runs`, which also keeps the bucket runs (modules of bucket
+/// joins only: hash-bucket's positions).
 #[test]
 fn summary_kernel_llvm_ir_and_ptx() {
     let ir = (find("hash-bucket").expect("standard pattern").ir)();
@@ -81,6 +83,14 @@ fn summary_kernel_llvm_ir_and_ptx() {
     let entry = &k.manifest.summary_entry;
     insta::assert_snapshot!("summary_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{entry}(")));
     insta::assert_snapshot!("summary_ptx", one_entry(&k.ptx, &format!(".entry {entry}(")));
+    let runs = &k.manifest.bucket_runs.as_ref().expect("hash-bucket joins on its buckets").entry;
+    insta::assert_snapshot!("run_summary_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{runs}(")));
+    insta::assert_snapshot!("run_summary_ptx", one_entry(&k.ptx, &format!(".entry {runs}(")));
+    // Patterns without a bucket join carry no run kernel.
+    let causal = (find("causal").expect("standard pattern").ir)();
+    let plan = KernelPlan::for_pattern(&causal, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let k = compile(&causal, &plan).expect("compiles");
+    assert!(k.manifest.bucket_runs.is_none() && !k.ptx.contains(runs.as_str()));
 }
 
 /// The kernel SCFA's hash pipeline runs: rows through index arrays.

@@ -1,7 +1,8 @@
 //! Precision of the block analysis on the standard patterns: how many tiles
 //! marked Partial are really Empty or Full. Zero where the predicate allows
-//! exactness (causal, windows, MoA bands, compacted QK-drop), boundary tiles
-//! only where it does not (sinks, sorted hash buckets, block lists).
+//! exactness (causal, windows, MoA bands, compacted QK-drop, sorted hash
+//! buckets, through their bucket runs), boundary tiles only where it does
+//! not (sinks, block lists).
 
 use std::collections::BTreeMap;
 
@@ -46,11 +47,17 @@ fn exact_patterns_have_no_imprecise_tiles() {
         assert!(c.is_exact(), "moa band {tiles:?}: {c}");
         let (c, _) = check("qk-drop", Dims::new(2, 3, 900, 900), tiles, &[("drop", "0.6")]);
         assert!(c.is_exact(), "qk-drop {tiles:?}: {c}");
+        for name in ["hash-bucket", "hash-bucket-strict"] {
+            for buckets in ["3", "8", "32"] {
+                let (c, _) = check(name, Dims::new(1, 2, 1500, 1700), tiles, &[("buckets", buckets)]);
+                assert!(c.is_exact(), "{name}, {buckets} buckets, {tiles:?}: {c}");
+            }
+        }
     }
 }
 
 #[test]
-fn boundary_only_imprecision_for_sinks_buckets_and_lists() {
+fn boundary_only_imprecision_for_sinks_and_lists() {
     let tiles = TileShape::new(64, 64);
     // Sinks: only tiles that straddle the sink boundary or meet the band edge there.
     let (c, mask) = check("sliding-window", Dims::new(1, 1, 2048, 2048), tiles, &[("W", "512"), ("sink", "100")]);
@@ -59,29 +66,6 @@ fn boundary_only_imprecision_for_sinks_buckets_and_lists() {
     // MoA with 64 sinks, block 64: the sink column is exactly one block, so still exact.
     let (c, _) = check("moa", Dims::new(1, 4, 2048, 2048), tiles, &[]);
     assert!(c.is_exact(), "moa + 64 sinks at block 64: {c}");
-    // Hash buckets: imprecise tiles only where a query or key block straddles two buckets.
-    let dims = Dims::new(1, 2, 2048, 2048);
-    let (c, mask) = check("hash-bucket", dims, tiles, &[("buckets", "8")]);
-    let sp = find("hash-bucket").expect("standard");
-    let values = example_inputs(sp, dims, &BTreeMap::new(), &BTreeMap::new(), 7).expect("examples");
-    let InputValue::I32Array { data: buckets, .. } = &values["q_bucket"] else { panic!("q_bucket is an i32 array") };
-    let straddles = |h: usize, blk: usize| {
-        let row = &buckets[h * 2048..][blk * 64..(blk + 1) * 64];
-        row[0] != row[63]
-    };
-    let mut boundary_partials = 0;
-    for h in 0..2 {
-        for qb in 0..mask.q_blocks {
-            for kb in 0..mask.k_blocks {
-                if mask.class(0, h, qb, kb) == BlockClass::Partial && (straddles(h, qb) || straddles(h, kb)) {
-                    boundary_partials += 1;
-                }
-            }
-        }
-    }
-    let imprecise = c.partial_really_empty + c.partial_really_full;
-    eprintln!("hash-bucket, 8 buckets, 2 heads, N=2048, tiles 64x64: {c}; {:?}; {boundary_partials} partial tiles on bucket boundaries", mask.counts());
-    assert!(imprecise <= boundary_partials, "imprecision {imprecise} beyond the {boundary_partials} boundary tiles");
     // Block lists at the list's own granularity classify exactly, window off.
     let (c, _) = check("topk", Dims::new(1, 2, 1024, 1024), tiles, &[("topk", "4")]);
     eprintln!("topk: {c}");

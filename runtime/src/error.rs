@@ -91,6 +91,10 @@ pub enum RuntimeError {
     #[error("kernel `{entry}` {problem}")]
     RowIndexMode { entry: String, problem: &'static str },
 
+    #[error("kernel `{entry}` has no bucket-run summary kernel, because its pattern joins on no bucket \
+             (a top-level `a[q] == b[k]` with other tensor inputs); use `block_summary`")]
+    NoRunSummary { entry: String },
+
     #[error("head_order for kernel `{entry}`: {problem}")]
     HeadOrder { entry: String, problem: String },
 

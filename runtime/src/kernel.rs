@@ -16,6 +16,8 @@ use crate::args::{ArgValue, PatternArgs};
 use crate::error::{Result, RuntimeError};
 use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
+use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
+
 use crate::validate::{
     check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
@@ -105,6 +107,8 @@ pub struct AttentionKernel {
     _module: Arc<CudaModule>,
     forward: CudaFunction,
     summary: CudaFunction,
+    /// The run summary kernel and its entry name, in modules whose pattern joins on a bucket.
+    runs: Option<(CudaFunction, String)>,
     scratch: Mutex<Scratch>,
 }
 
@@ -161,6 +165,13 @@ impl AttentionKernel {
         };
         let forward = function(&manifest.entry)?;
         let summary = function(&manifest.summary_entry)?;
+        let runs = match &manifest.bucket_runs {
+            Some(r) => {
+                no_nul("the run summary entry name", &r.entry)?;
+                Some((function(&r.entry)?, r.entry.clone()))
+            }
+            None => None,
+        };
         if manifest.shared_bytes > DEFAULT_SHARED_LIMIT {
             gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
             forward
@@ -180,6 +191,7 @@ impl AttentionKernel {
             _module: module,
             forward,
             summary,
+            runs,
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -319,9 +331,17 @@ impl AttentionKernel {
                 (InputKind::QueryTensor | InputKind::KeyTensor, ArgValue::Tensor(t)) => {
                     let (n, block) =
                         if *kind == InputKind::QueryTensor { (p.q_len, m.block_q) } else { (p.kv_len, m.block_k) };
-                    let (_, dst) = scratch.slot(&self.gpu, slot, summary_len(&p, *kind, m))?;
+                    let (_, dst) = scratch.slot(&self.gpu, slot, summary_len(&p, name, *kind, m))?;
                     let src = t.device_ptr();
-                    self.launch_summary(name, src, dst, p.batch * p.heads, n, block)?;
+                    // With bucket runs, the summary also reads this side's bucket input.
+                    let bucket = match m.bucket_runs.as_ref().and_then(|r| r.bucket_for(name, *kind)) {
+                        Some(bucket) => match args.entries.iter().find(|(n, _)| n == bucket) {
+                            Some((_, ArgValue::Tensor(b))) => Some(b.device_ptr()),
+                            _ => return Err(internal("a bucket input passed validation without its tensor")),
+                        },
+                        None => None,
+                    };
+                    self.launch_summary(name, src, bucket, dst, p.batch * p.heads, n, block)?;
                     inputs.extend([KernelArg::Ptr(src), KernelArg::Ptr(dst)]);
                 }
                 (InputKind::HeadScalar(_), ArgValue::HeadI32(vals)) => {
@@ -380,7 +400,28 @@ impl AttentionKernel {
     pub fn block_summary(&self, values: &DeviceTensor, block: u32) -> Result<DeviceTensor> {
         let (b, h, n) = validate_summary_input(&values.desc("values"), block, self.gpu.ordinal())?;
         let out = DeviceTensor::zeros(&self.gpu, ElemType::I32, &[b, h, n.div_ceil(block as usize), 2])?;
-        self.launch_summary("values", values.device_ptr(), out.device_ptr(), b * h, n, block)?;
+        self.launch_summary("values", values.device_ptr(), None, out.device_ptr(), b * h, n, block)?;
+        Ok(out)
+    }
+
+    /// The per-block summary with bucket runs, made by the module's run
+    /// summary kernel (modules whose pattern joins on a bucket): `values` and
+    /// `buckets` i32 (B, H, N) contiguous, in blocks of `block` → i32 (B, H,
+    /// ceil(N/block), 6): [min, max], then the range over the block's
+    /// smallest-bucket run, then over its largest-bucket run.
+    /// For checking the kernel against the CPU and for debugging.
+    pub fn bucket_run_summary(&self, values: &DeviceTensor, buckets: &DeviceTensor, block: u32) -> Result<DeviceTensor> {
+        let (b, h, n) = validate_summary_input(&values.desc("values"), block, self.gpu.ordinal())?;
+        let dims = validate_summary_input(&buckets.desc("buckets"), block, self.gpu.ordinal())?;
+        if dims != (b, h, n) {
+            return Err(RuntimeError::Shape {
+                tensor: "buckets".into(),
+                got: vec![dims.0, dims.1, dims.2],
+                expected: format!("one bucket per value is needed, (B, H, N) = {:?}", (b, h, n)),
+            });
+        }
+        let out = DeviceTensor::zeros(&self.gpu, ElemType::I32, &[b, h, n.div_ceil(block as usize), RUN_WORDS])?;
+        self.launch_summary("values", values.device_ptr(), Some(buckets.device_ptr()), out.device_ptr(), b * h, n, block)?;
         Ok(out)
     }
 
@@ -402,20 +443,29 @@ impl AttentionKernel {
         Ok(ptr)
     }
 
-    /// `block_minmax` over `rows` rows of `n` i32 at `src` into `dst`.
-    fn launch_summary(&self, name: &str, src: u64, dst: u64, rows: usize, n: usize, block: u32) -> Result<()> {
-        for l in summary_launches(rows, n, block) {
-            let args = [
-                KernelArg::Ptr(src + (l.src_offset * 4) as u64),
+    /// The summary of `rows` rows of `n` i32 at `src` into `dst`: `block_minmax`,
+    /// or with `buckets` (the same shape) the run summary kernel.
+    fn launch_summary(&self, name: &str, src: u64, buckets: Option<u64>, dst: u64, rows: usize, n: usize, block: u32) -> Result<()> {
+        let (function, entry, words) = match (buckets, &self.runs) {
+            (None, _) => (&self.summary, &self.manifest.summary_entry, RANGE_WORDS),
+            (Some(_), Some((f, entry))) => (f, entry, RUN_WORDS),
+            (Some(_), None) => return Err(RuntimeError::NoRunSummary { entry: self.manifest.entry.clone() }),
+        };
+        for l in summary_launches(rows, n, block, words) {
+            let mut args = vec![KernelArg::Ptr(src + (l.src_offset * 4) as u64)];
+            if let Some(b) = buckets {
+                args.push(KernelArg::Ptr(b + (l.src_offset * 4) as u64));
+            }
+            args.extend([
                 KernelArg::Ptr(dst + (l.dst_offset * 4) as u64),
                 KernelArg::I32(l.rows as i32),
                 KernelArg::I32(n as i32),
                 KernelArg::I32(block as i32),
-            ];
+            ]);
             let cfg = LaunchConfig { grid_dim: l.grid, block_dim: (SUMMARY_THREADS, 1, 1), shared_mem_bytes: 0 };
-            self.launch(&self.summary, &args, cfg).map_err(RuntimeError::driver(format!(
+            self.launch(function, &args, cfg).map_err(RuntimeError::driver(format!(
                 "launching `{}` for input `{name}` (rows {}..{}, grid {:?})",
-                self.manifest.summary_entry,
+                entry,
                 l.first_row,
                 l.first_row + l.rows,
                 l.grid

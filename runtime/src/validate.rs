@@ -5,6 +5,7 @@
 //! with a bad shape reads out of bounds silently; everything that could make
 //! it do so must be refused here.
 
+use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
 use lacuna_ir::{GridOrder, InputKind, KernelManifest, KernelParam, PatternIr, ScalarType};
 
 use crate::error::{Result, RuntimeError};
@@ -401,6 +402,21 @@ pub fn check_manifest(m: &KernelManifest, pattern: &PatternIr) -> Result<()> {
     if m.head_dim == 0 {
         return Err(bad("has a manifest with head_dim 0".into()));
     }
+    if let Some(runs) = &m.bucket_runs {
+        // Every name must be a tensor input of the right side, or the
+        // summaries would be made from the wrong buffers.
+        let kind_of = |name: &str| decls.iter().find(|d| d.name == name).map(|d| d.kind);
+        for (name, want) in [(&runs.query_bucket, Some(InputKind::QueryTensor)), (&runs.key_bucket, Some(InputKind::KeyTensor))] {
+            if kind_of(name) != want {
+                return Err(mismatch(format!("the manifest's bucket input `{name}` is not a {} of the pattern", if want == Some(InputKind::QueryTensor) { "query tensor" } else { "key tensor" })));
+            }
+        }
+        for name in &runs.inputs {
+            if !matches!(kind_of(name), Some(InputKind::QueryTensor | InputKind::KeyTensor)) {
+                return Err(mismatch(format!("the manifest summarises `{name}` with bucket runs, but it is no tensor input of the pattern")));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -609,9 +625,10 @@ pub const SUMMARY_THREADS: u32 = 128;
 /// width, so any grid.x is correct; this one gives each warp one turn.
 pub const SUMMARY_BLOCKS_PER_CTA: usize = 8;
 
-/// The summary launches for `rows` rows of `n` values in blocks of `block`:
-/// rows are the grid's y dimension, so more than 65535 (B·H) are split.
-pub fn summary_launches(rows: usize, n: usize, block: u32) -> Vec<SummaryLaunch> {
+/// The summary launches for `rows` rows of `n` values in blocks of `block`,
+/// `words` per block out: rows are the grid's y dimension, so more than
+/// 65535 (B·H) are split.
+pub fn summary_launches(rows: usize, n: usize, block: u32, words: usize) -> Vec<SummaryLaunch> {
     let nblocks = n.div_ceil(block.max(1) as usize);
     let mut out = Vec::new();
     let mut first = 0;
@@ -621,7 +638,7 @@ pub fn summary_launches(rows: usize, n: usize, block: u32) -> Vec<SummaryLaunch>
             first_row: first,
             rows: count,
             src_offset: first * n,
-            dst_offset: first * nblocks * 2,
+            dst_offset: first * nblocks * words,
             grid: (nblocks.div_ceil(SUMMARY_BLOCKS_PER_CTA) as u32, count as u32, 1),
         });
         first += count;
@@ -629,10 +646,17 @@ pub fn summary_launches(rows: usize, n: usize, block: u32) -> Vec<SummaryLaunch>
     out
 }
 
-/// Elements of the `(B, H, nblocks, 2)` summary of a tensor input.
-pub fn summary_len(p: &Problem, kind: InputKind, m: &KernelManifest) -> usize {
+/// i32 words per block of tensor input `name`'s summary: 2 ([min, max]),
+/// 6 with bucket runs (`lacuna_ir::summary`).
+pub fn summary_words(name: &str, kind: InputKind, m: &KernelManifest) -> usize {
+    let runs = m.bucket_runs.as_ref().and_then(|r| r.bucket_for(name, kind)).is_some();
+    if runs { RUN_WORDS } else { RANGE_WORDS }
+}
+
+/// Elements of the `(B, H, nblocks, words)` summary of tensor input `name`.
+pub fn summary_len(p: &Problem, name: &str, kind: InputKind, m: &KernelManifest) -> usize {
     let (n, block) = if kind == InputKind::QueryTensor { (p.q_len, m.block_q) } else { (p.kv_len, m.block_k) };
-    p.batch * p.heads * n.div_ceil(block.max(1) as usize) * 2
+    p.batch * p.heads * n.div_ceil(block.max(1) as usize) * summary_words(name, kind, m)
 }
 
 /// Checks a tensor given to [`crate::AttentionKernel::block_summary`];
@@ -667,6 +691,9 @@ mod tests {
 
         /// Plain causal.
         pub Causal() = q >= k;
+
+        /// A bucket join: its positions are summarised with bucket runs.
+        pub Bucketed(qb: Q<i32>, kb: K<i32>, qp: Q<i32>, kp: K<i32>) = qb[q] == kb[k] && qp[q] >= kp[k];
     }
 
     fn manifest_for(p: &PatternIr) -> KernelManifest {
@@ -687,6 +714,7 @@ mod tests {
             row_index: false,
             head_order: false,
             grid: GridOrder::HeaviestFirst,
+            bucket_runs: None,
         }
     }
 
@@ -1224,11 +1252,40 @@ mod tests {
     }
 
     #[test]
+    fn bucket_runs_must_name_the_patterns_tensors() {
+        let p = Bucketed::ir();
+        let mut m = manifest_for(&p);
+        m.bucket_runs = Some(lacuna_ir::BucketRunSummaries {
+            entry: "block_minmax_runs".into(),
+            query_bucket: "qb".into(),
+            key_bucket: "kb".into(),
+            inputs: vec!["qp".into(), "kp".into()],
+        });
+        check_manifest(&m, &p).expect("consistent");
+        // Runs take 6 words per block; the buckets themselves keep 2.
+        assert_eq!(summary_len(&problem(), "kp", InputKind::KeyTensor, &m), 2 * 8 * 8 * 6);
+        assert_eq!(summary_len(&problem(), "kb", InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
+        let mut swapped = m.clone();
+        if let Some(r) = swapped.bucket_runs.as_mut() {
+            std::mem::swap(&mut r.query_bucket, &mut r.key_bucket);
+        }
+        let err = check_manifest(&swapped, &p).expect_err("a key tensor as the query bucket").to_string();
+        assert!(err.contains("bucket input `kb` is not a query tensor"), "{err}");
+        let mut unknown = m;
+        if let Some(r) = unknown.bucket_runs.as_mut() {
+            r.inputs.push("pos".into());
+        }
+        let err = check_manifest(&unknown, &p).expect_err("an unknown input").to_string();
+        assert!(err.contains("`pos`"), "{err}");
+    }
+
+    #[test]
     fn summary_launches_cover_all_rows_in_grid_sized_chunks() {
-        let one = summary_launches(16, 500, 64);
+        let one = summary_launches(16, 500, 64, 2);
         assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (1, 16, 1) }]);
-        assert_eq!(summary_launches(4, 16_384, 32)[0].grid, (64, 4, 1));
-        let many = summary_launches(150_000, 10, 4);
+        assert_eq!(summary_launches(4, 16_384, 32, 2)[0].grid, (64, 4, 1));
+        assert_eq!(summary_launches(70_000, 10, 4, 6)[1].dst_offset, 65_535 * 3 * 6);
+        let many = summary_launches(150_000, 10, 4, 2);
         assert_eq!(many.len(), 3);
         assert_eq!(many.iter().map(|l| l.rows).sum::<usize>(), 150_000);
         assert!(many.iter().all(|l| l.grid.1 as usize <= MAX_GRID_YZ && l.grid.0 == 1));
@@ -1236,8 +1293,8 @@ mod tests {
         assert_eq!(many[1].src_offset, 65_535 * 10);
         assert_eq!(many[1].dst_offset, 65_535 * 3 * 2);
         let m = manifest_for(&AllKinds::ir());
-        assert_eq!(summary_len(&problem(), InputKind::QueryTensor, &m), 2 * 8 * 3 * 2);
-        assert_eq!(summary_len(&problem(), InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
+        assert_eq!(summary_len(&problem(), "q_pos", InputKind::QueryTensor, &m), 2 * 8 * 3 * 2);
+        assert_eq!(summary_len(&problem(), "k_pos", InputKind::KeyTensor, &m), 2 * 8 * 8 * 2);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! the one place both the LLVM signature and the manifest are built from.
 //! The runtime is written against this order; changing it is a breaking change.
 
-use lacuna_ir::{InputKind, KernelParam, PatternIr, ScalarType};
+use lacuna_ir::{BucketJoin, BucketRunSummaries, InputId, InputKind, KernelParam, PatternIr, ScalarType};
 
 use crate::plan::KernelPlan;
 
 /// Entry name of the per-block min/max summary kernel.
 pub const SUMMARY_ENTRY: &str = "block_minmax";
+/// Entry name of the summary kernel with bucket runs (`lacuna_ir::summary`),
+/// present only in modules whose pattern joins on a bucket.
+pub const RUN_SUMMARY_ENTRY: &str = "block_minmax_runs";
 
 /// The type of one kernel parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +116,18 @@ impl ForwardAbi {
 /// The manifest's view of the inputs (one entry per pattern input, in order).
 pub fn manifest_params(p: &PatternIr) -> Vec<KernelParam> {
     p.inputs().iter().map(|d| KernelParam::Input { name: d.name.clone(), kind: d.kind }).collect()
+}
+
+/// The manifest's record of the inputs summarised with bucket runs.
+pub fn bucket_runs(p: &PatternIr) -> Option<BucketRunSummaries> {
+    let join = BucketJoin::find(p)?;
+    let name = |id: InputId| p.input(id).name.clone();
+    Some(BucketRunSummaries {
+        entry: RUN_SUMMARY_ENTRY.to_string(),
+        query_bucket: name(join.query),
+        key_bucket: name(join.key),
+        inputs: (0..p.inputs().len()).map(|i| InputId(i as u32)).filter(|&id| join.has_runs(p, id)).map(name).collect(),
+    })
 }
 
 /// `fwd_<pattern name in snake case>_d<D>_<bf16|fp16>`.

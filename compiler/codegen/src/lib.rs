@@ -33,7 +33,7 @@ use inkwell::context::Context;
 
 pub use lacuna_ir::{Arch, Dtype, KernelManifest, KeySource};
 
-pub use abi::{snake_case, SUMMARY_ENTRY};
+pub use abi::{snake_case, RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
 
 /// The crate version and a hash of the generator's sources: changes whenever
 /// generated code may change, so caches of PTX key on it.
@@ -44,7 +44,8 @@ pub use plan::{KernelPlan, Mma, RowLength};
 use lacuna_ir::PatternIr;
 
 /// One compiled pattern: the module holds the forward kernel
-/// (`manifest.entry`) and the summary kernel (`manifest.summary_entry`).
+/// (`manifest.entry`) and the summary kernels (`manifest.summary_entry`,
+/// and `manifest.bucket_runs`' entry for patterns that join on a bucket).
 #[derive(Clone, Debug)]
 pub struct CompiledKernel {
     pub plan: KernelPlan,
@@ -84,6 +85,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         row_index: plan.row_index,
         head_order: plan.head_order,
         grid: plan.grid,
+        bucket_runs: abi::bucket_runs(p),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

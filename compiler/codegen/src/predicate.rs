@@ -12,7 +12,8 @@
 use inkwell::values::PointerValue;
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
-use lacuna_ir::{BinaryOp, Coord, InputKind, Node, NodeId, PatternIr, ScalarType, UnaryOp};
+use lacuna_ir::summary::RUN_WORDS;
+use lacuna_ir::{BinaryOp, BucketJoin, Coord, InputId, InputKind, Node, NodeId, PatternIr, ScalarType, UnaryOp};
 
 use crate::cx::{Cx, BV, FV, IV};
 use crate::error::Result;
@@ -20,8 +21,9 @@ use crate::error::Result;
 /// One pattern input as the kernel receives it.
 #[derive(Clone, Copy)]
 pub(crate) enum InputArg<'ctx> {
-    /// `(B, H, N)` values and `(B, H, nblocks, 2)` per-block [min, max].
-    Tensor { values: PointerValue<'ctx>, summary: PointerValue<'ctx> },
+    /// `(B, H, N)` values and their `(B, H, nblocks, words)` per-block
+    /// summary (`lacuna_ir::summary`: [min, max], then the bucket runs).
+    Tensor { values: PointerValue<'ctx>, summary: PointerValue<'ctx>, words: u32 },
     /// `(H,)` values.
     HeadScalar(PointerValue<'ctx>),
     LaunchScalar(BV<'ctx>),
@@ -119,6 +121,8 @@ pub(crate) struct Predicate<'p, 'ctx> {
     /// The operands of the root's top-level `and`s (the root itself when it
     /// is no `and`, or has more than [`MAX_CONJUNCTS`] of them).
     conjuncts: Vec<NodeId>,
+    /// The bucket join the classifier splits on, if the pattern has one.
+    join: Option<BucketJoin>,
     dep: Vec<Dep>,
     /// Exact values of the launch-uniform nodes (computed once, in the entry block).
     uniform: Vec<Option<Val<'ctx>>>,
@@ -151,7 +155,8 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             dep.push(d);
         }
         let conjuncts = if split_conjuncts { conjuncts(p) } else { vec![p.root()] };
-        let mut this = Self { p, conjuncts, dep, uniform: Vec::new(), env, bh_override: std::cell::Cell::new(None) };
+        let join = BucketJoin::find(p);
+        let mut this = Self { p, conjuncts, join, dep, uniform: Vec::new(), env, bh_override: std::cell::Cell::new(None) };
         let mut uniform: Vec<Option<Val<'ctx>>> = Vec::with_capacity(this.dep.len());
         for (id, node) in p.nodes() {
             let v = if this.dep[id.index()] == Dep::UNIFORM {
@@ -434,6 +439,92 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
 
     /// Classifies the tile (query rows `q`, keys `k`); block indices select the summaries.
     pub fn classify(&self, cx: &Cx<'_, 'ctx>, q: &TileRange<'ctx>, k: &TileRange<'ctx>) -> Result<TileClass<'ctx>> {
+        // Every tensor input's summary words for its block, and every block
+        // list's value over the tile, read once: a bucket join evaluates the
+        // predicate again per shared bucket.
+        let mut summaries: Vec<Option<Vec<IV<'ctx>>>> = Vec::with_capacity(self.env.inputs.len());
+        let mut lists: Vec<Option<Abs<'ctx>>> = Vec::with_capacity(self.env.inputs.len());
+        for (i, arg) in self.env.inputs.iter().enumerate() {
+            let (mut words, mut list) = (None, None);
+            match *arg {
+                InputArg::Tensor { summary, words: n, .. } => {
+                    let is_q = self.p.input(InputId(i as u32)).kind == InputKind::QueryTensor;
+                    let (tile, blocks) = if is_q { (q, self.env.q_blocks) } else { (k, self.env.k_blocks) };
+                    let rowb = cx.mul(self.bh(), cx.sext64(blocks)?)?;
+                    let at = cx.mul(cx.add(rowb, cx.sext64(tile.block)?)?, cx.i64(n as i64))?;
+                    let read = |w: i64| -> Result<IV<'ctx>> { cx.load_i32(cx.gep(cx.i32t(), summary, cx.add(at, cx.i64(w))?)?) };
+                    words = Some((0..n as i64).map(read).collect::<Result<Vec<_>>>()?);
+                }
+                InputArg::BlockList { list: ptr, width, block } => list = Some(self.list_tile(cx, ptr, width, block, q, k)?),
+                InputArg::HeadScalar(_) | InputArg::LaunchScalar(_) => {}
+            }
+            summaries.push(words);
+            lists.push(list);
+        }
+        let range = |i: usize| -> (IV<'ctx>, IV<'ctx>) {
+            let w = summaries[i].as_ref().expect("a tensor input");
+            (w[0], w[1])
+        };
+        let vals = self.eval_tile(cx, q, k, &lists, &|i| Ok(range(i)))?;
+        let (mut may_true, f) = vals[self.p.root().index()].tri(cx)?;
+        // The root is the conjuncts' three-valued AND, so it may be false
+        // exactly when some conjunct may be; the fallback to every bit only
+        // guards that invariant (every bit set: the whole predicate runs).
+        let all = cx.i32((1 << self.conjuncts.len()) - 1);
+        let mut mask = cx.i32(0);
+        for (i, c) in self.conjuncts.iter().enumerate() {
+            let (_, fc) = vals[c.index()].tri(cx)?;
+            mask = cx.or(mask, cx.shl(cx.zext(fc, cx.i32t())?, cx.i32(i as i32))?)?;
+        }
+        let mask = cx.select_int(cx.icmp(IP::EQ, mask, cx.i32(0))?, all, mask)?;
+        let undecided = cx.select_int(f, mask, cx.i32(0))?;
+
+        // A bucket join (`lacuna_ir::summary`, `analysis.rs::bucket_may_meet`):
+        // split on the bucket the query and the key share. The smallest and
+        // largest buckets both blocks hold are evaluated with the other
+        // tensors' run ranges; a bucket strictly between them keeps the tile.
+        if let Some(join) = self.join {
+            let (qb, kb) = (range(join.query.index()), range(join.key.index()));
+            let lo = cx.smax(qb.0, kb.0)?;
+            let hi = cx.smin(qb.1, kb.1)?;
+            let gap = cx.sub(cx.sext64(hi)?, cx.sext64(lo)?)?;
+            let mut meet = cx.icmp(IP::SGE, gap, cx.i64(2))?;
+            for bucket in [lo, hi] {
+                let in_bucket = |i: usize| -> Result<(IV<'ctx>, IV<'ctx>)> {
+                    let id = InputId(i as u32);
+                    if id == join.query || id == join.key {
+                        return Ok((bucket, bucket));
+                    }
+                    let w = summaries[i].as_ref().expect("a tensor input");
+                    if w.len() < RUN_WORDS {
+                        return Ok((w[0], w[1]));
+                    }
+                    // This side's buckets: the run at its smallest, at its largest, else the block.
+                    let side = range(join.bucket_of(self.p, id).index());
+                    let (at_first, at_last) = (cx.icmp(IP::EQ, bucket, side.0)?, cx.icmp(IP::EQ, bucket, side.1)?);
+                    let pick = |first: IV<'ctx>, last: IV<'ctx>, block: IV<'ctx>| -> Result<IV<'ctx>> {
+                        cx.select_int(at_first, first, cx.select_int(at_last, last, block)?)
+                    };
+                    Ok((pick(w[2], w[4], w[0])?, pick(w[3], w[5], w[1])?))
+                };
+                let vals = self.eval_tile(cx, q, k, &lists, &in_bucket)?;
+                meet = cx.or(meet, vals[self.p.root().index()].tri(cx)?.0)?;
+            }
+            may_true = cx.and(may_true, meet)?;
+        }
+        Ok(TileClass { may_true, undecided })
+    }
+
+    /// Every node's abstract value over the tile, tensor input `i` ranging
+    /// over `tensor(i)` (in i32) and block lists taking their `lists` value.
+    fn eval_tile(
+        &self,
+        cx: &Cx<'_, 'ctx>,
+        q: &TileRange<'ctx>,
+        k: &TileRange<'ctx>,
+        lists: &[Option<Abs<'ctx>>],
+        tensor: &dyn Fn(usize) -> Result<(IV<'ctx>, IV<'ctx>)>,
+    ) -> Result<Vec<Abs<'ctx>>> {
         let mut vals: Vec<Abs<'ctx>> = Vec::with_capacity(self.dep.len());
         for (id, node) in self.p.nodes() {
             let v = if let Some(u) = self.uniform[id.index()] {
@@ -443,16 +534,11 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
                     Node::Coord(Coord::Q) => Abs::int_range(cx, q.lo, q.hi)?,
                     Node::Coord(Coord::K) => Abs::int_range(cx, k.lo, k.hi)?,
                     Node::Input(input) => match self.env.inputs[input.index()] {
-                        InputArg::Tensor { summary, .. } => {
-                            let is_q = self.p.input(input).kind == InputKind::QueryTensor;
-                            let (tile, blocks) = if is_q { (q, self.env.q_blocks) } else { (k, self.env.k_blocks) };
-                            let rowb = cx.mul(self.bh(), cx.sext64(blocks)?)?;
-                            let at = cx.mul(cx.add(rowb, cx.sext64(tile.block)?)?, cx.i64(2))?;
-                            let lo = cx.load_i32(cx.gep(cx.i32t(), summary, at)?)?;
-                            let hi = cx.load_i32(cx.gep(cx.i32t(), summary, cx.add(at, cx.i64(1))?)?)?;
+                        InputArg::Tensor { .. } => {
+                            let (lo, hi) = tensor(input.index())?;
                             Abs::int_range(cx, lo, hi)?
                         }
-                        InputArg::BlockList { list, width, block } => self.list_tile(cx, list, width, block, q, k)?,
+                        InputArg::BlockList { .. } => lists[input.index()].expect("read above"),
                         _ => unreachable!("scalars are uniform"),
                     },
                     Node::Unary(op, a) => abs_unary(cx, op, vals[a.index()])?,
@@ -466,19 +552,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
             };
             vals.push(v);
         }
-        let (t, f) = vals[self.p.root().index()].tri(cx)?;
-        // The root is the conjuncts' three-valued AND, so it may be false
-        // exactly when some conjunct may be; the fallback to every bit only
-        // guards that invariant (every bit set: the whole predicate runs).
-        let all = cx.i32((1 << self.conjuncts.len()) - 1);
-        let mut mask = cx.i32(0);
-        for (i, c) in self.conjuncts.iter().enumerate() {
-            let (_, fc) = vals[c.index()].tri(cx)?;
-            mask = cx.or(mask, cx.shl(cx.zext(fc, cx.i32t())?, cx.i32(i as i32))?)?;
-        }
-        let mask = cx.select_int(cx.icmp(IP::EQ, mask, cx.i32(0))?, all, mask)?;
-        let undecided = cx.select_int(f, mask, cx.i32(0))?;
-        Ok(TileClass { may_true: t, undecided })
+        Ok(vals)
     }
 
     /// `sel[q, k]` over a tile: True when every (list q-block, list k-block)

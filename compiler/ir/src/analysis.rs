@@ -9,6 +9,7 @@ use crate::eval::ElementEvaluator;
 use crate::expr::{Coord, InputId, Node};
 use crate::interval::{Interval, Tri};
 use crate::pattern::PatternIr;
+use crate::summary::{BlockSummaries, BucketJoin};
 use crate::types::{InputKind, ScalarType};
 
 /// What a tile costs the kernel.
@@ -67,41 +68,6 @@ impl TileShape {
 pub enum AnalysisError {
     #[error("block sizes must be positive, got block_q={block_q}, block_k={block_k}")]
     ZeroBlock { block_q: usize, block_k: usize },
-}
-
-/// Per-block [min, max] of every query- and key-side tensor, for one (b, h).
-/// This is what the GPU summary kernel computes; here on the host.
-#[derive(Clone, Debug)]
-pub struct BlockSummaries {
-    /// Indexed by input id; empty for inputs that are not tensors.
-    per_input: Vec<Vec<(i32, i32)>>,
-}
-
-impl BlockSummaries {
-    pub fn compute(p: &PatternIr, bindings: &Bindings, tiles: TileShape, b: usize, h: usize) -> Self {
-        let per_input = p
-            .inputs()
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let block = match d.kind {
-                    InputKind::QueryTensor => tiles.block_q,
-                    InputKind::KeyTensor => tiles.block_k,
-                    _ => return Vec::new(),
-                };
-                bindings
-                    .row(InputId(i as u32), b, h)
-                    .chunks(block)
-                    .map(|c| c.iter().fold((i32::MAX, i32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x))))
-                    .collect()
-            })
-            .collect();
-        Self { per_input }
-    }
-
-    pub fn range(&self, id: InputId, block: usize) -> (i32, i32) {
-        self.per_input[id.index()][block]
-    }
 }
 
 /// The classification of every tile for every (b, h).
@@ -194,46 +160,92 @@ pub fn classify_tile(
     let dims = bindings.dims();
     let q = (qb * tiles.block_q, ((qb + 1) * tiles.block_q).min(dims.q_len) - 1);
     let k = (kb * tiles.block_k, ((kb + 1) * tiles.block_k).min(dims.kv_len) - 1);
-    let mut values: Vec<Interval> = Vec::with_capacity(p.nodes().len());
-    for (_, node) in p.nodes() {
-        let v = match *node {
-            Node::Coord(c) => match c {
-                Coord::B => Interval::point_i32(b as i32),
-                Coord::H => Interval::point_i32(h as i32),
-                Coord::Q => Interval::int(q.0 as i64, q.1 as i64),
-                Coord::K => Interval::int(k.0 as i64, k.1 as i64),
-            },
-            Node::ConstI32(v) => Interval::point_i32(v),
-            Node::ConstF32(v) => Interval::point_f32(v),
-            Node::ConstBool(v) => Interval::Bool(Tri::from_bool(v)),
-            Node::Input(id) => match p.input(id).kind {
-                InputKind::QueryTensor => {
-                    let (lo, hi) = summaries.range(id, qb);
-                    Interval::int(lo as i64, hi as i64)
-                }
-                InputKind::KeyTensor => {
-                    let (lo, hi) = summaries.range(id, kb);
-                    Interval::int(lo as i64, hi as i64)
-                }
-                InputKind::HeadScalar(ScalarType::F32) | InputKind::LaunchScalar(ScalarType::F32) => {
-                    Interval::point_f32(bindings.read_f32(id, h))
-                }
-                InputKind::HeadScalar(_) | InputKind::LaunchScalar(_) => Interval::point_i32(bindings.read_i32(id, b, h, 0)),
-                InputKind::BlockList { block } => Interval::Bool(block_list_tri(bindings, id, block as usize, b, h, q, k)),
-            },
-            Node::Unary(op, a) => Interval::unary(op, values[a.index()]),
-            Node::Binary(op, a, c) => Interval::binary(op, values[a.index()], values[c.index()]),
-            Node::Cast(ScalarType::F32, a) => values[a.index()].cast_to_f32(),
-            Node::Cast(_, a) => values[a.index()].cast_to_i32(),
-            Node::Select(c, a, e) => match values[c.index()].tri() {
-                Tri::True => values[a.index()],
-                Tri::False => values[e.index()],
-                Tri::Unknown => values[a.index()].hull(values[e.index()]),
-            },
-        };
-        values.push(v);
+    let block_of = |id: InputId| if p.input(id).kind == InputKind::QueryTensor { qb } else { kb };
+    let tile = Tile { p, bindings, b, h, q, k };
+    let class = BlockClass::from_tri(tile.eval(&|id| summaries.range(id, block_of(id))));
+    match summaries.join {
+        Some(join) if class != BlockClass::Empty && !bucket_may_meet(&tile, summaries, join, qb, kb) => BlockClass::Empty,
+        _ => class,
     }
-    BlockClass::from_tri(values[p.root().index()].tri())
+}
+
+/// One tile's coordinates, for interval evaluation.
+struct Tile<'a> {
+    p: &'a PatternIr,
+    bindings: &'a Bindings,
+    b: usize,
+    h: usize,
+    q: (usize, usize),
+    k: (usize, usize),
+}
+
+impl Tile<'_> {
+    /// The root's value over the tile, tensor input `id` ranging over `tensor(id)`.
+    fn eval(&self, tensor: &dyn Fn(InputId) -> (i32, i32)) -> Tri {
+        let (p, bindings, b, h, q, k) = (self.p, self.bindings, self.b, self.h, self.q, self.k);
+        let mut values: Vec<Interval> = Vec::with_capacity(p.nodes().len());
+        for (_, node) in p.nodes() {
+            let v = match *node {
+                Node::Coord(c) => match c {
+                    Coord::B => Interval::point_i32(b as i32),
+                    Coord::H => Interval::point_i32(h as i32),
+                    Coord::Q => Interval::int(q.0 as i64, q.1 as i64),
+                    Coord::K => Interval::int(k.0 as i64, k.1 as i64),
+                },
+                Node::ConstI32(v) => Interval::point_i32(v),
+                Node::ConstF32(v) => Interval::point_f32(v),
+                Node::ConstBool(v) => Interval::Bool(Tri::from_bool(v)),
+                Node::Input(id) => match p.input(id).kind {
+                    InputKind::QueryTensor | InputKind::KeyTensor => {
+                        let (lo, hi) = tensor(id);
+                        Interval::int(lo as i64, hi as i64)
+                    }
+                    InputKind::HeadScalar(ScalarType::F32) | InputKind::LaunchScalar(ScalarType::F32) => {
+                        Interval::point_f32(bindings.read_f32(id, h))
+                    }
+                    InputKind::HeadScalar(_) | InputKind::LaunchScalar(_) => Interval::point_i32(bindings.read_i32(id, b, h, 0)),
+                    InputKind::BlockList { block } => Interval::Bool(block_list_tri(bindings, id, block as usize, b, h, q, k)),
+                },
+                Node::Unary(op, a) => Interval::unary(op, values[a.index()]),
+                Node::Binary(op, a, c) => Interval::binary(op, values[a.index()], values[c.index()]),
+                Node::Cast(ScalarType::F32, a) => values[a.index()].cast_to_f32(),
+                Node::Cast(_, a) => values[a.index()].cast_to_i32(),
+                Node::Select(c, a, e) => match values[c.index()].tri() {
+                    Tri::True => values[a.index()],
+                    Tri::False => values[e.index()],
+                    Tri::Unknown => values[a.index()].hull(values[e.index()]),
+                },
+            };
+            values.push(v);
+        }
+        values[p.root().index()].tri()
+    }
+}
+
+/// Whether some query and key of the tile may share a bucket and pass the
+/// rest of the predicate, splitting on that bucket (see `summary.rs`): the
+/// smallest and the largest bucket both blocks hold are evaluated with the
+/// other tensors' run ranges; any bucket strictly between them is only
+/// bounded by the block ranges, so its presence keeps the tile.
+fn bucket_may_meet(tile: &Tile<'_>, s: &BlockSummaries, join: BucketJoin, qb: usize, kb: usize) -> bool {
+    let (qbuckets, kbuckets) = (s.range(join.query, qb), s.range(join.key, kb));
+    let lo = qbuckets.0.max(kbuckets.0) as i64;
+    let hi = qbuckets.1.min(kbuckets.1) as i64;
+    if hi - lo >= 2 {
+        return true;
+    }
+    [lo, hi].into_iter().any(|bucket| {
+        let in_bucket = |id: InputId| {
+            if id == join.query || id == join.key {
+                (bucket as i32, bucket as i32)
+            } else if tile.p.input(id).kind == InputKind::QueryTensor {
+                s.range_in_bucket(id, qb, bucket, qbuckets)
+            } else {
+                s.range_in_bucket(id, kb, bucket, kbuckets)
+            }
+        };
+        lo <= hi && tile.eval(&in_bucket) != Tri::False
+    })
 }
 
 /// Whether every / no (list query block, list key block) pair under the tile is listed.
@@ -261,7 +273,7 @@ pub fn analyze(p: &PatternIr, bindings: &Bindings, tiles: TileShape) -> Result<B
     let mut classes = Vec::with_capacity(dims.batch * dims.heads * q_blocks * k_blocks);
     for b in 0..dims.batch {
         for h in 0..dims.heads {
-            let summaries = BlockSummaries::compute(p, bindings, tiles, b, h);
+            let summaries = BlockSummaries::compute(p, bindings, tiles.block_q, tiles.block_k, b, h);
             for qb in 0..q_blocks {
                 for kb in 0..k_blocks {
                     classes.push(classify_tile(p, bindings, &summaries, tiles, (b, h), (qb, kb)));

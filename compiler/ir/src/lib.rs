@@ -5,7 +5,8 @@
 //! Where things live:
 //! - [`expr`]: the predicate as a typed DAG; [`text`]: its printed form; [`verify`]: invariants.
 //! - [`eval`]: the element semantics (the definition of a mask).
-//! - [`interval`] + [`analysis`]: where a pattern becomes a tile list (Empty / Partial / Full).
+//! - [`interval`] + [`analysis`]: where a pattern becomes a tile list (Empty / Partial / Full),
+//!   from the per-block input summaries of [`summary`].
 //! - [`keyrange`]: closed-form key-block ranges per query block.
 //! - [`reference`]: exact CPU attention, the oracle for GPU tests.
 
@@ -21,11 +22,13 @@ pub mod keyrange;
 pub mod manifest;
 pub mod pattern;
 pub mod reference;
+pub mod summary;
 pub mod text;
 pub mod types;
 pub mod verify;
 
-pub use analysis::{analyze, check_against_brute_force, BlockClass, BlockMask, BlockSummaries, ClassCounts, MaskCheck, TileShape};
+pub use analysis::{analyze, check_against_brute_force, BlockClass, BlockMask, ClassCounts, MaskCheck, TileShape};
+pub use summary::{BlockSummaries, BucketJoin};
 pub use bindings::{BindError, Bindings, Dims, InputValue};
 pub use expr::{BinaryOp, Coord, InputId, Node, NodeId, UnaryOp};
 pub use keyrange::KeyRange;
@@ -33,4 +36,4 @@ pub use pattern::{macro_support, Pattern, PatternBuilder, PatternError, PatternI
 pub use lacuna_macros::pattern;
 pub use types::{InputDecl, InputKind, ScalarType};
 pub use verify::{verify, VerifyError};
-pub use manifest::{Arch, Dtype, GridOrder, KernelManifest, KernelParam, KeySource, ManifestError};
+pub use manifest::{Arch, BucketRunSummaries, Dtype, GridOrder, KernelManifest, KernelParam, KeySource, ManifestError};

@@ -185,6 +185,35 @@ pub struct KernelManifest {
     pub head_order: bool,
     #[serde(default)]
     pub grid: GridOrder,
+    /// Tensor inputs summarised with bucket runs (the pattern joins on a
+    /// bucket; `summary.rs`), made by a second summary kernel. None for
+    /// every other pattern, and in manifests written before runs existed.
+    #[serde(default)]
+    pub bucket_runs: Option<BucketRunSummaries>,
+}
+
+/// The summaries with bucket runs: each listed input's summary is
+/// `(B, H, nblocks, 6)` i32 ([`crate::summary::RUN_WORDS`]), made by `entry`
+/// from the input and its side's bucket input.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketRunSummaries {
+    /// PTX entry name of the run summary kernel (in the same module).
+    pub entry: String,
+    /// The query-side and key-side bucket inputs.
+    pub query_bucket: String,
+    pub key_bucket: String,
+    /// The inputs summarised with runs, in input order.
+    pub inputs: Vec<String>,
+}
+
+impl BucketRunSummaries {
+    /// The bucket input `input`'s runs are taken over, if it has runs.
+    pub fn bucket_for(&self, input: &str, kind: InputKind) -> Option<&str> {
+        self.inputs.iter().any(|i| i == input).then(|| match kind {
+            InputKind::QueryTensor => self.query_bucket.as_str(),
+            _ => self.key_bucket.as_str(),
+        })
+    }
 }
 
 impl fmt::Display for KernelManifest {
@@ -207,6 +236,16 @@ impl fmt::Display for KernelManifest {
             writeln!(f, "  heads: launched in the order of head_order (H), heaviest first")?;
         }
         writeln!(f, "  grid: {}", self.grid.describe())?;
+        if let Some(r) = &self.bucket_runs {
+            writeln!(
+                f,
+                "  bucket runs: {} summarised per run of {} / {} (summary kernel {})",
+                r.inputs.join(", "),
+                r.query_bucket,
+                r.key_bucket,
+                r.entry
+            )?;
+        }
         writeln!(f, "  summary kernel {}", self.summary_entry)
     }
 }
@@ -258,6 +297,7 @@ mod tests {
             row_index: false,
             head_order: false,
             grid,
+            bucket_runs: None,
         }
     }
 

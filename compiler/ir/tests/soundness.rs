@@ -143,6 +143,21 @@ fn random_pattern(seed: u64) -> PatternIr {
     p.finish(root).expect("bool root")
 }
 
+/// `bq[q] == bk[k] && <random>` (or the equality second): a bucket join,
+/// whose other tensors the analysis summarises per bucket run.
+fn random_join_pattern(seed: u64) -> PatternIr {
+    let mut g = Gen(seed);
+    let mut p = PatternBuilder::new("RandomJoin", "");
+    let v = declare(&mut p);
+    let bq = p.declare("bq", InputKind::QueryTensor).expect("fresh name");
+    let bk = p.declare("bk", InputKind::KeyTensor).expect("fresh name");
+    let (x, y) = (p.read(bq), p.read(bk));
+    let join = p.binary(BinaryOp::Eq, x, y).expect("i32 equality");
+    let rest = boolean(&mut p, &v, &mut g, 3);
+    let root = if g.below(2) == 0 { p.binary(BinaryOp::And, join, rest) } else { p.binary(BinaryOp::And, rest, join) };
+    p.finish(root.expect("and")).expect("bool root")
+}
+
 fn random_bindings(p: &PatternIr, dims: Dims, seed: u64, sorted: bool) -> Bindings {
     let mut g = Gen(seed ^ 0x5555);
     let Dims { batch, heads, q_len, kv_len } = dims;
@@ -159,6 +174,16 @@ fn random_bindings(p: &PatternIr, dims: Dims, seed: u64, sorted: bool) -> Bindin
     values.insert("a".to_string(), InputValue::I32Array { shape: vec![heads], data: (0..heads).map(|_| g.below(40) as i32 - 10).collect() });
     values.insert("c".to_string(), InputValue::F32Array { shape: vec![heads], data: (0..heads).map(|_| (g.below(33) as f32 - 16.0) * 0.25).collect() });
     values.insert("w".to_string(), InputValue::I32(g.below(50) as i32 - 5));
+    // Bucket-join patterns: few buckets, so blocks hold runs of several.
+    for (name, n) in [("bq", q_len), ("bk", kv_len)] {
+        if p.input_id(name).is_some() {
+            let mut data: Vec<i32> = (0..batch * heads * n).map(|_| g.below(4) as i32).collect();
+            if sorted {
+                data.chunks_mut(n).for_each(|c| c.sort_unstable());
+            }
+            values.insert(name.to_string(), InputValue::I32Array { shape: vec![batch, heads, n], data });
+        }
+    }
     let (qb, kb) = (q_len.div_ceil(16), kv_len.div_ceil(16));
     let width = 3;
     let sel: Vec<i32> = (0..batch * heads * qb * width).map(|_| g.below(kb as u64 + 1) as i32 - 1).collect();
@@ -179,6 +204,20 @@ proptest! {
     fn tile_classes_are_sound((seed, dims, tiles, sorted) in arb_case()) {
         let p = random_pattern(seed);
         lacuna_ir::verify(&p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let bindings = random_bindings(&p, dims, seed, sorted);
+        let mask = analyze(&p, &bindings, tiles).expect("positive tiles");
+        let check = check_against_brute_force(&p, &bindings, &mask);
+        prop_assert!(check.is_sound(), "{}\n{}\n{}", p, check, mask);
+    }
+
+    /// The same for bucket joins, where the analysis also splits on the bucket.
+    #[test]
+    fn bucket_join_classes_are_sound((seed, dims, tiles, sorted) in arb_case()) {
+        let p = random_join_pattern(seed);
+        lacuna_ir::verify(&p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        // tq and tk (inputs 0 and 1) get bucket runs whenever the rest reads them.
+        let reads_tensors = p.nodes().any(|(_, n)| matches!(n, lacuna_ir::Node::Input(i) if i.index() < 2));
+        prop_assert_eq!(lacuna_ir::BucketJoin::find(&p).is_some(), reads_tensors);
         let bindings = random_bindings(&p, dims, seed, sorted);
         let mask = analyze(&p, &bindings, tiles).expect("positive tiles");
         let check = check_against_brute_force(&p, &bindings, &mask);

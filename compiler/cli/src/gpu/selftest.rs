@@ -244,8 +244,9 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
 /// than 65535 rows (split launches).
 const SUMMARY_SHAPES: &[(usize, usize, usize, u32)] = &[(2, 3, 1000, 64), (1, 1, 5, 64), (1, 2, 70, 1024), (4, 16, 16_384, 32), (2, 16, 3000, 100), (2, 40_000, 3, 2)];
 
-/// The generated `block_minmax` kernel against per-block min/max on the CPU,
-/// on random values; one outcome line per shape.
+/// The generated summary kernels against the CPU, on random values:
+/// `block_minmax` (per-block min/max), then `block_minmax_runs` (also the
+/// bucket runs); one outcome line per shape.
 fn check_summaries(gpu: &Gpu, out: &mut dyn Write) -> Result<Vec<Outcome>, CliError> {
     let ir = (lacuna_patterns::find("causal")?.ir)();
     let (_, kernel) = load_kernel_with(gpu, &ir, 64, Dtype::Bf16, &PlanOverrides::default())?;
@@ -260,6 +261,38 @@ fn check_summaries(gpu: &Gpu, out: &mut dyn Write) -> Result<Vec<Outcome>, CliEr
         let case = format!("summaries B{b} H{h} N{n} block {block}");
         writeln!(out, "{} {case:<60} {} blocks, {wrong} wrong values", if wrong == 0 { "ok  " } else { "FAIL" }, want.len() / 2).map_err(CliError::Output)?;
         outcomes.push(Outcome { case, rel_err: 0.0, lse_err: 0.0, masked_rows: 0, bad_masked_rows: 0, unwritten: 0, wrong_values: wrong, pass: wrong == 0 });
+    }
+
+    // The run summaries of a bucket join (hash-bucket's module), against
+    // lacuna_ir::summary on the host: buckets sorted per row (as hash
+    // attention has them) and unsorted (every merge order of the runs).
+    let ir = (lacuna_patterns::find("hash-bucket")?.ir)();
+    let (_, kernel) = load_kernel_with(gpu, &ir, 64, Dtype::Bf16, &PlanOverrides::default())?;
+    for &(b, h, n, block) in SUMMARY_SHAPES {
+        for sorted in [true, false] {
+            let host: Vec<i32> = noise.vec(b * h * n).iter().map(|x| (x * 1e6) as i32).collect();
+            let mut buckets: Vec<i32> = noise.vec(b * h * n).iter().map(|x| ((x + 1.0) * 4.0) as i32).collect();
+            if sorted {
+                buckets.chunks_mut(n).for_each(|row| row.sort_unstable());
+            }
+            let values = DeviceTensor::from_host_i32(gpu, &host, &[b, h, n])?;
+            let bucket_t = DeviceTensor::from_host_i32(gpu, &buckets, &[b, h, n])?;
+            let got = kernel.bucket_run_summary(&values, &bucket_t, block)?.to_host_i32()?;
+            let block = block as usize;
+            let want: Vec<i32> = host
+                .chunks(n)
+                .zip(buckets.chunks(n))
+                .flat_map(|(row, brow)| {
+                    let ranges = lacuna_ir::summary::block_ranges(row, block);
+                    let runs = lacuna_ir::summary::bucket_runs(row, brow, block);
+                    ranges.into_iter().zip(runs).flat_map(|(r, [f, l])| [r.0, r.1, f.0, f.1, l.0, l.1]).collect::<Vec<_>>()
+                })
+                .collect();
+            let wrong = got.len().abs_diff(want.len()) + got.iter().zip(&want).filter(|(g, w)| g != w).count();
+            let case = format!("run summaries B{b} H{h} N{n} block {block}{}", if sorted { "" } else { ", unsorted" });
+            writeln!(out, "{} {case:<60} {} blocks, {wrong} wrong values", if wrong == 0 { "ok  " } else { "FAIL" }, want.len() / 6).map_err(CliError::Output)?;
+            outcomes.push(Outcome { case, rel_err: 0.0, lse_err: 0.0, masked_rows: 0, bad_masked_rows: 0, unwritten: 0, wrong_values: wrong, pass: wrong == 0 });
+        }
     }
     Ok(outcomes)
 }

@@ -22,7 +22,8 @@ use inkwell::types::BasicMetadataTypeEnum;
 use inkwell::values::PointerValue;
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
-use lacuna_ir::{GridOrder, InputKind, PatternIr};
+use lacuna_ir::summary::summary_words;
+use lacuna_ir::{GridOrder, InputId, InputKind, PatternIr};
 
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
@@ -440,8 +441,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             .inputs()
             .iter()
             .zip(&abi.input_start)
-            .map(|(d, &i)| match d.kind {
-                InputKind::QueryTensor | InputKind::KeyTensor => InputArg::Tensor { values: ptr(i), summary: ptr(i + 1) },
+            .enumerate()
+            .map(|(input, (d, &i))| match d.kind {
+                InputKind::QueryTensor | InputKind::KeyTensor => {
+                    let words = summary_words(p, InputId(input as u32)) as u32;
+                    InputArg::Tensor { values: ptr(i), summary: ptr(i + 1), words }
+                }
                 InputKind::HeadScalar(_) => InputArg::HeadScalar(ptr(i)),
                 InputKind::LaunchScalar(_) => InputArg::LaunchScalar(param(i)),
                 InputKind::BlockList { block } => InputArg::BlockList { list: ptr(i), width: int(i + 1), block },

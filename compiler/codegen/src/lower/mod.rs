@@ -1,6 +1,6 @@
 //! Lowering: pattern + plan → one LLVM module holding the forward kernel
 //! (`forward.rs`: the loop over key blocks, fed by `keys.rs` and
-//! `pipeline.rs`) and the generic `block_minmax` summary kernel (`summary.rs`).
+//! `pipeline.rs`) and the generic summary kernels (`summary.rs`).
 
 pub(crate) mod forward;
 pub(crate) mod keys;
@@ -19,6 +19,6 @@ use crate::plan::KernelPlan;
 pub(crate) fn lower_module<'ctx>(ctx: &'ctx Context, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<Module<'ctx>> {
     let module = ctx.create_module(entry);
     forward::build(ctx, &module, p, plan, entry)?;
-    summary::build(ctx, &module)?;
+    summary::build(ctx, &module, lacuna_ir::BucketJoin::find(p).is_some())?;
     Ok(module)
 }

@@ -1,15 +1,19 @@
-//! The summary kernel `block_minmax`: per-block [min, max] of an i32 tensor,
-//! the input of the in-kernel tile classifier. Generic over the pattern; the
-//! runtime runs it once per tensor input with block = block_q or block_k.
+//! The summary kernels, the input of the in-kernel tile classifier. Generic
+//! over the pattern; the runtime runs one per tensor input, with block =
+//! block_q or block_k:
+//! - `block_minmax` (params src, dst, rows, n, block): per-block [min, max]
+//!   of an i32 tensor;
+//! - `block_minmax_runs` (params src, buckets, dst, rows, n, block), only in
+//!   modules whose pattern joins on a bucket (`lacuna_ir::summary`): [min,
+//!   max] and the ranges over the block's smallest- and largest-bucket runs.
 //!
-//! params (src, dst, rows, n, block); grid (any x, rows); 128 threads.
-//! Each warp reduces [`BLOCKS_PER_WARP`] blocks at a time (lanes stride
-//! through a block 32 elements per round, both blocks' loads in flight
-//! together), and CTAs stride over the row's blocks by the grid's width, so
-//! any grid.x is correct; `ceil(nblocks / BLOCKS_PER_CTA)` gives each warp
-//! one turn. One block per CTA (the first version) made the summaries of a
-//! 16K hash pattern cost 13 µs per input on an H100: launch-bound, not
-//! memory-bound.
+//! Grid (any x, rows); 128 threads. Each warp reduces [`BLOCKS_PER_WARP`]
+//! blocks at a time (lanes stride through a block 32 elements per round,
+//! both blocks' loads in flight together), and CTAs stride over the row's
+//! blocks by the grid's width, so any grid.x is correct; `ceil(nblocks /
+//! BLOCKS_PER_CTA)` gives each warp one turn. One block per CTA (the first
+//! version) made the summaries of a 16K hash pattern cost 13 µs per input on
+//! an H100: launch-bound, not memory-bound.
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
@@ -17,8 +21,8 @@ use inkwell::module::Module;
 use inkwell::values::BasicValueEnum as BV;
 use inkwell::IntPredicate as IP;
 
-use crate::abi::SUMMARY_ENTRY;
-use crate::cx::{named, Cx, GLOBAL};
+use crate::abi::{RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
+use crate::cx::{named, Cx, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::forward::PTX_KERNEL_CC;
 
@@ -29,21 +33,101 @@ pub(crate) const BLOCKS_PER_WARP: i32 = 2;
 /// Blocks one CTA reduces per turn (the runtime sizes grid.x by it).
 pub(crate) const BLOCKS_PER_CTA: i32 = WARPS * BLOCKS_PER_WARP;
 
-pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>) -> Result<()> {
+/// The module's summary kernels: `block_minmax` always, `block_minmax_runs` with `runs`.
+pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, runs: bool) -> Result<()> {
+    build_kernel(ctx, module, Reduction::Range)?;
+    if runs {
+        build_kernel(ctx, module, Reduction::Runs)?;
+    }
+    Ok(())
+}
+
+/// What one summary kernel reduces a block to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reduction {
+    /// `[min, max]`.
+    Range,
+    /// `[min, max]`, then (smallest bucket, its run's min, max) and (largest
+    /// bucket, its run's min, max), kept per lane and merged like the ranges.
+    Runs,
+}
+
+impl Reduction {
+    fn entry(self) -> &'static str {
+        match self {
+            Reduction::Range => SUMMARY_ENTRY,
+            Reduction::Runs => RUN_SUMMARY_ENTRY,
+        }
+    }
+
+    /// Accumulator words per block and the ones written out, in order.
+    fn written(self) -> &'static [usize] {
+        match self {
+            Reduction::Range => &[0, 1],
+            Reduction::Runs => &[0, 1, 3, 4, 6, 7],
+        }
+    }
+
+    fn init<'ctx>(self, cx: &Cx<'_, 'ctx>) -> Vec<IV<'ctx>> {
+        let (max, min) = (cx.i32(i32::MAX), cx.i32(i32::MIN));
+        match self {
+            Reduction::Range => vec![max, min],
+            Reduction::Runs => vec![max, min, max, max, min, min, max, min],
+        }
+    }
+
+    /// Folds `other` (an accumulator, or one element as a point) into `acc`.
+    fn merge<'ctx>(self, cx: &Cx<'_, 'ctx>, acc: &[IV<'ctx>], other: &[IV<'ctx>]) -> Result<Vec<IV<'ctx>>> {
+        let mut out = vec![cx.smin(acc[0], other[0])?, cx.smax(acc[1], other[1])?];
+        if self == Reduction::Runs {
+            // A run: (bucket, lo, hi); the other side's run replaces ours when
+            // its bucket comes first (`first`), and joins it when equal.
+            let run = |at: usize, first: bool| -> Result<[IV<'ctx>; 3]> {
+                let (b, o) = (acc[at], other[at]);
+                let replace = cx.icmp(if first { IP::SLT } else { IP::SGT }, o, b)?;
+                let same = cx.icmp(IP::EQ, o, b)?;
+                let lo = cx.select_int(same, cx.smin(acc[at + 1], other[at + 1])?, cx.select_int(replace, other[at + 1], acc[at + 1])?)?;
+                let hi = cx.select_int(same, cx.smax(acc[at + 2], other[at + 2])?, cx.select_int(replace, other[at + 2], acc[at + 2])?)?;
+                Ok([cx.select_int(replace, o, b)?, lo, hi])
+            };
+            out.extend(run(2, true)?);
+            out.extend(run(5, false)?);
+        }
+        Ok(out)
+    }
+
+    /// One element `x` (in bucket `bucket`) as an accumulator.
+    fn point<'ctx>(self, x: IV<'ctx>, bucket: Option<IV<'ctx>>) -> Vec<IV<'ctx>> {
+        match (self, bucket) {
+            (Reduction::Runs, Some(b)) => vec![x, x, b, x, x, b, x, x],
+            _ => vec![x, x],
+        }
+    }
+}
+
+fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -> Result<()> {
     let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
     let i32t = ctx.i32_type();
-    let fn_type = ctx.void_type().fn_type(&[gptr.into(), gptr.into(), i32t.into(), i32t.into(), i32t.into()], false);
-    let func = module.add_function(SUMMARY_ENTRY, fn_type, None);
+    let mut names = vec!["src"];
+    if r == Reduction::Runs {
+        names.push("buckets");
+    }
+    names.extend(["dst", "rows", "n", "block"]);
+    let ptrs = names.len() - 3;
+    let types: Vec<_> = (0..names.len()).map(|i| if i < ptrs { gptr.into() } else { i32t.into() }).collect();
+    let func = module.add_function(r.entry(), ctx.void_type().fn_type(&types, false), None);
     func.set_call_conventions(PTX_KERNEL_CC);
     func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &THREADS.to_string()));
-    for (i, name) in ["src", "dst", "rows", "n", "block"].iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         func.get_nth_param(i as u32).expect("declared").set_name(name);
     }
 
     let cx = Cx::new(ctx, module, func);
-    let p = |i: u32| func.get_nth_param(i).expect("declared");
-    let (src, dst) = (p(0).into_pointer_value(), p(1).into_pointer_value());
-    let (rows, n, block) = (p(2).into_int_value(), p(3).into_int_value(), p(4).into_int_value());
+    let p = |i: usize| func.get_nth_param(i as u32).expect("declared");
+    let src = p(0).into_pointer_value();
+    let buckets = (r == Reduction::Runs).then(|| p(1).into_pointer_value());
+    let dst = p(ptrs - 1).into_pointer_value();
+    let (rows, n, block) = (p(ptrs).into_int_value(), p(ptrs + 1).into_int_value(), p(ptrs + 2).into_int_value());
     let tid = named(cx.tid_x()?, "tid");
     let lane = cx.and(tid, cx.i32(31))?;
     let warp = cx.lshr(tid, cx.i32(5))?;
@@ -63,9 +147,13 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>) -> Result<(
     let left = cx.smax(cx.sub(nblocks, first)?, cx.i32(0))?;
     let turns = cx.udiv(cx.add(left, cx.sub(stride, cx.i32(1))?)?, stride)?;
     let rounds = cx.udiv(cx.add(safe_block, cx.i32(31))?, cx.i32(32))?;
-    let row_src = cx.gep(cx.i32t(), src, cx.mul(cx.sext64(row)?, cx.sext64(n)?)?)?;
-    let row_dst = cx.gep(cx.i32t(), dst, cx.mul(cx.mul(cx.sext64(row)?, cx.sext64(nblocks)?)?, cx.i64(2))?)?;
+    let row_start = cx.mul(cx.sext64(row)?, cx.sext64(n)?)?;
+    let row_src = cx.gep(cx.i32t(), src, row_start)?;
+    let row_buckets = buckets.map(|b| cx.gep(cx.i32t(), b, row_start)).transpose()?;
+    let words = r.written().len() as i64;
+    let row_dst = cx.gep(cx.i32t(), dst, cx.mul(cx.mul(cx.sext64(row)?, cx.sext64(nblocks)?)?, cx.i64(words))?)?;
     let last_block = cx.sub(nblocks, cx.i32(1))?;
+    let width = r.init(&cx).len();
     cx.for_range(cx.i32(0), turns, Vec::new(), "turn", |cx, t, _| {
         let base = cx.add(first, cx.mul(t, stride)?)?;
         // Blocks past the row's end re-read its last block and store nothing.
@@ -77,31 +165,35 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>) -> Result<(
                 Ok((blk, start, end))
             })
             .collect::<Result<_>>()?;
-        let init: Vec<BV<'ctx>> = (0..BLOCKS_PER_WARP).flat_map(|_| [cx.i32(i32::MAX).into(), cx.i32(i32::MIN).into()]).collect();
-        let acc = cx.for_range(cx.i32(0), rounds, init, "round", |cx, r, acc| {
-            let offset = cx.add(cx.mul(r, cx.i32(32))?, lane)?;
+        let init: Vec<BV<'ctx>> = (0..BLOCKS_PER_WARP).flat_map(|_| r.init(cx)).map(Into::into).collect();
+        let acc = cx.for_range(cx.i32(0), rounds, init, "round", |cx, round, acc| {
+            let offset = cx.add(cx.mul(round, cx.i32(32))?, lane)?;
             let mut next = Vec::new();
             for (j, &(_, start, end)) in blocks.iter().enumerate() {
-                // Past the block's end, re-read its first element: min/max are unchanged.
+                // Past the block's end, re-read its first element: every
+                // accumulator is idempotent, so it is unchanged.
                 let i = cx.add(start, offset)?;
-                let i = cx.select_int(cx.icmp(IP::SLT, i, end)?, i, start)?;
-                let v = cx.load_i32(cx.gep(cx.i32t(), row_src, cx.sext64(i)?)?)?;
-                next.push(cx.smin(acc[2 * j].into_int_value(), v)?.into());
-                next.push(cx.smax(acc[2 * j + 1].into_int_value(), v)?.into());
+                let i = cx.sext64(cx.select_int(cx.icmp(IP::SLT, i, end)?, i, start)?)?;
+                let x = cx.load_i32(cx.gep(cx.i32t(), row_src, i)?)?;
+                let bucket = row_buckets.map(|b| cx.load_i32(cx.gep(cx.i32t(), b, i)?)).transpose()?;
+                let mine: Vec<IV<'ctx>> = acc[j * width..][..width].iter().map(|v| v.into_int_value()).collect();
+                next.extend(r.merge(cx, &mine, &r.point(x, bucket))?.into_iter().map(BV::from));
             }
             Ok(next)
         })?;
         for (j, &(blk, _, _)) in blocks.iter().enumerate() {
-            let (mut lo, mut hi) = (acc[2 * j].into_int_value(), acc[2 * j + 1].into_int_value());
+            let mut mine: Vec<IV<'ctx>> = acc[j * width..][..width].iter().map(|v| v.into_int_value()).collect();
             for mask in [16, 8, 4, 2, 1] {
-                lo = cx.smin(lo, cx.shfl_bfly_i32(lo, mask)?)?;
-                hi = cx.smax(hi, cx.shfl_bfly_i32(hi, mask)?)?;
+                let theirs = mine.iter().map(|&v| cx.shfl_bfly_i32(v, mask)).collect::<Result<Vec<_>>>()?;
+                mine = r.merge(cx, &mine, &theirs)?;
             }
             let write = cx.and(cx.icmp(IP::EQ, lane, cx.i32(0))?, cx.icmp(IP::SLT, blk, nblocks)?)?;
             cx.if_then(write, "write", |cx| {
-                let at = cx.mul(cx.sext64(blk)?, cx.i64(2))?;
-                cx.store(cx.gep(cx.i32t(), row_dst, at)?, lo)?;
-                cx.store(cx.gep(cx.i32t(), row_dst, cx.add(at, cx.i64(1))?)?, hi)
+                let at = cx.mul(cx.sext64(blk)?, cx.i64(words))?;
+                for (w, &word) in r.written().iter().enumerate() {
+                    cx.store(cx.gep(cx.i32t(), row_dst, cx.add(at, cx.i64(w as i64))?)?, mine[word])?;
+                }
+                Ok(())
             })?;
         }
         Ok(Vec::new())
