@@ -86,11 +86,15 @@ fn summary_kernel_llvm_ir_and_ptx() {
     let runs = &k.manifest.bucket_runs.as_ref().expect("hash-bucket joins on its buckets").entry;
     insta::assert_snapshot!("run_summary_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{runs}(")));
     insta::assert_snapshot!("run_summary_ptx", one_entry(&k.ptx, &format!(".entry {runs}(")));
+    // All four inputs in one launch: buckets plain, positions with runs.
+    let all = k.manifest.summaries_entry.as_ref().expect("hash-bucket reads tensors");
+    insta::assert_snapshot!("all_summaries_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{all}(")));
     // Patterns without a bucket join carry no run kernel.
     let causal = (find("causal").expect("standard pattern").ir)();
     let plan = KernelPlan::for_pattern(&causal, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
     let k = compile(&causal, &plan).expect("compiles");
     assert!(k.manifest.bucket_runs.is_none() && !k.ptx.contains(runs.as_str()));
+    assert!(k.manifest.summaries_entry.is_none() && !k.ptx.contains(all.as_str()));
 }
 
 /// The kernel SCFA's hash pipeline runs: rows through index arrays.

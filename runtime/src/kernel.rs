@@ -19,9 +19,20 @@ use crate::tensor::{DeviceTensor, ElemType};
 use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
 
 use crate::validate::{
-    check_manifest, forward_args, forward_launch, scale_log2, summary_launches, summary_len, validate_forward,
+    check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
 };
+
+/// One tensor input's summary, to be made before the forward launch.
+struct SummaryJob<'a> {
+    name: &'a str,
+    src: u64,
+    /// This side's bucket input, when the input is summarised with runs.
+    buckets: Option<u64>,
+    dst: u64,
+    n: usize,
+    block: u32,
+}
 
 /// Pushes `args` onto a launch in order: the generated kernels and the
 /// helper ops both take their parameters as `KernelArg` lists.
@@ -109,6 +120,8 @@ pub struct AttentionKernel {
     summary: CudaFunction,
     /// The run summary kernel and its entry name, in modules whose pattern joins on a bucket.
     runs: Option<(CudaFunction, String)>,
+    /// `manifest.summaries_entry`: every tensor input's summary in one launch.
+    all_summaries: Option<CudaFunction>,
     scratch: Mutex<Scratch>,
 }
 
@@ -172,6 +185,13 @@ impl AttentionKernel {
             }
             None => None,
         };
+        let all_summaries = match &manifest.summaries_entry {
+            Some(entry) => {
+                no_nul("the summaries entry name", entry)?;
+                Some(function(entry)?)
+            }
+            None => None,
+        };
         if manifest.shared_bytes > DEFAULT_SHARED_LIMIT {
             gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
             forward
@@ -192,6 +212,7 @@ impl AttentionKernel {
             forward,
             summary,
             runs,
+            all_summaries,
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -325,6 +346,7 @@ impl AttentionKernel {
         // passed to it must not be replaced by a concurrent caller first.
         let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         let mut inputs = Vec::new();
+        let mut summaries = Vec::new();
         for (slot, (KernelParam::Input { name, kind }, &index)) in m.params.iter().zip(&order).enumerate() {
             let value = &args.entries.get(index).ok_or_else(|| internal("argument index out of range"))?.1;
             match (*kind, value) {
@@ -334,14 +356,14 @@ impl AttentionKernel {
                     let (_, dst) = scratch.slot(&self.gpu, slot, summary_len(&p, name, *kind, m))?;
                     let src = t.device_ptr();
                     // With bucket runs, the summary also reads this side's bucket input.
-                    let bucket = match m.bucket_runs.as_ref().and_then(|r| r.bucket_for(name, *kind)) {
+                    let buckets = match m.bucket_runs.as_ref().and_then(|r| r.bucket_for(name, *kind)) {
                         Some(bucket) => match args.entries.iter().find(|(n, _)| n == bucket) {
                             Some((_, ArgValue::Tensor(b))) => Some(b.device_ptr()),
                             _ => return Err(internal("a bucket input passed validation without its tensor")),
                         },
                         None => None,
                     };
-                    self.launch_summary(name, src, bucket, dst, p.batch * p.heads, n, block)?;
+                    summaries.push(SummaryJob { name, src, buckets, dst, n, block });
                     inputs.extend([KernelArg::Ptr(src), KernelArg::Ptr(dst)]);
                 }
                 (InputKind::HeadScalar(_), ArgValue::HeadI32(vals)) => {
@@ -361,6 +383,7 @@ impl AttentionKernel {
                 _ => return Err(internal("an input passed validation with the wrong kind")),
             }
         }
+        self.launch_summaries(&summaries, &p)?;
         let ptrs = ForwardPointers {
             q: q.device_ptr(),
             k: k.device_ptr(),
@@ -400,7 +423,8 @@ impl AttentionKernel {
     pub fn block_summary(&self, values: &DeviceTensor, block: u32) -> Result<DeviceTensor> {
         let (b, h, n) = validate_summary_input(&values.desc("values"), block, self.gpu.ordinal())?;
         let out = DeviceTensor::zeros(&self.gpu, ElemType::I32, &[b, h, n.div_ceil(block as usize), 2])?;
-        self.launch_summary("values", values.device_ptr(), None, out.device_ptr(), b * h, n, block)?;
+        let job = SummaryJob { name: "values", src: values.device_ptr(), buckets: None, dst: out.device_ptr(), n, block };
+        self.launch_summary(&job, b * h)?;
         Ok(out)
     }
 
@@ -421,7 +445,8 @@ impl AttentionKernel {
             });
         }
         let out = DeviceTensor::zeros(&self.gpu, ElemType::I32, &[b, h, n.div_ceil(block as usize), RUN_WORDS])?;
-        self.launch_summary("values", values.device_ptr(), Some(buckets.device_ptr()), out.device_ptr(), b * h, n, block)?;
+        let job = SummaryJob { name: "values", src: values.device_ptr(), buckets: Some(buckets.device_ptr()), dst: out.device_ptr(), n, block };
+        self.launch_summary(&job, b * h)?;
         Ok(out)
     }
 
@@ -443,9 +468,56 @@ impl AttentionKernel {
         Ok(ptr)
     }
 
-    /// The summary of `rows` rows of `n` i32 at `src` into `dst`: `block_minmax`,
-    /// or with `buckets` (the same shape) the run summary kernel.
-    fn launch_summary(&self, name: &str, src: u64, buckets: Option<u64>, dst: u64, rows: usize, n: usize, block: u32) -> Result<()> {
+    /// Every tensor input's summary: one launch of the module's
+    /// `summaries_entry` (per 65535 rows), or, for manifests without it, one
+    /// launch per input.
+    fn launch_summaries(&self, jobs: &[SummaryJob<'_>], p: &Problem) -> Result<()> {
+        let rows = p.batch * p.heads;
+        let (Some(all), Some(entry)) = (&self.all_summaries, &self.manifest.summaries_entry) else {
+            for j in jobs {
+                self.launch_summary(j, rows)?;
+            }
+            return Ok(());
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let most = jobs.iter().map(|j| j.n.div_ceil(j.block.max(1) as usize)).max().unwrap_or(0);
+        for (first_row, count) in row_chunks(rows) {
+            // Each input's pointers advance to this launch's first row.
+            let mut args = Vec::new();
+            for j in jobs {
+                let words = if j.buckets.is_some() { RUN_WORDS } else { RANGE_WORDS };
+                let src_at = (first_row * j.n * 4) as u64;
+                args.push(KernelArg::Ptr(j.src + src_at));
+                if let Some(b) = j.buckets {
+                    args.push(KernelArg::Ptr(b + src_at));
+                }
+                args.push(KernelArg::Ptr(j.dst + (first_row * j.n.div_ceil(j.block.max(1) as usize) * words * 4) as u64));
+            }
+            args.extend([
+                KernelArg::I32(count as i32),
+                KernelArg::I32(p.q_len as i32),
+                KernelArg::I32(p.kv_len as i32),
+                KernelArg::I32(self.manifest.block_q as i32),
+                KernelArg::I32(self.manifest.block_k as i32),
+            ]);
+            let grid = (summary_grid_x(most), count as u32, jobs.len() as u32);
+            let cfg = LaunchConfig { grid_dim: grid, block_dim: (SUMMARY_THREADS, 1, 1), shared_mem_bytes: 0 };
+            self.launch(all, &args, cfg).map_err(RuntimeError::driver(format!(
+                "launching `{entry}` for {} tensor inputs (rows {}..{}, grid {grid:?})",
+                jobs.len(),
+                first_row,
+                first_row + count
+            )))?;
+        }
+        Ok(())
+    }
+
+    /// `job`'s summary over `rows` rows: `block_minmax`, or with buckets the
+    /// run summary kernel.
+    fn launch_summary(&self, job: &SummaryJob<'_>, rows: usize) -> Result<()> {
+        let &SummaryJob { name, src, buckets, dst, n, block } = job;
         let (function, entry, words) = match (buckets, &self.runs) {
             (None, _) => (&self.summary, &self.manifest.summary_entry, RANGE_WORDS),
             (Some(_), Some((f, entry))) => (f, entry, RUN_WORDS),

@@ -625,25 +625,30 @@ pub const SUMMARY_THREADS: u32 = 128;
 /// width, so any grid.x is correct; this one gives each warp one turn.
 pub const SUMMARY_BLOCKS_PER_CTA: usize = 8;
 
+/// Rows `[first, first + count)` of one summary launch: rows are the grid's
+/// y dimension, so more than 65535 (B·H) are split.
+pub fn row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(MAX_GRID_YZ).map(move |first| (first, (rows - first).min(MAX_GRID_YZ)))
+}
+
+/// Grid x of a summary launch over rows of `nblocks` blocks: one turn per warp.
+pub fn summary_grid_x(nblocks: usize) -> u32 {
+    nblocks.div_ceil(SUMMARY_BLOCKS_PER_CTA) as u32
+}
+
 /// The summary launches for `rows` rows of `n` values in blocks of `block`,
-/// `words` per block out: rows are the grid's y dimension, so more than
-/// 65535 (B·H) are split.
+/// `words` per block out.
 pub fn summary_launches(rows: usize, n: usize, block: u32, words: usize) -> Vec<SummaryLaunch> {
     let nblocks = n.div_ceil(block.max(1) as usize);
-    let mut out = Vec::new();
-    let mut first = 0;
-    while first < rows {
-        let count = (rows - first).min(MAX_GRID_YZ);
-        out.push(SummaryLaunch {
+    row_chunks(rows)
+        .map(|(first, count)| SummaryLaunch {
             first_row: first,
             rows: count,
             src_offset: first * n,
             dst_offset: first * nblocks * words,
-            grid: (nblocks.div_ceil(SUMMARY_BLOCKS_PER_CTA) as u32, count as u32, 1),
-        });
-        first += count;
-    }
-    out
+            grid: (summary_grid_x(nblocks), count as u32, 1),
+        })
+        .collect()
 }
 
 /// i32 words per block of tensor input `name`'s summary: 2 ([min, max]),
@@ -715,6 +720,7 @@ mod tests {
             head_order: false,
             grid: GridOrder::HeaviestFirst,
             bucket_runs: None,
+            summaries_entry: None,
         }
     }
 
@@ -1285,6 +1291,8 @@ mod tests {
         assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (1, 16, 1) }]);
         assert_eq!(summary_launches(4, 16_384, 32, 2)[0].grid, (64, 4, 1));
         assert_eq!(summary_launches(70_000, 10, 4, 6)[1].dst_offset, 65_535 * 3 * 6);
+        assert_eq!(row_chunks(70_000).collect::<Vec<_>>(), vec![(0, 65_535), (65_535, 4_465)]);
+        assert_eq!(row_chunks(0).count(), 0);
         let many = summary_launches(150_000, 10, 4, 2);
         assert_eq!(many.len(), 3);
         assert_eq!(many.iter().map(|l| l.rows).sum::<usize>(), 150_000);

@@ -178,6 +178,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         // The probe reads the grid back: (ceil(Nq/block_q), H, B).
         grid: GridOrder::HeadMajor,
         bucket_runs: None,
+        summaries_entry: None,
     }
 }
 

@@ -11,6 +11,9 @@ pub const SUMMARY_ENTRY: &str = "block_minmax";
 /// Entry name of the summary kernel with bucket runs (`lacuna_ir::summary`),
 /// present only in modules whose pattern joins on a bucket.
 pub const RUN_SUMMARY_ENTRY: &str = "block_minmax_runs";
+/// Entry name of the kernel that makes every tensor input's summary in one
+/// launch (modules whose pattern reads tensors; `lower/summary.rs`).
+pub const FUSED_SUMMARY_ENTRY: &str = "block_summaries";
 
 /// The type of one kernel parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use inkwell::context::Context;
 
 pub use lacuna_ir::{Arch, Dtype, KernelManifest, KeySource};
 
-pub use abi::{snake_case, RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
+pub use abi::{snake_case, FUSED_SUMMARY_ENTRY, RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
 
 /// The crate version and a hash of the generator's sources: changes whenever
 /// generated code may change, so caches of PTX key on it.
@@ -86,6 +86,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         head_order: plan.head_order,
         grid: plan.grid,
         bucket_runs: abi::bucket_runs(p),
+        summaries_entry: (!lower::summary::tensor_inputs(p).is_empty()).then(|| FUSED_SUMMARY_ENTRY.to_string()),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

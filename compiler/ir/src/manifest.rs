@@ -190,6 +190,14 @@ pub struct KernelManifest {
     /// every other pattern, and in manifests written before runs existed.
     #[serde(default)]
     pub bucket_runs: Option<BucketRunSummaries>,
+    /// PTX entry name of the kernel that makes every tensor input's summary
+    /// in one launch (in the same module): params, per tensor input in input
+    /// order, (values, [its side's bucket input when `bucket_runs` lists it,]
+    /// summary), then i32 (rows, q_len, kv_len, block_q, block_k); grid (any
+    /// x, rows, tensor inputs). None for patterns without tensor inputs, and
+    /// in manifests written before it (one `summary_entry` launch per input).
+    #[serde(default)]
+    pub summaries_entry: Option<String>,
 }
 
 /// The summaries with bucket runs: each listed input's summary is
@@ -209,10 +217,11 @@ pub struct BucketRunSummaries {
 impl BucketRunSummaries {
     /// The bucket input `input`'s runs are taken over, if it has runs.
     pub fn bucket_for(&self, input: &str, kind: InputKind) -> Option<&str> {
-        self.inputs.iter().any(|i| i == input).then(|| match kind {
+        let bucket = match kind {
             InputKind::QueryTensor => self.query_bucket.as_str(),
             _ => self.key_bucket.as_str(),
-        })
+        };
+        self.inputs.iter().any(|i| i == input).then_some(bucket)
     }
 }
 
@@ -246,7 +255,10 @@ impl fmt::Display for KernelManifest {
                 r.entry
             )?;
         }
-        writeln!(f, "  summary kernel {}", self.summary_entry)
+        match &self.summaries_entry {
+            Some(all) => writeln!(f, "  summary kernels {all} (every tensor input, one launch), {}", self.summary_entry),
+            None => writeln!(f, "  summary kernel {}", self.summary_entry),
+        }
     }
 }
 
@@ -298,6 +310,7 @@ mod tests {
             head_order: false,
             grid,
             bucket_runs: None,
+            summaries_entry: None,
         }
     }
 

@@ -205,20 +205,20 @@ mod tests {
 
     fn hash_like(extra_q_scalar: bool) -> PatternIr {
         let mut b = PatternBuilder::new("H", "");
-        let qb = b.declare("qb", InputKind::QueryTensor).unwrap();
-        let kb = b.declare("kb", InputKind::KeyTensor).unwrap();
-        let qp = b.declare("qp", InputKind::QueryTensor).unwrap();
-        let kp = b.declare("kp", InputKind::KeyTensor).unwrap();
+        let qb = b.declare("qb", InputKind::QueryTensor).expect("a valid pattern");
+        let kb = b.declare("kb", InputKind::KeyTensor).expect("a valid pattern");
+        let qp = b.declare("qp", InputKind::QueryTensor).expect("a valid pattern");
+        let kp = b.declare("kp", InputKind::KeyTensor).expect("a valid pattern");
         let (nqb, nkb, nqp, nkp) = (b.read(qb), b.read(kb), b.read(qp), b.read(kp));
-        let eq = b.binary(BinaryOp::Eq, nkb, nqb).unwrap();
-        let mut ge = b.binary(BinaryOp::Ge, nqp, nkp).unwrap();
+        let eq = b.binary(BinaryOp::Eq, nkb, nqb).expect("a valid pattern");
+        let mut ge = b.binary(BinaryOp::Ge, nqp, nkp).expect("a valid pattern");
         if extra_q_scalar {
-            let w = b.declare("w", InputKind::LaunchScalar(ScalarType::Bool)).unwrap();
+            let w = b.declare("w", InputKind::LaunchScalar(ScalarType::Bool)).expect("a valid pattern");
             let nw = b.read(w);
-            ge = b.binary(BinaryOp::And, ge, nw).unwrap();
+            ge = b.binary(BinaryOp::And, ge, nw).expect("a valid pattern");
         }
-        let root = b.binary(BinaryOp::And, ge, eq).unwrap();
-        b.finish(root).unwrap()
+        let root = b.binary(BinaryOp::And, ge, eq).expect("a valid pattern");
+        b.finish(root).expect("a valid pattern")
     }
 
     #[test]
@@ -238,23 +238,23 @@ mod tests {
     fn no_join_without_other_tensors_or_under_an_or() {
         // Only the buckets: runs would add nothing.
         let mut b = PatternBuilder::new("Doc", "");
-        let qd = b.declare("qd", InputKind::QueryTensor).unwrap();
-        let kd = b.declare("kd", InputKind::KeyTensor).unwrap();
+        let qd = b.declare("qd", InputKind::QueryTensor).expect("a valid pattern");
+        let kd = b.declare("kd", InputKind::KeyTensor).expect("a valid pattern");
         let (x, y) = (b.read(qd), b.read(kd));
-        let eq = b.binary(BinaryOp::Eq, x, y).unwrap();
-        let p = b.finish(eq).unwrap();
+        let eq = b.binary(BinaryOp::Eq, x, y).expect("a valid pattern");
+        let p = b.finish(eq).expect("a valid pattern");
         assert_eq!(BucketJoin::find(&p), None);
         // An equality under `||` does not restrict who meets.
         let mut b = PatternBuilder::new("Or", "");
-        let qd = b.declare("qd", InputKind::QueryTensor).unwrap();
-        let kd = b.declare("kd", InputKind::KeyTensor).unwrap();
-        let kp = b.declare("kp", InputKind::KeyTensor).unwrap();
+        let qd = b.declare("qd", InputKind::QueryTensor).expect("a valid pattern");
+        let kd = b.declare("kd", InputKind::KeyTensor).expect("a valid pattern");
+        let kp = b.declare("kp", InputKind::KeyTensor).expect("a valid pattern");
         let (x, y, z) = (b.read(qd), b.read(kd), b.read(kp));
-        let eq = b.binary(BinaryOp::Eq, x, y).unwrap();
+        let eq = b.binary(BinaryOp::Eq, x, y).expect("a valid pattern");
         let zero = b.const_i32(0);
-        let pos = b.binary(BinaryOp::Gt, z, zero).unwrap();
-        let or = b.binary(BinaryOp::Or, eq, pos).unwrap();
-        let p = b.finish(or).unwrap();
+        let pos = b.binary(BinaryOp::Gt, z, zero).expect("a valid pattern");
+        let or = b.binary(BinaryOp::Or, eq, pos).expect("a valid pattern");
+        let p = b.finish(or).expect("a valid pattern");
         assert_eq!(BucketJoin::find(&p), None);
     }
 }

@@ -19,6 +19,6 @@ use crate::plan::KernelPlan;
 pub(crate) fn lower_module<'ctx>(ctx: &'ctx Context, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<Module<'ctx>> {
     let module = ctx.create_module(entry);
     forward::build(ctx, &module, p, plan, entry)?;
-    summary::build(ctx, &module, lacuna_ir::BucketJoin::find(p).is_some())?;
+    summary::build(ctx, &module, p)?;
     Ok(module)
 }

@@ -1,13 +1,15 @@
-//! The summary kernels, the input of the in-kernel tile classifier. Generic
-//! over the pattern; the runtime runs one per tensor input, with block =
-//! block_q or block_k:
+//! The summary kernels, the input of the in-kernel tile classifier:
 //! - `block_minmax` (params src, dst, rows, n, block): per-block [min, max]
-//!   of an i32 tensor;
+//!   of one i32 tensor, in every module;
 //! - `block_minmax_runs` (params src, buckets, dst, rows, n, block), only in
 //!   modules whose pattern joins on a bucket (`lacuna_ir::summary`): [min,
-//!   max] and the ranges over the block's smallest- and largest-bucket runs.
+//!   max] and the ranges over the block's smallest- and largest-bucket runs;
+//! - `block_summaries`, generated for the pattern (modules whose pattern
+//!   reads tensors): every tensor input's summary, each in its own form, in
+//!   one launch with grid.z = the input. The runtime launches this one; the
+//!   two generic kernels serve old manifests and checks of single tensors.
 //!
-//! Grid (any x, rows); 128 threads. Each warp reduces [`BLOCKS_PER_WARP`]
+//! Grid (any x, rows[, inputs]); 128 threads. Each warp reduces [`BLOCKS_PER_WARP`]
 //! blocks at a time (lanes stride through a block 32 elements per round,
 //! both blocks' loads in flight together), and CTAs stride over the row's
 //! blocks by the grid's width, so any grid.x is correct; `ceil(nblocks /
@@ -19,9 +21,11 @@ use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::BasicValueEnum as BV;
+use inkwell::values::PointerValue;
 use inkwell::IntPredicate as IP;
+use lacuna_ir::{BucketJoin, InputId, InputKind, PatternIr};
 
-use crate::abi::{RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
+use crate::abi::{FUSED_SUMMARY_ENTRY, RUN_SUMMARY_ENTRY, SUMMARY_ENTRY};
 use crate::cx::{named, Cx, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::forward::PTX_KERNEL_CC;
@@ -33,11 +37,15 @@ pub(crate) const BLOCKS_PER_WARP: i32 = 2;
 /// Blocks one CTA reduces per turn (the runtime sizes grid.x by it).
 pub(crate) const BLOCKS_PER_CTA: i32 = WARPS * BLOCKS_PER_WARP;
 
-/// The module's summary kernels: `block_minmax` always, `block_minmax_runs` with `runs`.
-pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, runs: bool) -> Result<()> {
+/// The module's summary kernels: `block_minmax` always; `block_minmax_runs`
+/// for a bucket join; `block_summaries` when the pattern reads tensors.
+pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
     build_kernel(ctx, module, Reduction::Range)?;
-    if runs {
+    if BucketJoin::find(p).is_some() {
         build_kernel(ctx, module, Reduction::Runs)?;
+    }
+    if !tensor_inputs(p).is_empty() {
+        build_fused(ctx, module, p)?;
     }
     Ok(())
 }
@@ -105,6 +113,7 @@ impl Reduction {
     }
 }
 
+/// A standalone summary kernel: one tensor, params (src, [buckets,] dst, rows, n, block).
 fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -> Result<()> {
     let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
     let i32t = ctx.i32_type();
@@ -128,24 +137,112 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
     let buckets = (r == Reduction::Runs).then(|| p(1).into_pointer_value());
     let dst = p(ptrs - 1).into_pointer_value();
     let (rows, n, block) = (p(ptrs).into_int_value(), p(ptrs + 1).into_int_value(), p(ptrs + 2).into_int_value());
-    let tid = named(cx.tid_x()?, "tid");
-    let lane = cx.and(tid, cx.i32(31))?;
-    let warp = cx.lshr(tid, cx.i32(5))?;
     let row = named(cx.ctaid('y')?, "row");
-    let safe_block = cx.smax(block, cx.i32(1))?;
-    let nblocks = named(cx.udiv(cx.add(n, cx.sub(safe_block, cx.i32(1))?)?, safe_block)?, "nblocks");
-    let valid = cx.and(cx.icmp(IP::SGT, block, cx.i32(0))?, cx.icmp(IP::SLT, row, rows)?)?;
     let (work, idle) = (cx.block("work"), cx.block("idle"));
-    cx.cond_br(valid, work, idle)?;
+    cx.cond_br(cx.icmp(IP::SLT, row, rows)?, work, idle)?;
     cx.at(idle);
     cx.ret_void()?;
     cx.at(work);
+    reduce_row(&cx, r, RowSource { src, buckets, dst, n, block }, row)?;
+    cx.ret_void()
+}
+
+/// Every tensor input's summary in one launch: params, per tensor input in
+/// input order, (values, [its side's buckets when it has runs,] summary),
+/// then (rows, q_len, kv_len, block_q, block_k); grid (any x, rows, tensor
+/// inputs), z choosing the input. The standalone kernels cost each input a
+/// launch of their own, latency-bound: 21% of hash-32's time at 4K (perf
+/// log v5.5).
+fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
+    let join = BucketJoin::find(p);
+    let tensors = tensor_inputs(p);
+    let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
+    let i32t = ctx.i32_type();
+    let mut names = Vec::new();
+    for &(id, runs) in &tensors {
+        let name = &p.input(id).name;
+        names.push(name.clone());
+        if runs {
+            names.push(format!("{name}_buckets"));
+        }
+        names.push(format!("{name}_summary"));
+    }
+    let ptrs = names.len();
+    names.extend(["rows", "q_len", "kv_len", "block_q", "block_k"].map(String::from));
+    let types: Vec<_> = (0..names.len()).map(|i| if i < ptrs { gptr.into() } else { i32t.into() }).collect();
+    let func = module.add_function(FUSED_SUMMARY_ENTRY, ctx.void_type().fn_type(&types, false), None);
+    func.set_call_conventions(PTX_KERNEL_CC);
+    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &THREADS.to_string()));
+    for (i, name) in names.iter().enumerate() {
+        func.get_nth_param(i as u32).expect("declared").set_name(name);
+    }
+
+    let cx = Cx::new(ctx, module, func);
+    let param = |i: usize| func.get_nth_param(i as u32).expect("declared");
+    let int = |i: usize| param(ptrs + i).into_int_value();
+    let (rows, q_len, kv_len, block_q, block_k) = (int(0), int(1), int(2), int(3), int(4));
+    let row = named(cx.ctaid('y')?, "row");
+    let input = named(cx.ctaid('z')?, "input");
+    let done = cx.block("done");
+    let work = cx.block("work");
+    cx.cond_br(cx.icmp(IP::SLT, row, rows)?, work, done)?;
+    cx.at(work);
+    let mut at = 0;
+    for (z, &(id, runs)) in tensors.iter().enumerate() {
+        let src = param(at).into_pointer_value();
+        let buckets = runs.then(|| param(at + 1).into_pointer_value());
+        let dst = param(at + 1 + runs as usize).into_pointer_value();
+        at += 2 + runs as usize;
+        let is_q = p.input(id).kind == InputKind::QueryTensor;
+        let (n, block) = if is_q { (q_len, block_q) } else { (kv_len, block_k) };
+        let r = if runs { Reduction::Runs } else { Reduction::Range };
+        debug_assert!(!runs || join.is_some());
+        let (this, next) = (cx.block(&format!("input{z}")), cx.block(&format!("after{z}")));
+        cx.cond_br(cx.icmp(IP::EQ, input, cx.i32(z as i32))?, this, next)?;
+        cx.at(this);
+        reduce_row(&cx, r, RowSource { src, buckets, dst, n, block }, row)?;
+        cx.br(done)?;
+        cx.at(next);
+    }
+    cx.br(done)?;
+    cx.at(done);
+    cx.ret_void()
+}
+
+/// The tensor inputs, in input order, and whether each is summarised with bucket runs.
+pub(crate) fn tensor_inputs(p: &PatternIr) -> Vec<(InputId, bool)> {
+    let join = BucketJoin::find(p);
+    (0..p.inputs().len())
+        .map(|i| InputId(i as u32))
+        .filter(|&id| matches!(p.input(id).kind, InputKind::QueryTensor | InputKind::KeyTensor))
+        .map(|id| (id, join.is_some_and(|j| j.has_runs(p, id))))
+        .collect()
+}
+
+/// One tensor's rows: `(rows, n)` i32 values (and buckets) → `(rows, nblocks, words)`.
+struct RowSource<'ctx> {
+    src: PointerValue<'ctx>,
+    buckets: Option<PointerValue<'ctx>>,
+    dst: PointerValue<'ctx>,
+    n: IV<'ctx>,
+    block: IV<'ctx>,
+}
+
+/// This CTA's share of row `row`'s blocks (none when `block` is not positive).
+fn reduce_row<'ctx>(cx: &Cx<'_, 'ctx>, r: Reduction, s: RowSource<'ctx>, row: IV<'ctx>) -> Result<()> {
+    let RowSource { src, buckets, dst, n, block } = s;
+    let tid = named(cx.tid_x()?, "tid");
+    let lane = cx.and(tid, cx.i32(31))?;
+    let warp = cx.lshr(tid, cx.i32(5))?;
+    let safe_block = cx.smax(block, cx.i32(1))?;
+    let nblocks = named(cx.udiv(cx.add(n, cx.sub(safe_block, cx.i32(1))?)?, safe_block)?, "nblocks");
 
     // This warp's first block, the stride between its turns, and its turns.
     let first = cx.add(cx.mul(cx.ctaid('x')?, cx.i32(BLOCKS_PER_CTA))?, cx.mul(warp, cx.i32(BLOCKS_PER_WARP))?)?;
     let stride = cx.mul(cx.nctaid('x')?, cx.i32(BLOCKS_PER_CTA))?;
     let left = cx.smax(cx.sub(nblocks, first)?, cx.i32(0))?;
     let turns = cx.udiv(cx.add(left, cx.sub(stride, cx.i32(1))?)?, stride)?;
+    let turns = cx.select_int(cx.icmp(IP::SGT, block, cx.i32(0))?, turns, cx.i32(0))?;
     let rounds = cx.udiv(cx.add(safe_block, cx.i32(31))?, cx.i32(32))?;
     let row_start = cx.mul(cx.sext64(row)?, cx.sext64(n)?)?;
     let row_src = cx.gep(cx.i32t(), src, row_start)?;
@@ -153,7 +250,7 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
     let words = r.written().len() as i64;
     let row_dst = cx.gep(cx.i32t(), dst, cx.mul(cx.mul(cx.sext64(row)?, cx.sext64(nblocks)?)?, cx.i64(words))?)?;
     let last_block = cx.sub(nblocks, cx.i32(1))?;
-    let width = r.init(&cx).len();
+    let width = r.init(cx).len();
     cx.for_range(cx.i32(0), turns, Vec::new(), "turn", |cx, t, _| {
         let base = cx.add(first, cx.mul(t, stride)?)?;
         // Blocks past the row's end re-read its last block and store nothing.
@@ -198,5 +295,5 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
         }
         Ok(Vec::new())
     })?;
-    cx.ret_void()
+    Ok(())
 }
