@@ -138,6 +138,9 @@ pub const ROW_PAD_BYTES: u32 = 16;
 /// ([`KernelPlan::for_length`]), by head dim.
 pub const SHORT_BELOW_D64: usize = 4096;
 pub const SHORT_BELOW_D128: usize = 8192;
+/// Key lengths up to which scanned D=128 plans take 64-key tiles instead of
+/// 48 ([`KernelPlan::for_length`]).
+pub const WIDE_KEYS_BELOW_D128: usize = 1536;
 
 impl KernelPlan {
     /// Tuned defaults. Errors when `head_dim` is not a multiple of 16 in 16..=256.
@@ -221,24 +224,39 @@ impl KernelPlan {
         self
     }
 
-    /// The plan for a problem of `kv_len` keys: a long-row (causal-like)
-    /// wgmma plan takes the short-row tiles where the whole sequence is
-    /// short enough that its rows are short too. Measured on an H200 (perf
-    /// log v5.4, dense causal, same call): D=64 short 64x64 tiles -11% /
-    /// -9% at 2K / 4K, level at 8K, +11% at 16K; D=128 64x48 tiles -10% /
-    /// -13% / -9% at 2K / 4K / 8K, +10% at 16K. Fewer query rows per CTA
-    /// give a short problem more CTAs to spread over the SMs, and 64x48
-    /// fits 3 CTAs per SM at D=128. Row-index plans (the seed methods'
-    /// pipelines, tuned on their own) and every other plan are unchanged.
+    /// The plan for a problem of `kv_len` keys, on the wgmma path:
+    /// - a long-row (causal-like) plan takes the short-row tiles where the
+    ///   whole sequence is short enough that its rows are short too.
+    ///   Measured on an H200 (perf log v5.4, dense causal, same call): D=64
+    ///   short 64x64 tiles -11% / -9% at 2K / 4K, level at 8K, +11% at 16K;
+    ///   D=128 64x48 tiles -10% / -13% / -9% at 2K / 4K / 8K, +10% at 16K.
+    ///   Fewer query rows per CTA give a short problem more CTAs to spread
+    ///   over the SMs, and 64x48 fits 3 CTAs per SM at D=128;
+    /// - a scanned D=128 plan (64x48 tiles) takes 64-key tiles up to
+    ///   [`WIDE_KEYS_BELOW_D128`] keys: with a few dozen keys per row the
+    ///   third CTA per SM buys less than a third fewer loop trips (perf log
+    ///   v5.7: QK-drop's compacted rows, 819 keys -10%, 1,024 -14%; 3,277 keys
+    ///   +8%, and hash at 4K +5%, so not beyond).
+    ///
+    /// Row-index plans (the seed methods' pipelines, tuned on their own) and
+    /// every other plan are unchanged.
     pub fn for_length(self, kv_len: usize) -> Self {
-        if self.mma != Mma::Wgmma || self.rows != RowLength::Long || self.row_index {
+        if self.mma != Mma::Wgmma || self.row_index {
             return self;
         }
-        let (limit, block_k) = if self.head_dim <= 64 { (SHORT_BELOW_D64, 64) } else { (SHORT_BELOW_D128, 48) };
-        if kv_len > limit {
-            return self;
+        match self.rows {
+            RowLength::Long => {
+                let (limit, block_k) = if self.head_dim <= 64 { (SHORT_BELOW_D64, 64) } else { (SHORT_BELOW_D128, 48) };
+                if kv_len > limit {
+                    return self;
+                }
+                KernelPlan { block_k, ..self.with_row_length(RowLength::Short) }
+            }
+            RowLength::Short if self.block_k == 48 && self.key_source == KeySource::Scan && kv_len <= WIDE_KEYS_BELOW_D128 => {
+                KernelPlan { block_k: 64, ..self }
+            }
+            RowLength::Short => self,
         }
-        KernelPlan { block_k, ..self.with_row_length(RowLength::Short) }
     }
 
     /// Whether tiles are stored 128-byte swizzled (wgmma) instead of in padded rows.

@@ -89,6 +89,9 @@ fn cases(quick: bool) -> Vec<Case> {
     let c = Case { pattern: "causal", by_length: true, ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
+    // Short scanned rows at D=128 on 64x64 tiles (QK-drop's compacted rows).
+    out.push(Case { pattern: "qk-drop", params: &[("drop", "0.5")], batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, by_length: true, ..base.clone() });
+    out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 700, kv_len: 700, by_length: true, ..base.clone() });
     // Scales far from 1/sqrt(D): sharp rows (max dominates) and flat ones.
     out.push(Case { pattern: "causal", scale: Some(1.0), ..base.clone() });
     out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 300, kv_len: 300, scale: Some(0.02), ..base.clone() });
