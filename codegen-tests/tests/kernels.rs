@@ -24,18 +24,30 @@ fn is_banner(line: &str) -> bool {
         || l.starts_with("target triple")
 }
 
-/// The text from the line containing `start` to the next line that is exactly `}`.
+/// The text of one entry: from the line containing `start` to the `}` that
+/// closes its body.
 fn one_entry(text: &str, start: &str) -> String {
     let mut out = Vec::new();
     let mut inside = false;
+    // Braces on lines of their own: the body's, and PTX's scoped blocks
+    // (each wgmma's inline asm is one); the entry ends where its body does.
+    let mut depth = 0;
     for line in text.lines() {
         if !inside && line.contains(start) {
             inside = true;
         }
         if inside && !is_banner(line) {
             out.push(line);
-            if line == "}" {
-                break;
+            match line.trim() {
+                "{" => depth += 1,
+                "}" => {
+                    depth -= 1;
+                    if depth <= 0 {
+                        break;
+                    }
+                }
+                _ if line.ends_with('{') && line.starts_with("define") => depth += 1,
+                _ => {}
             }
         }
     }

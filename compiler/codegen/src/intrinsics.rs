@@ -87,6 +87,11 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         self.call_void("llvm.nvvm.barrier.cta.sync.aligned.all", &[], &[self.i32(0).into()])
     }
 
+    /// `bar.warp.sync -1`: the warp's lanes, and their shared-memory writes.
+    pub fn syncwarp(&self) -> Result<()> {
+        self.call_void("llvm.nvvm.bar.warp.sync", &[], &[self.i32(-1).into()])
+    }
+
     // ---- asynchronous copies (sm_80+) ----
     /// `cp.async.cg.shared.global [dst], [src], 16, src_size`: copies `src_size`
     /// bytes (0 or 16) and zero-fills the rest of the 16.

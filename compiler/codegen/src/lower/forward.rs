@@ -29,7 +29,7 @@ use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
 use crate::error::Result;
 use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
-use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::pipeline::{align_dynamic_smem, chunk_dst, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
@@ -1224,27 +1224,42 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let lse_row0 = cx.mul(bh, cx.sext64(out_rows.map_or(self.q_len, |ix| ix.src_len))?)?;
         let two_t = cx.mul(c.t4, cx.i32(2))?;
         let zero = cx.f32(0.0);
-        for (sl, rows) in st.rows.iter().enumerate() {
-            for (r, row) in rows.iter().enumerate() {
-                let mut l = row.l;
-                l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
-                l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
-                let any = cx.fcmp(FP::OGT, l, zero)?;
-                let inv = cx.select_f32(any, cx.fdiv(cx.f32(1.0), l)?, zero)?;
-                let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
-                let q = cx.add(c.q0, local)?;
-                let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
-                let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
+        // A row this thread holds: its tile row, its query, 1 / l and the LSE.
+        let row_values = |sl: usize, r: usize, row: &RowState<'ctx>| -> Result<(IV<'ctx>, IV<'ctx>, FV<'ctx>, FV<'ctx>)> {
+            let mut l = row.l;
+            l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
+            l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
+            let any = cx.fcmp(FP::OGT, l, zero)?;
+            let inv = cx.select_f32(any, cx.fdiv(cx.f32(1.0), l)?, zero)?;
+            let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
+            let q = cx.add(c.q0, local)?;
+            let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
+            let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
+            Ok((local, q, inv, lse_v))
+        };
+        let packed = |sl: usize, r: usize, n: usize, inv: FV<'ctx>| -> Result<IV<'ctx>> {
+            let acc = &st.o[sl][n];
+            cx.pack_half2(self.plan.dtype, cx.fmul(acc[2 * r], inv)?, cx.fmul(acc[2 * r + 1], inv)?)
+        };
+        let store_lse = |cx: &Cx<'_, 'ctx>, out_row: IV<'ctx>, lse_v: FV<'ctx>| -> Result<()> {
+            cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_lse", |cx| {
+                cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(out_row)?)?)?, lse_v)
+            })
+        };
+        // Straight from the accumulators: 4-byte stores, a row's 16-byte
+        // pieces from 4 lanes (every path; the only one for mma.sync, row
+        // indices and O rows that are not 16-byte aligned).
+        let direct = |cx: &Cx<'_, 'ctx>| -> Result<()> {
+            for (sl, r, row) in st.rows.iter().enumerate().flat_map(|(sl, rows)| rows.iter().enumerate().map(move |(r, row)| (sl, r, row))) {
+                let (_, q, inv, lse_v) = row_values(sl, r, row)?;
                 let store = |cx: &Cx<'_, 'ctx>, out_row: IV<'ctx>| -> Result<()> {
                     let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(out_row)?, osn)?)?;
-                    for (n, acc) in st.o[sl].iter().enumerate() {
-                        let packed = cx.pack_half2(self.plan.dtype, cx.fmul(acc[2 * r], inv)?, cx.fmul(acc[2 * r + 1], inv)?)?;
+                    for n in 0..st.o[sl].len() {
+                        let v = packed(sl, r, n, inv)?;
                         let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
-                        cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, packed)?;
+                        cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, v)?;
                     }
-                    cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_lse", |cx| {
-                        cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(out_row)?)?)?, lse_v)
-                    })
+                    store_lse(cx, out_row, lse_v)
                 };
                 cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| match out_rows {
                     None => store(cx, q),
@@ -1255,7 +1270,60 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     }
                 })?;
             }
+            Ok(())
+        };
+        if !self.plan.swizzled() || out_rows.is_some() {
+            direct(cx)?;
+            return cx.ret_void();
         }
+        // wgmma kernels: O goes through Q's shared memory (free once the last
+        // S = Q·Kᵀ has been waited on), in Q's swizzled layout, then out in
+        // whole 16-byte chunks, each warp its own rows: a row's chunks in
+        // one store instruction instead of 4-byte pieces (ncu: the epilogue
+        // was 9-13% of hash-32's samples, its stores a quarter of that).
+        let aligned = {
+            let addr = cx.b.build_ptr_to_int(o, cx.ctx.i64_type(), "o_addr")?;
+            let strides = cx.or(cx.or(osb, osh)?, osn)?;
+            let low = cx.or(cx.and(addr, cx.i64(15))?, cx.and(strides, cx.i64(7))?)?;
+            cx.icmp(IP::EQ, low, cx.i64(0))?
+        };
+        cx.if_then(cx.not(aligned)?, "store.direct", direct)?;
+        cx.if_then(aligned, "store.staged", |cx| {
+            let q_tile = cx.byte_gep(self.smem, cx.i32(self.layout.q as i32))?;
+            let rows = self.plan.block_q;
+            // Every warp of the warpgroup has waited on its last S = Q·Kᵀ.
+            cx.barrier()?;
+            for (sl, r, row) in st.rows.iter().enumerate().flat_map(|(sl, rows)| rows.iter().enumerate().map(move |(r, row)| (sl, r, row))) {
+                let (local, q, inv, lse_v) = row_values(sl, r, row)?;
+                for n in 0..st.o[sl].len() {
+                    let at = cx.byte_gep(chunk_dst(cx, self.plan, q_tile, rows, local, cx.i32(n as i32))?, cx.mul(c.t4, cx.i32(4))?)?;
+                    cx.store(at, packed(sl, r, n, inv)?)?;
+                }
+                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_lse_row", |cx| store_lse(cx, q, lse_v))?;
+            }
+            cx.syncwarp()?;
+            let chunks_per_row = self.plan.head_dim / 8;
+            let warp_rows = 16 * st.rows.len() as u32;
+            let total = warp_rows * chunks_per_row;
+            let lane = cx.and(cx.sreg_fresh("tid.x")?, cx.i32(31))?;
+            let v4 = cx.i32t().vec_type(4);
+            for it in 0..total.div_ceil(32) {
+                let idx = cx.add(lane, cx.i32((32 * it) as i32))?;
+                let (row, chunk) = (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?);
+                let local = cx.add(c.warp_row0, row)?;
+                let q = cx.add(c.q0, local)?;
+                let mut mine = cx.icmp(IP::SLT, q, self.q_len)?;
+                if (it + 1) * 32 > total {
+                    mine = cx.and(mine, cx.icmp(IP::ULT, idx, cx.i32(total as i32))?)?;
+                }
+                cx.if_then(mine, "store_chunk", |cx| {
+                    let v = cx.load(v4, chunk_dst(cx, self.plan, q_tile, rows, local, chunk)?)?;
+                    let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(q)?, osn)?)?;
+                    cx.store(cx.gep(elem, row_ptr, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)?, v)
+                })?;
+            }
+            Ok(())
+        })?;
         cx.ret_void()
     }
 }

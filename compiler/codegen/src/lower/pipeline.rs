@@ -253,7 +253,7 @@ pub(crate) fn tile_sources<'ctx>(
 }
 
 /// Where chunk `chunk` of tile row `row` goes in a tile of `rows` rows at `dst`.
-fn chunk_dst<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, dst: PointerValue<'ctx>, rows: u32, row: IV<'ctx>, chunk: IV<'ctx>) -> Result<PointerValue<'ctx>> {
+pub(crate) fn chunk_dst<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, dst: PointerValue<'ctx>, rows: u32, row: IV<'ctx>, chunk: IV<'ctx>) -> Result<PointerValue<'ctx>> {
     let row_bytes = plan.smem_row_bytes() as i32;
     let dst_off = if plan.swizzled() {
         // Column block chunk / 8, row `row` of it, chunk XOR (row % 8) inside the row.
