@@ -160,9 +160,85 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             }
         }
     }
+    if let Some(table) = dense_share_table(&rows) {
+        w(out, table)?;
+    }
     if let Some(path) = args.json_out {
         let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.name(), "l2_flushed": args.flush, "rows": rows })).unwrap_or_default();
         std::fs::write(path, text).map_err(|e| CliError::WriteFile { path: path.to_path_buf(), source: e })?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each sparse row's TFLOP/s on visited tiles as a share of dense causal's
+/// at the same head dim and length (issue 3's per-visited-tile target is
+/// 85% at every shape), a table per head dim; None without causal rows.
+fn dense_share_table(rows: &[Row]) -> Option<String> {
+    let dense: BTreeMap<(u32, usize), f64> =
+        rows.iter().filter(|r| r.pattern == "causal").map(|r| ((r.head_dim, r.n), r.tflops_visited)).collect();
+    let sparse: Vec<&Row> = rows.iter().filter(|r| r.pattern != "causal" && dense.contains_key(&(r.head_dim, r.n))).collect();
+    if sparse.is_empty() {
+        return None;
+    }
+    let mut out = String::from("\nper visited tile, share of dense causal at the same shape (target 85%; * below it)\n");
+    let mut dims: Vec<u32> = sparse.iter().map(|r| r.head_dim).collect();
+    dims.dedup();
+    for d in dims {
+        let ns: Vec<usize> = {
+            let mut ns: Vec<usize> = sparse.iter().filter(|r| r.head_dim == d).map(|r| r.n).collect();
+            ns.sort_unstable();
+            ns.dedup();
+            ns
+        };
+        out += &format!("{:<11} {:>3}", "pattern", "D");
+        for n in &ns {
+            out += &format!(" {:>7}", format!("N={n}"));
+        }
+        out += "\n";
+        let mut labels: Vec<&str> = sparse.iter().filter(|r| r.head_dim == d).map(|r| r.pattern.as_str()).collect();
+        labels.dedup();
+        for label in labels {
+            out += &format!("{label:<11} {d:>3}");
+            for &n in &ns {
+                match sparse.iter().find(|r| r.head_dim == d && r.n == n && r.pattern == label) {
+                    Some(r) => {
+                        let share = 100.0 * r.tflops_visited / dense[&(d, n)];
+                        out += &format!(" {:>6.0}{}", share, if share < 85.0 { "*" } else { "%" });
+                    }
+                    None => out += &format!(" {:>7}", "-"),
+                }
+            }
+            out += "\n";
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pattern: &str, head_dim: u32, n: usize, tflops_visited: f64) -> Row {
+        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, plan: String::new() }
+    }
+
+    #[test]
+    fn shares_are_against_dense_at_the_same_shape() {
+        let rows = [
+            row("causal", 64, 4096, 400.0),
+            row("causal", 64, 16384, 500.0),
+            row("hash32", 64, 4096, 100.0),
+            row("hash32", 64, 16384, 450.0),
+            row("window1024", 64, 16384, 500.0),
+            // No dense row at D=128: left out.
+            row("hash32", 128, 4096, 100.0),
+        ];
+        let table = dense_share_table(&rows).expect("a table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[2].starts_with("pattern") && lines[2].contains("N=4096") && lines[2].contains("N=16384"), "{table}");
+        assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["hash32", "64", "25*", "90%"], "{table}");
+        assert_eq!(lines[4].split_whitespace().collect::<Vec<_>>(), ["window1024", "64", "-", "100%"], "{table}");
+        assert!(!table.contains(" 128 "), "{table}");
+        assert!(dense_share_table(&rows[..2]).is_none());
+    }
 }
