@@ -1,5 +1,5 @@
 //! `AttentionKernel`: a generated forward kernel loaded on one GPU, and its
-//! launch. Owns the ABI glue: summary kernels into reusable scratch, per-head
+//! launch. Owns the ABI glue: the summary kernel(s) into reusable scratch, per-head
 //! values uploaded, then the forward kernel, all on the Gpu's stream with no
 //! host round trip. Every check happens (in `validate`) before anything is
 //! launched; a kernel given a wrong shape would read out of bounds silently.
@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
+use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
 use lacuna_ir::{InputKind, KernelManifest, KernelParam, PatternIr};
 
 use crate::args::{ArgValue, PatternArgs};
 use crate::error::{Result, RuntimeError};
 use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
-use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
-
 use crate::validate::{
     check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
