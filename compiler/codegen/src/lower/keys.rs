@@ -155,6 +155,15 @@ impl<'ctx> KeyBlocks<'ctx> {
         Ok(best)
     }
 
+    /// One past the last candidate block: the largest span end, at most `k_blocks`.
+    fn candidates_end(&self, cx: &Cx<'_, 'ctx>) -> Result<IV<'ctx>> {
+        let mut end = cx.i32(0);
+        for &(_, e) in &self.spans {
+            end = cx.smax(end, e)?;
+        }
+        cx.smin(end, self.k_blocks)
+    }
+
     /// Whether block `kb` is a candidate (inside some span and below `k_blocks`).
     fn contains(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>) -> Result<IV<'ctx>> {
         let mut any = cx.bool(false);
@@ -241,19 +250,35 @@ pub(crate) fn next_block<'ctx>(
     let threads = plan.threads() as i32;
     let bk = cx.i32(plan.block_k as i32);
     let below = cx.sub(cx.shl(cx.i32(1), kl.lane)?, cx.i32(1))?;
-    // All rounds are classified before any branch, so their summary loads are in flight together.
+    // All rounds are classified before any ballot, so their summary loads
+    // are in flight together. A round that starts past the last candidate
+    // (the chunk covers 16K keys; a 4K problem, or a window's few dozen
+    // blocks, fill one round of it) is skipped under a uniform branch.
+    let candidates_end = keys.candidates_end(cx)?;
     let mut classes = Vec::new();
     for r in 0..kl.rounds as i32 {
-        let kb = named(cx.add(next, cx.add(kl.tid, cx.i32(r * threads))?)?, "chunk_kb");
-        let cand = keys.contains(cx, kb)?;
-        // Past the end the summaries must still be read in bounds; the result is discarded.
-        let kb_safe = cx.smin(kb, cx.sub(keys.k_blocks, cx.i32(1))?)?;
-        let k0 = cx.mul(kb_safe, bk)?;
-        let k1 = cx.sub(cx.smin(cx.add(k0, bk)?, kv_len)?, cx.i32(1))?;
-        let class = pred.classify(cx, q, &TileRange { lo: k0, hi: k1, block: kb_safe })?;
-        let keep = cx.and(cand, class.may_true)?;
-        let entry = cx.or(cx.shl(kb, cx.i32(pred.conjunct_count() as i32))?, class.undecided)?;
-        classes.push((keep, entry));
+        let classify = |cx: &Cx<'_, 'ctx>| -> Result<(IV<'ctx>, IV<'ctx>)> {
+            let kb = named(cx.add(next, cx.add(kl.tid, cx.i32(r * threads))?)?, "chunk_kb");
+            let cand = keys.contains(cx, kb)?;
+            // Past the end the summaries must still be read in bounds; the result is discarded.
+            let kb_safe = cx.smin(kb, cx.sub(keys.k_blocks, cx.i32(1))?)?;
+            let k0 = cx.mul(kb_safe, bk)?;
+            let k1 = cx.sub(cx.smin(cx.add(k0, bk)?, kv_len)?, cx.i32(1))?;
+            let class = pred.classify(cx, q, &TileRange { lo: k0, hi: k1, block: kb_safe })?;
+            let keep = cx.and(cand, class.may_true)?;
+            let entry = cx.or(cx.shl(kb, cx.i32(pred.conjunct_count() as i32))?, class.undecided)?;
+            Ok((keep, entry))
+        };
+        if r == 0 {
+            classes.push(classify(cx)?);
+            continue;
+        }
+        let needed = cx.icmp(IP::SLT, cx.add(next, cx.i32(r * threads))?, candidates_end)?;
+        let out = cx.if_then_values(needed, "chunk.round", vec![cx.bool(false).into(), cx.i32(0).into()], |cx, _| {
+            let (keep, entry) = classify(cx)?;
+            Ok(vec![keep.into(), entry.into()])
+        })?;
+        classes.push((out[0].into_int_value(), out[1].into_int_value()));
     }
     let mut rounds = Vec::new();
     for (r, (keep, entry)) in classes.into_iter().enumerate() {
