@@ -579,19 +579,10 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
 /// element-test variant to the kernel and a bit to each key-list entry.
 pub(crate) const MAX_CONJUNCTS: usize = 4;
 
-/// The operands of `p`'s top-level `and`s, left to right, or the root alone.
+/// The operands of `p`'s top-level `and`s, or the root alone when there are
+/// more than [`MAX_CONJUNCTS`].
 fn conjuncts(p: &PatternIr) -> Vec<NodeId> {
-    fn walk(p: &PatternIr, id: NodeId, out: &mut Vec<NodeId>) {
-        match *p.node(id) {
-            Node::Binary(BinaryOp::And, a, b) => {
-                walk(p, a, out);
-                walk(p, b, out);
-            }
-            _ => out.push(id),
-        }
-    }
-    let mut out = Vec::new();
-    walk(p, p.root(), &mut out);
+    let out = p.conjuncts();
     if out.len() > MAX_CONJUNCTS {
         return vec![p.root()];
     }

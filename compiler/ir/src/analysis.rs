@@ -229,22 +229,26 @@ impl Tile<'_> {
 /// bounded by the block ranges, so its presence keeps the tile.
 fn bucket_may_meet(tile: &Tile<'_>, s: &BlockSummaries, join: BucketJoin, qb: usize, kb: usize) -> bool {
     let (qbuckets, kbuckets) = (s.range(join.query, qb), s.range(join.key, kb));
-    let lo = qbuckets.0.max(kbuckets.0) as i64;
-    let hi = qbuckets.1.min(kbuckets.1) as i64;
-    if hi - lo >= 2 {
+    let lo = qbuckets.0.max(kbuckets.0);
+    let hi = qbuckets.1.min(kbuckets.1);
+    if lo > hi {
+        return false;
+    }
+    if hi as i64 - lo as i64 >= 2 {
         return true;
     }
-    [lo, hi].into_iter().any(|bucket| {
+    let shared = if lo == hi { &[lo][..] } else { &[lo, hi][..] };
+    shared.iter().any(|&bucket| {
         let in_bucket = |id: InputId| {
             if id == join.query || id == join.key {
-                (bucket as i32, bucket as i32)
+                (bucket, bucket)
             } else if tile.p.input(id).kind == InputKind::QueryTensor {
                 s.range_in_bucket(id, qb, bucket, qbuckets)
             } else {
                 s.range_in_bucket(id, kb, bucket, kbuckets)
             }
         };
-        lo <= hi && tile.eval(&in_bucket) != Tri::False
+        tile.eval(&in_bucket) != Tri::False
     })
 }
 

@@ -128,6 +128,23 @@ impl PatternIr {
         fnv1a64(self.to_string().as_bytes())
     }
 
+    /// The operands of the root's top-level `and`s, left to right (the root
+    /// alone when it is no `and`): each must hold for a pair to attend.
+    pub fn conjuncts(&self) -> Vec<NodeId> {
+        fn walk(p: &PatternIr, id: NodeId, out: &mut Vec<NodeId>) {
+            match *p.node(id) {
+                Node::Binary(BinaryOp::And, a, b) => {
+                    walk(p, a, out);
+                    walk(p, b, out);
+                }
+                _ => out.push(id),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, self.root(), &mut out);
+        out
+    }
+
     /// True when the predicate reads `coord` anywhere.
     pub fn uses_coord(&self, coord: Coord) -> bool {
         self.expr.nodes.iter().any(|n| matches!(n, Node::Coord(c) if *c == coord))

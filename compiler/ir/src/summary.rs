@@ -15,7 +15,7 @@
 //! (`bucket_may_meet`) and finds those tiles Empty.
 
 use crate::bindings::Bindings;
-use crate::expr::{BinaryOp, InputId, Node, NodeId};
+use crate::expr::{BinaryOp, InputId, Node};
 use crate::pattern::PatternIr;
 use crate::types::InputKind;
 
@@ -32,22 +32,18 @@ pub struct BucketJoin {
     pub query: InputId,
     /// The key tensor holding each key's bucket.
     pub key: InputId,
-    /// The equality node (one of the root's `and` operands).
-    pub conjunct: NodeId,
 }
 
 impl BucketJoin {
     /// The first top-level conjunct of `p` that compares a query tensor with
     /// a key tensor for equality, if any other tensor input could use runs.
     pub fn find(p: &PatternIr) -> Option<BucketJoin> {
-        let mut conjuncts = Vec::new();
-        top_level_conjuncts(p, p.root(), &mut conjuncts);
-        let join = conjuncts.into_iter().find_map(|c| {
+        let join = p.conjuncts().into_iter().find_map(|c| {
             let Node::Binary(BinaryOp::Eq, a, b) = *p.node(c) else { return None };
             let (&Node::Input(a), &Node::Input(b)) = (p.node(a), p.node(b)) else { return None };
             match (p.input(a).kind, p.input(b).kind) {
-                (InputKind::QueryTensor, InputKind::KeyTensor) => Some(BucketJoin { query: a, key: b, conjunct: c }),
-                (InputKind::KeyTensor, InputKind::QueryTensor) => Some(BucketJoin { query: b, key: a, conjunct: c }),
+                (InputKind::QueryTensor, InputKind::KeyTensor) => Some(BucketJoin { query: a, key: b }),
+                (InputKind::KeyTensor, InputKind::QueryTensor) => Some(BucketJoin { query: b, key: a }),
                 _ => None,
             }
         })?;
@@ -64,16 +60,6 @@ impl BucketJoin {
     /// The bucket input on the same side as tensor input `id`.
     pub fn bucket_of(&self, p: &PatternIr, id: InputId) -> InputId {
         if p.input(id).kind == InputKind::QueryTensor { self.query } else { self.key }
-    }
-}
-
-fn top_level_conjuncts(p: &PatternIr, id: NodeId, out: &mut Vec<NodeId>) {
-    match *p.node(id) {
-        Node::Binary(BinaryOp::And, a, b) => {
-            top_level_conjuncts(p, a, out);
-            top_level_conjuncts(p, b, out);
-        }
-        _ => out.push(id),
     }
 }
 
@@ -177,11 +163,11 @@ impl BlockSummaries {
     /// Input `id`'s range over the elements of `block` whose bucket is
     /// `bucket`, as far as the summary tells: a run's range when `bucket` is
     /// the block's smallest or largest, else the block's range.
-    pub fn range_in_bucket(&self, id: InputId, block: usize, bucket: i64, block_buckets: (i32, i32)) -> (i32, i32) {
+    pub fn range_in_bucket(&self, id: InputId, block: usize, bucket: i32, block_buckets: (i32, i32)) -> (i32, i32) {
         let s = self.block(id, block);
         match s.runs {
-            Some([first, _]) if bucket == block_buckets.0 as i64 => first,
-            Some([_, last]) if bucket == block_buckets.1 as i64 => last,
+            Some([first, _]) if bucket == block_buckets.0 => first,
+            Some([_, last]) if bucket == block_buckets.1 => last,
             _ => s.range,
         }
     }

@@ -154,7 +154,6 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
 /// launch of their own, latency-bound: 21% of hash-32's time at 4K (perf
 /// log v5.5).
 fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
-    let join = BucketJoin::find(p);
     let tensors = tensor_inputs(p);
     let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
     let i32t = ctx.i32_type();
@@ -196,7 +195,6 @@ fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -
         let is_q = p.input(id).kind == InputKind::QueryTensor;
         let (n, block) = if is_q { (q_len, block_q) } else { (kv_len, block_k) };
         let r = if runs { Reduction::Runs } else { Reduction::Range };
-        debug_assert!(!runs || join.is_some());
         let (this, next) = (cx.block(&format!("input{z}")), cx.block(&format!("after{z}")));
         cx.cond_br(cx.icmp(IP::EQ, input, cx.i32(z as i32))?, this, next)?;
         cx.at(this);
