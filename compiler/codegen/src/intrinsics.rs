@@ -169,9 +169,16 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
     pub fn ex2(&self, x: FV<'ctx>) -> Result<FV<'ctx>> {
         Ok(self.call_value("llvm.nvvm.ex2.approx.ftz", &[self.f32t().into()], &[x.into()])?.into_float_value())
     }
-    /// `lg2.approx.f32`.
+    /// `lg2.approx.ftz.f32`: for values that are never subnormal (a row's
+    /// softmax sum is 0 or at least 1), without the subnormal rescale.
     pub fn lg2(&self, x: FV<'ctx>) -> Result<FV<'ctx>> {
-        Ok(self.call_value("llvm.nvvm.lg2.approx.f", &[], &[x.into()])?.into_float_value())
+        Ok(self.call_value("llvm.nvvm.lg2.approx.ftz.f", &[], &[x.into()])?.into_float_value())
+    }
+    /// `rcp.approx.ftz.f32` (1 ulp): where an IEEE division's slow-path
+    /// check and branch would cost more than the value is worth (1 / l for
+    /// an output in bf16 or fp16).
+    pub fn rcp(&self, x: FV<'ctx>) -> Result<FV<'ctx>> {
+        Ok(self.call_value("llvm.nvvm.rcp.approx.ftz.f", &[], &[x.into()])?.into_float_value())
     }
     pub fn fma(&self, a: FV<'ctx>, b: FV<'ctx>, c: FV<'ctx>) -> Result<FV<'ctx>> {
         Ok(self.call_value("llvm.fma", &[self.f32t().into()], &[a.into(), b.into(), c.into()])?.into_float_value())
