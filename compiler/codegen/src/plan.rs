@@ -141,6 +141,10 @@ pub const SHORT_BELOW_D128: usize = 8192;
 /// Key lengths up to which scanned D=128 plans take 64-key tiles instead of
 /// 48 ([`KernelPlan::for_length`]).
 pub const WIDE_KEYS_BELOW_D128: usize = 1536;
+/// Key lengths up to which closed-form band plans (windows, MoA) run
+/// heaviest first (rank-major) instead of head-major
+/// ([`KernelPlan::for_length`]).
+pub const RANK_MAJOR_BANDS_BELOW: usize = 4096;
 
 impl KernelPlan {
     /// Tuned defaults. Errors when `head_dim` is not a multiple of 16 in 16..=256.
@@ -236,7 +240,18 @@ impl KernelPlan {
     ///   [`WIDE_KEYS_BELOW_D128`] keys: with a few dozen keys per row the
     ///   third CTA per SM buys less than a third fewer loop trips (perf log
     ///   v5.7: QK-drop's compacted rows, 819 keys -10%, 1,024 -14%; 3,277 keys
-    ///   +8%, and hash at 4K +5%, so not beyond).
+    ///   +8%, and hash at 4K +5%, so not beyond);
+    /// - a closed-form band plan (windows, MoA: short rows, head-major so
+    ///   that the CTAs in flight share their heads' K/V in L2) runs
+    ///   heaviest first up to [`RANK_MAJOR_BANDS_BELOW`] keys. A short
+    ///   problem is a few waves of CTAs, and head-major leaves whole-band
+    ///   CTAs for the last wave where rank-major leaves the light first
+    ///   blocks of every head. Measured on an H200 (perf log v5.11, same
+    ///   call, B·H = 64 at D=64 and 32 at D=128): at 4K, MoA -11% at both
+    ///   head dims, the 1024-key window -3.7% / -0.9%; at 8K mixed (-2.7%
+    ///   to +4.5%), at 16K 1-49% slower (L2 misses). With many more heads
+    ///   in flight than that, the 4K gain may shrink (more waves, a larger
+    ///   K/V working set).
     ///
     /// Row-index plans (the seed methods' pipelines, tuned on their own) and
     /// every other plan are unchanged.
@@ -254,6 +269,9 @@ impl KernelPlan {
             }
             RowLength::Short if self.block_k == 48 && self.key_source == KeySource::Scan && kv_len <= WIDE_KEYS_BELOW_D128 => {
                 KernelPlan { block_k: 64, ..self }
+            }
+            RowLength::Short if self.grid == GridOrder::HeadMajor && matches!(self.key_source, KeySource::Range(_)) && kv_len <= RANK_MAJOR_BANDS_BELOW => {
+                KernelPlan { grid: GridOrder::RankMajor, ..self }
             }
             RowLength::Short => self,
         }

@@ -88,6 +88,25 @@ fn short_problems_take_short_row_tiles() {
 }
 
 #[test]
+fn short_band_problems_run_heaviest_first() {
+    for (name, ir) in [("window", common::sliding_window()), ("moa", common::moa())] {
+        for d in [64, 128] {
+            let band = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+            assert_eq!((band.rows, band.grid), (RowLength::Short, GridOrder::HeadMajor), "{name} D={d}");
+            let short = band.clone().for_length(4096);
+            // Only the grid changes: tiles, key source and head order stay.
+            assert_eq!(short, KernelPlan { grid: GridOrder::RankMajor, ..band.clone() }, "{name} D={d}");
+            compile(&ir, &short).expect("compiles");
+            assert_eq!(band.clone().for_length(4097), band, "{name} D={d}");
+            assert_eq!(band.clone().with_mma(Mma::Sync).for_length(1024), band.clone().with_mma(Mma::Sync));
+        }
+    }
+    // MoA's per-head spans keep their head order under the rank-major grid.
+    let moa = KernelPlan::for_pattern(&common::moa(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert!(moa.head_order && moa.for_length(2048).head_order);
+}
+
+#[test]
 fn row_length_picks_the_tiles_and_keeps_the_rest() {
     let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
     let hash = KernelPlan::for_pattern(&common::hash_bucket(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");

@@ -92,6 +92,9 @@ fn cases(quick: bool) -> Vec<Case> {
     // Short scanned rows at D=128 on 64x64 tiles (QK-drop's compacted rows).
     out.push(Case { pattern: "qk-drop", params: &[("drop", "0.5")], batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, by_length: true, ..base.clone() });
     out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 700, kv_len: 700, by_length: true, ..base.clone() });
+    // Short band problems run heaviest first (rank-major grid; MoA with its head order).
+    out.push(Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], batch: 2, q_len: 450, kv_len: 450, by_length: true, ..base.clone() });
+    out.push(Case { pattern: "sliding-window", params: &[("W", "300"), ("sink", "70")], head_dim: 128, q_len: 333, kv_len: 333, by_length: true, ..base.clone() });
     // Scales far from 1/sqrt(D): sharp rows (max dominates) and flat ones.
     out.push(Case { pattern: "causal", scale: Some(1.0), ..base.clone() });
     out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 300, kv_len: 300, scale: Some(0.02), ..base.clone() });
