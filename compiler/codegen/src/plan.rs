@@ -378,9 +378,16 @@ impl KernelPlan {
     /// values per thread than S (head_dim > block_k, the D=128 short-row
     /// tiles): there the rescale was 64 multiplies per 16 scores and skipping
     /// it gained 2-4% (H100, 16K); where S is as large as O (D=64, and
-    /// D=128's 128x128 tiles) the branch cost 1-4% (perf log, v4.5).
+    /// D=128's 128x128 tiles) the branch cost 1-4% (perf log, v4.5). Since
+    /// P·V overlaps the next block's softmax (v5.0) the multiplies sit
+    /// between that P·V's wait and the next issue, and the one-warpgroup
+    /// D=64 tiles of closed-form ranges (windows, MoA bands, short causal
+    /// problems: dozens of blocks per CTA, the reference settles early)
+    /// gain from skipping them: 1.2-2.4% (H200, perf log v5.12). Scanned
+    /// patterns keep the plain rescale: hash, with a handful of blocks per
+    /// CTA, lost up to 1.7%, and QK-drop spilled at the 96-register cap.
     pub fn conditional_rescale(&self) -> bool {
-        self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && self.head_dim > self.block_k)
+        self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && (self.head_dim > self.block_k || (self.block_q == 64 && matches!(self.key_source, KeySource::Range(_)))))
     }
 
     /// Each block's O += P·V is issued in the next iteration, behind that
