@@ -34,7 +34,7 @@ const VARIANTS: &[Variant] = &[
     Variant { label: "qkdrop80", pattern: "qk-drop", params: &[("drop", "0.8")], keep: 0.2 },
 ];
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Clone)]
 struct Row {
     pattern: String,
     batch: usize,
@@ -46,6 +46,10 @@ struct Row {
     visited_fraction: f64,
     tflops_visited: f64,
     tflops_causal_equiv: f64,
+    /// The time Q, K, V, O and the LSE alone take to cross HBM at the
+    /// bandwidth of this run's fill ([`fill_bandwidth`]): no kernel of this
+    /// shape can be faster.
+    hbm_floor_ms: f64,
     plan: String,
 }
 
@@ -75,13 +79,16 @@ const FLUSH_BYTES: usize = 256 << 20;
 /// an H200 it added up to 18% to the 4K problems, 0-4% at 16K).
 pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
-    let mut flush = if args.flush { Some(DeviceTensor::zeros(&gpu, ElemType::I32, &[FLUSH_BYTES / 4])?) } else { None };
+    let mut fill = DeviceTensor::zeros(&gpu, ElemType::I32, &[FLUSH_BYTES / 4])?;
+    let bytes_per_ms = fill_bandwidth(&gpu, &mut fill)?;
+    let mut flush = args.flush.then_some(fill);
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
     w(out, format!(
-        "lacuna bench on {} ({} SMs), bf16, forward, block summaries included, {}",
+        "lacuna bench on {} ({} SMs), bf16, forward, block summaries included, {}; HBM {:.2} TB/s (a 256 MB fill)",
         gpu.name(),
         gpu.sm_count(),
-        if args.flush { "each launch after a 256 MB fill (cold L2, as do_bench)" } else { "launches back to back (warm L2, host time counted)" }
+        if args.flush { "each launch after a 256 MB fill (cold L2, as do_bench)" } else { "launches back to back (warm L2, host time counted)" },
+        bytes_per_ms / 1e9,
     ))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
@@ -139,6 +146,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 let ms = times[times.len() / 2];
                 let visited_flops = 4.0 * d as f64 * visited_fraction * (heads * len * len) as f64 * batch as f64;
                 let causal_flops = 2.0 * d as f64 * (n * n) as f64 * (batch * heads) as f64;
+                let compulsory_bytes = (batch * heads * len) as f64 * (4.0 * 2.0 * d as f64 + 4.0);
                 let row = Row {
                     pattern: variant.label.into(),
                     batch,
@@ -150,6 +158,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                     visited_fraction,
                     tflops_visited: visited_flops / ms / 1e9,
                     tflops_causal_equiv: causal_flops / ms / 1e9,
+                    hbm_floor_ms: compulsory_bytes / bytes_per_ms,
                     plan: format!("{} {}x{} tiles, {} warps, {} stages, {} grid", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages, plan.grid.name()),
                 };
                 w(out, format!(
@@ -164,15 +173,27 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
         w(out, table)?;
     }
     if let Some(path) = args.json_out {
-        let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.name(), "l2_flushed": args.flush, "rows": rows })).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "device": gpu.name(), "l2_flushed": args.flush, "hbm_tb_s": bytes_per_ms / 1e9, "rows": rows })).unwrap_or_default();
         std::fs::write(path, text).map_err(|e| CliError::WriteFile { path: path.to_path_buf(), source: e })?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Bytes per millisecond a 256 MB fill writes (the median of 5): the HBM
+/// bandwidth the floors of this run assume (on an H200 close to the 4.3
+/// TB/s of a device-to-device copy, anchors.md).
+fn fill_bandwidth(gpu: &Gpu, fill: &mut DeviceTensor) -> Result<f64, CliError> {
+    fill.fill_i32(0)?;
+    let mut times = (0..5).map(|_| gpu.time_ms(|| fill.fill_i32(0)).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(FLUSH_BYTES as f64 / times[2].max(1e-6))
+}
+
 /// Each sparse row's TFLOP/s on visited tiles as a share of dense causal's
 /// at the same head dim and length (issue 3's per-visited-tile target is
 /// 85% at every shape), a table per head dim; None without causal rows.
+/// Under each table, the shapes whose target the HBM floor alone rules
+/// out: their visited FLOPs over `hbm_floor_ms` fall short of 85% of dense.
 fn dense_share_table(rows: &[Row]) -> Option<String> {
     let dense: BTreeMap<(u32, usize), f64> =
         rows.iter().filter(|r| r.pattern == "causal").map(|r| ((r.head_dim, r.n), r.tflops_visited)).collect();
@@ -210,6 +231,17 @@ fn dense_share_table(rows: &[Row]) -> Option<String> {
             }
             out += "\n";
         }
+        let ruled_out: Vec<String> = sparse
+            .iter()
+            .filter(|r| r.head_dim == d && r.hbm_floor_ms > 0.0)
+            .filter_map(|r| {
+                let ceiling = 100.0 * r.tflops_visited * r.ms / r.hbm_floor_ms / dense[&(d, r.n)];
+                (ceiling < 85.0).then(|| format!("{} N={} ({ceiling:.0}%)", r.pattern, r.n))
+            })
+            .collect();
+        if !ruled_out.is_empty() {
+            out += &format!("  past the HBM floor (best share moving only Q, K, V, O, LSE): {}\n", ruled_out.join(", "));
+        }
     }
     Some(out)
 }
@@ -219,7 +251,7 @@ mod tests {
     use super::*;
 
     fn row(pattern: &str, head_dim: u32, n: usize, tflops_visited: f64) -> Row {
-        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, plan: String::new() }
+        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, hbm_floor_ms: 0.1, plan: String::new() }
     }
 
     #[test]
@@ -240,5 +272,11 @@ mod tests {
         assert_eq!(lines[4].split_whitespace().collect::<Vec<_>>(), ["window1024", "64", "-", "100%"], "{table}");
         assert!(!table.contains(" 128 "), "{table}");
         assert!(dense_share_table(&rows[..2]).is_none());
+        assert!(!table.contains("HBM floor"), "{table}");
+        // 100 TFLOP/s in 1 ms with a 0.5 ms floor: at best 200 of dense's 400 (50%).
+        let mut floored = rows.to_vec();
+        floored[2].hbm_floor_ms = 0.5;
+        let table = dense_share_table(&floored).expect("a table");
+        assert!(table.contains("past the HBM floor") && table.contains("hash32 N=4096 (50%)") && !table.contains("N=16384 ("), "{table}");
     }
 }
