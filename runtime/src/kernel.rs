@@ -33,6 +33,17 @@ struct SummaryJob<'a> {
     block: u32,
 }
 
+impl SummaryJob<'_> {
+    /// i32 words per block of this summary.
+    fn words(&self) -> usize {
+        if self.buckets.is_some() { RUN_WORDS } else { RANGE_WORDS }
+    }
+
+    fn nblocks(&self) -> usize {
+        self.n.div_ceil(self.block.max(1) as usize)
+    }
+}
+
 /// Pushes `args` onto a launch in order: the generated kernels and the
 /// helper ops both take their parameters as `KernelArg` lists.
 pub(crate) fn push_args<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, args: &'a [KernelArg]) {
@@ -481,18 +492,17 @@ impl AttentionKernel {
         if jobs.is_empty() {
             return Ok(());
         }
-        let most = jobs.iter().map(|j| j.n.div_ceil(j.block.max(1) as usize)).max().unwrap_or(0);
+        let most = jobs.iter().map(SummaryJob::nblocks).max().unwrap_or(0);
         for (first_row, count) in row_chunks(rows) {
             // Each input's pointers advance to this launch's first row.
             let mut args = Vec::new();
             for j in jobs {
-                let words = if j.buckets.is_some() { RUN_WORDS } else { RANGE_WORDS };
                 let src_at = (first_row * j.n * 4) as u64;
                 args.push(KernelArg::Ptr(j.src + src_at));
                 if let Some(b) = j.buckets {
                     args.push(KernelArg::Ptr(b + src_at));
                 }
-                args.push(KernelArg::Ptr(j.dst + (first_row * j.n.div_ceil(j.block.max(1) as usize) * words * 4) as u64));
+                args.push(KernelArg::Ptr(j.dst + (first_row * j.nblocks() * j.words() * 4) as u64));
             }
             args.extend([
                 KernelArg::I32(count as i32),
@@ -517,12 +527,12 @@ impl AttentionKernel {
     /// run summary kernel.
     fn launch_summary(&self, job: &SummaryJob<'_>, rows: usize) -> Result<()> {
         let &SummaryJob { name, src, buckets, dst, n, block } = job;
-        let (function, entry, words) = match (buckets, &self.runs) {
-            (None, _) => (&self.summary, &self.manifest.summary_entry, RANGE_WORDS),
-            (Some(_), Some((f, entry))) => (f, entry, RUN_WORDS),
+        let (function, entry) = match (buckets, &self.runs) {
+            (None, _) => (&self.summary, &self.manifest.summary_entry),
+            (Some(_), Some((f, entry))) => (f, entry),
             (Some(_), None) => return Err(RuntimeError::NoRunSummary { entry: self.manifest.entry.clone() }),
         };
-        for l in summary_launches(rows, n, block, words) {
+        for l in summary_launches(rows, n, block, job.words()) {
             let mut args = vec![KernelArg::Ptr(src + (l.src_offset * 4) as u64)];
             if let Some(b) = buckets {
                 args.push(KernelArg::Ptr(b + (l.src_offset * 4) as u64));

@@ -196,32 +196,33 @@ fn arb_case() -> impl Strategy<Value = (u64, Dims, TileShape, bool)> {
         .prop_map(|(seed, b, h, nq, nk, bq, bk, sorted)| (seed, Dims::new(b, h, nq, nk), TileShape::new(bq, bk), sorted))
 }
 
+/// `p` verifies, and its tile classes on random inputs agree with brute force.
+fn classes_are_sound(p: &PatternIr, seed: u64, dims: Dims, tiles: TileShape, sorted: bool) -> Result<(), TestCaseError> {
+    lacuna_ir::verify(p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+    let bindings = random_bindings(p, dims, seed, sorted);
+    let mask = analyze(p, &bindings, tiles).expect("positive tiles");
+    let check = check_against_brute_force(p, &bindings, &mask);
+    prop_assert!(check.is_sound(), "{}\n{}\n{}", p, check, mask);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     /// Empty ⇒ every element masked; Full ⇒ none masked.
     #[test]
     fn tile_classes_are_sound((seed, dims, tiles, sorted) in arb_case()) {
-        let p = random_pattern(seed);
-        lacuna_ir::verify(&p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-        let bindings = random_bindings(&p, dims, seed, sorted);
-        let mask = analyze(&p, &bindings, tiles).expect("positive tiles");
-        let check = check_against_brute_force(&p, &bindings, &mask);
-        prop_assert!(check.is_sound(), "{}\n{}\n{}", p, check, mask);
+        classes_are_sound(&random_pattern(seed), seed, dims, tiles, sorted)?;
     }
 
     /// The same for bucket joins, where the analysis also splits on the bucket.
     #[test]
     fn bucket_join_classes_are_sound((seed, dims, tiles, sorted) in arb_case()) {
         let p = random_join_pattern(seed);
-        lacuna_ir::verify(&p).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         // tq and tk (inputs 0 and 1) get bucket runs whenever the rest reads them.
         let reads_tensors = p.nodes().any(|(_, n)| matches!(n, lacuna_ir::Node::Input(i) if i.index() < 2));
         prop_assert_eq!(lacuna_ir::BucketJoin::find(&p).is_some(), reads_tensors);
-        let bindings = random_bindings(&p, dims, seed, sorted);
-        let mask = analyze(&p, &bindings, tiles).expect("positive tiles");
-        let check = check_against_brute_force(&p, &bindings, &mask);
-        prop_assert!(check.is_sound(), "{}\n{}\n{}", p, check, mask);
+        classes_are_sound(&p, seed, dims, tiles, sorted)?;
     }
 
     /// Every key a query may attend to lies inside the closed-form key range.

@@ -21,7 +21,7 @@ use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::BasicValueEnum as BV;
-use inkwell::values::PointerValue;
+use inkwell::values::{FunctionValue, PointerValue};
 use inkwell::IntPredicate as IP;
 use lacuna_ir::{BucketJoin, InputId, InputKind, PatternIr};
 
@@ -115,21 +115,13 @@ impl Reduction {
 
 /// A standalone summary kernel: one tensor, params (src, [buckets,] dst, rows, n, block).
 fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -> Result<()> {
-    let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
-    let i32t = ctx.i32_type();
     let mut names = vec!["src"];
     if r == Reduction::Runs {
         names.push("buckets");
     }
     names.extend(["dst", "rows", "n", "block"]);
     let ptrs = names.len() - 3;
-    let types: Vec<_> = (0..names.len()).map(|i| if i < ptrs { gptr.into() } else { i32t.into() }).collect();
-    let func = module.add_function(r.entry(), ctx.void_type().fn_type(&types, false), None);
-    func.set_call_conventions(PTX_KERNEL_CC);
-    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &THREADS.to_string()));
-    for (i, name) in names.iter().enumerate() {
-        func.get_nth_param(i as u32).expect("declared").set_name(name);
-    }
+    let func = declare(ctx, module, r.entry(), &names, ptrs);
 
     let cx = Cx::new(ctx, module, func);
     let p = |i: usize| func.get_nth_param(i as u32).expect("declared");
@@ -155,8 +147,6 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
 /// log v5.5).
 fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
     let tensors = tensor_inputs(p);
-    let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
-    let i32t = ctx.i32_type();
     let mut names = Vec::new();
     for &(id, runs) in &tensors {
         let name = &p.input(id).name;
@@ -168,13 +158,7 @@ fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -
     }
     let ptrs = names.len();
     names.extend(["rows", "q_len", "kv_len", "block_q", "block_k"].map(String::from));
-    let types: Vec<_> = (0..names.len()).map(|i| if i < ptrs { gptr.into() } else { i32t.into() }).collect();
-    let func = module.add_function(FUSED_SUMMARY_ENTRY, ctx.void_type().fn_type(&types, false), None);
-    func.set_call_conventions(PTX_KERNEL_CC);
-    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &THREADS.to_string()));
-    for (i, name) in names.iter().enumerate() {
-        func.get_nth_param(i as u32).expect("declared").set_name(name);
-    }
+    let func = declare(ctx, module, FUSED_SUMMARY_ENTRY, &names, ptrs);
 
     let cx = Cx::new(ctx, module, func);
     let param = |i: usize| func.get_nth_param(i as u32).expect("declared");
@@ -205,6 +189,21 @@ fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -
     cx.br(done)?;
     cx.at(done);
     cx.ret_void()
+}
+
+/// A summary kernel entry of [`THREADS`] threads: parameters `names`, the
+/// first `ptrs` global pointers and the rest i32.
+fn declare<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, entry: &str, names: &[impl AsRef<str>], ptrs: usize) -> FunctionValue<'ctx> {
+    let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
+    let i32t = ctx.i32_type();
+    let types: Vec<_> = (0..names.len()).map(|i| if i < ptrs { gptr.into() } else { i32t.into() }).collect();
+    let func = module.add_function(entry, ctx.void_type().fn_type(&types, false), None);
+    func.set_call_conventions(PTX_KERNEL_CC);
+    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &THREADS.to_string()));
+    for (i, name) in names.iter().enumerate() {
+        func.get_nth_param(i as u32).expect("declared").set_name(name.as_ref());
+    }
+    func
 }
 
 /// The tensor inputs, in input order, and whether each is summarised with bucket runs.
