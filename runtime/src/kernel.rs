@@ -19,7 +19,8 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
-    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, ForwardPointers, KernelArg, Problem, SUMMARY_THREADS,
+    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, kv_tensor_map_request, ForwardPointers, KernelArg, Problem,
+    TensorMapBytes, SUMMARY_THREADS,
 };
 
 /// One tensor input's summary, to be made before the forward launch.
@@ -44,6 +45,54 @@ impl SummaryJob<'_> {
     }
 }
 
+// SAFETY: a `CUtensorMap` is plain bytes the kernel takes by value
+// (`.param .align 64 .b8 [128]`); the driver copies the 128 bytes behind the
+// pointer cudarc passes, and the type's alignment matches the parameter's.
+unsafe impl cudarc::driver::DeviceRepr for TensorMapBytes {}
+
+/// Encodes the tensor map K or V is loaded through by a TMA kernel
+/// (`manifest.kv_tensor_maps`; layout in `KernelManifest`): bf16 or fp16
+/// elements, the 128-byte swizzle wgmma reads, zeros for rows past the end.
+fn kv_tensor_map(t: &DeviceTensor, name: &str, block_k: u32) -> Result<TensorMapBytes> {
+    use cudarc::driver::sys::{
+        CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave, CUtensorMapL2promotion, CUtensorMapSwizzle,
+    };
+    let req = kv_tensor_map_request(&t.desc(name), block_k)?;
+    let dtype = match t.dtype() {
+        ElemType::Bf16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        ElemType::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        other => return Err(internal(&format!("a {other} tensor passed validation for a TMA kernel"))),
+    };
+    let mut map = std::mem::MaybeUninit::<cudarc::driver::sys::CUtensorMap>::zeroed();
+    let element_strides = [1u32; 4];
+    // SAFETY: every pointer is to a live local array of the rank (4; strides
+    // 3) the call reads, and `map` is a properly aligned CUtensorMap.
+    let status = unsafe {
+        cudarc::driver::sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            dtype,
+            4,
+            t.device_ptr() as *mut std::ffi::c_void,
+            req.dims.as_ptr(),
+            req.strides.as_ptr(),
+            req.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    status.result().map_err(RuntimeError::driver(format!(
+        "encoding the TMA tensor map of {name} (dims {:?}, byte strides {:?}, box {:?}); \
+         TMA needs 16-byte aligned rows and strides below 2^40 bytes",
+        req.dims, req.strides, req.box_dims
+    )))?;
+    // SAFETY: the driver wrote the map (a zeroed map is also valid bytes).
+    let map = unsafe { map.assume_init() };
+    Ok(TensorMapBytes(map.opaque))
+}
+
 /// Pushes `args` onto a launch in order: the generated kernels and the
 /// helper ops both take their parameters as `KernelArg` lists.
 pub(crate) fn push_args<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, args: &'a [KernelArg]) {
@@ -53,6 +102,7 @@ pub(crate) fn push_args<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, args: &'a [K
             KernelArg::I64(x) => b.arg(x),
             KernelArg::I32(x) => b.arg(x),
             KernelArg::F32(x) => b.arg(x),
+            KernelArg::TensorMap(x) => b.arg(x),
         };
     }
 }
@@ -413,6 +463,10 @@ impl AttentionKernel {
         if let Some(order) = &head_order {
             // The slot after the inputs' slots; uploaded only when it changes.
             all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
+        }
+        if m.kv_tensor_maps {
+            all.push(KernelArg::TensorMap(kv_tensor_map(k, "k", m.block_k)?));
+            all.push(KernelArg::TensorMap(kv_tensor_map(v, "v", m.block_k)?));
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };

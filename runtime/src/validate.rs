@@ -142,6 +142,40 @@ fn check_contiguous(t: &TensorDesc, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Rows of q, k, v and o are copied 16 bytes at a time (cp.async, TMA,
+/// vector stores): every row must start on a 16-byte boundary, so the view's
+/// first element and its b, h, n strides must be multiples of 16 bytes.
+/// Allocations themselves are 256-byte aligned.
+// `%` rather than is_multiple_of: the workspace supports Rust 1.85.
+#[allow(clippy::manual_is_multiple_of)]
+fn check_rows_aligned(t: &TensorDesc) -> Result<()> {
+    let bytes = t.dtype.size_bytes();
+    if (t.offset * bytes) % 16 != 0 {
+        return Err(layout_err(
+            t,
+            format!(
+                "its first element is {} bytes into its buffer (offset {}); rows are copied 16 bytes at a time, \
+                 so the view must start at a multiple of 16 bytes; make a contiguous copy",
+                t.offset * bytes,
+                t.offset
+            ),
+        ));
+    }
+    for (dim, name) in ["b", "h", "n"].iter().enumerate() {
+        if t.shape.len() > dim && t.shape[dim] > 1 && (t.strides[dim] * bytes) % 16 != 0 {
+            return Err(layout_err(
+                t,
+                format!(
+                    "the stride of dimension {dim} ({name}) is {} bytes; rows are copied 16 bytes at a time, \
+                     so the b, h and n strides must be multiples of 16 bytes; make a contiguous copy",
+                    t.strides[dim] * bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_device(t: &TensorDesc, device: usize) -> Result<()> {
     if t.device != device {
         return Err(RuntimeError::WrongDevice { tensor: t.name.clone(), expected: device, got: t.device });
@@ -269,6 +303,7 @@ pub fn validate_forward(
             return Err(layout_err(t, "the last (head_dim) dimension must have stride 1; make a contiguous copy".into()));
         }
         check_in_bounds(t)?;
+        check_rows_aligned(t)?;
     }
     if let Some((o, lse)) = out {
         check_dtype(o, dtype, " (o must have the dtype of q)")?;
@@ -283,6 +318,7 @@ pub fn validate_forward(
             return Err(layout_err(o, "the last (head_dim) dimension must have stride 1".into()));
         }
         check_in_bounds(o)?;
+        check_rows_aligned(o)?;
         if !non_overlapping(&o.shape, &o.strides) {
             return Err(layout_err(o, "elements overlap, so the kernel's writes would race; use distinct strides".into()));
         }
@@ -563,6 +599,53 @@ pub enum KernelArg {
     I64(i64),
     I32(i32),
     F32(f32),
+    /// A `CUtensorMap`, passed by value.
+    TensorMap(TensorMapBytes),
+}
+
+/// The 128 opaque bytes of an encoded `CUtensorMap` (64-byte aligned, as
+/// the kernel's parameter is).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMapBytes(pub [u64; 16]);
+
+/// What `cuTensorMapEncodeTiled` is asked for one of K and V
+/// (`manifest.kv_tensor_maps`): 4-D, innermost first, over the tensor's
+/// (B, Hkv, Nk, D) view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMapRequest {
+    /// (D, Nk, Hkv, B).
+    pub dims: [u64; 4],
+    /// Byte strides of dims 1..4 (n, h, b); dim 0 is contiguous.
+    pub strides: [u64; 3],
+    /// The box one load fills: 64 columns (128 bytes, the swizzle's span)
+    /// of `block_k` rows of one (b, h).
+    pub box_dims: [u32; 4],
+}
+
+/// TMA's limit on global strides (bytes).
+pub const TMA_MAX_STRIDE: u64 = 1 << 40;
+
+/// The tensor map K or V (already validated by [`validate_forward`]) is
+/// loaded through. A dimension of size 1 is never stepped over, so its
+/// stride (which the caller may have left at anything) is replaced by one
+/// TMA accepts.
+pub fn kv_tensor_map_request(t: &TensorDesc, block_k: u32) -> Result<TensorMapRequest> {
+    let bytes = t.dtype.size_bytes() as u64;
+    let [b, h, n, d] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]].map(|x| x as u64);
+    let mut strides = [0u64; 3];
+    let mut below = d * bytes;
+    for (i, (size, stride)) in [(n, t.strides[2]), (h, t.strides[1]), (b, t.strides[0])].into_iter().enumerate() {
+        strides[i] = if size > 1 { stride as u64 * bytes } else { below.next_multiple_of(16) };
+        below = strides[i] * size;
+        if strides[i] >= TMA_MAX_STRIDE {
+            return Err(layout_err(
+                t,
+                format!("a stride of {} bytes is beyond TMA's limit of 2^40 bytes; make a contiguous copy", strides[i]),
+            ));
+        }
+    }
+    Ok(TensorMapRequest { dims: [d, n, h, b], strides, box_dims: [64, block_k, 1, 1] })
 }
 
 /// Device addresses of the fixed tensors (of their first elements).
@@ -721,6 +804,7 @@ mod tests {
             grid: GridOrder::HeaviestFirst,
             bucket_runs: None,
             summaries_entry: None,
+            kv_tensor_maps: false,
         }
     }
 
@@ -1230,6 +1314,66 @@ mod tests {
                 Ptr(0x600), Ptr(0x700), I32(5),
             ]
         );
+    }
+
+    #[test]
+    fn rows_must_start_on_16_byte_boundaries() {
+        // A view one row of 128 bf16 into its buffer is aligned...
+        let mut f = fwd();
+        f.k.buffer_len += 128;
+        f.k.offset = 128;
+        f.run().expect("aligned offset");
+        // ... one 4 elements (8 bytes) in is not.
+        let mut f = fwd();
+        f.k.buffer_len += 8;
+        f.k.offset = 4;
+        let (e, s) = err(f.run());
+        assert!(matches!(e, RuntimeError::Layout { ref tensor, .. } if tensor == "k"), "{s}");
+        assert!(s.contains("8 bytes into its buffer") && s.contains("multiple of 16 bytes"), "{s}");
+        // An n stride of 130 elements (260 bytes): rows of 128 with 2 of padding.
+        let mut f = fwd();
+        f.q.strides = vec![8 * 300 * 130, 300 * 130, 130, 1];
+        f.q.buffer_len = 2 * 8 * 300 * 130;
+        let (_, s) = err(f.run());
+        assert!(s.contains("dimension 2 (n) is 260 bytes"), "{s}");
+        // The output is copied the same way.
+        let mut f = fwd();
+        f.o.buffer_len += 4;
+        f.o.offset = 4;
+        assert!(matches!(f.run(), Err(RuntimeError::Layout { ref tensor, .. }) if tensor == "o"));
+        // A size-1 dimension's stride never matters.
+        let mut f = fwd();
+        f.k = contiguous("k", ElemType::Bf16, &[2, 1, 500, 128], 2);
+        f.v = contiguous("v", ElemType::Bf16, &[2, 1, 500, 128], 3);
+        f.k.strides[1] = 3;
+        f.run().expect("size-1 head dimension with an odd stride");
+    }
+
+    #[test]
+    fn tensor_maps_describe_the_view_innermost_first() {
+        // (B, Hkv, Nk, D) = (2, 4, 1000, 64), contiguous bf16.
+        let k = contiguous("k", ElemType::Bf16, &[2, 4, 1000, 64], 1);
+        let r = kv_tensor_map_request(&k, 48).expect("valid");
+        assert_eq!(r.dims, [64, 1000, 4, 2]);
+        assert_eq!(r.strides, [128, 128 * 1000, 128 * 1000 * 4]);
+        assert_eq!(r.box_dims, [64, 48, 1, 1]);
+        // A (B, N, H, D) buffer seen as (B, H, N, D): n steps over the heads.
+        let mut t = contiguous("v", ElemType::Bf16, &[2, 4, 1000, 64], 1);
+        t.strides = vec![1000 * 4 * 64, 64, 4 * 64, 1];
+        let r = kv_tensor_map_request(&t, 64).expect("valid");
+        assert_eq!(r.strides, [4 * 128, 128, 1000 * 4 * 128]);
+        // Size-1 dimensions get a stride TMA takes (a multiple of 16 bytes),
+        // whatever the view says.
+        let mut one = contiguous("k", ElemType::Bf16, &[1, 1, 1, 64], 1);
+        one.strides = vec![7, 5, 3, 1];
+        let r = kv_tensor_map_request(&one, 64).expect("valid");
+        assert_eq!(r.dims, [64, 1, 1, 1]);
+        assert!(r.strides.iter().all(|s| s % 16 == 0 && *s > 0), "{:?}", r.strides);
+        // Strides TMA cannot take are refused with the reason.
+        let mut far = contiguous("k", ElemType::Bf16, &[2, 1, 16, 64], 1);
+        far.strides[0] = 1 << 40;
+        let e = kv_tensor_map_request(&far, 64).expect_err("beyond 2^40 bytes");
+        assert!(e.to_string().contains("2^40"), "{e}");
     }
 
     #[test]

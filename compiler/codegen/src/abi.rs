@@ -23,6 +23,9 @@ pub enum AbiType {
     I32,
     I64,
     F32,
+    /// A 128-byte `CUtensorMap` passed by value as a grid constant
+    /// (`.param .align 64 .b8 name[128]`), read by TMA where it lies.
+    TensorMap,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +43,10 @@ pub struct ForwardAbi {
     /// With `plan.row_index`: where `q_rows, kv_rows, q_src_len, kv_src_len`
     /// start (after the pattern inputs).
     pub rows_start: Option<usize>,
-    /// With `plan.head_order`: the `head_order` parameter (last).
+    /// With `plan.head_order`: the `head_order` parameter.
     pub head_order: Option<usize>,
+    /// With `plan.kv_tma()`: `k_tensor_map`, then `v_tensor_map` (last).
+    pub tensor_maps: Option<usize>,
 }
 
 /// Indices of the fixed parameters.
@@ -112,7 +117,12 @@ impl ForwardAbi {
             params.push(AbiParam { name: "head_order".into(), ty: AbiType::GlobalPtr });
             params.len() - 1
         });
-        Self { params, input_start, rows_start, head_order }
+        let tensor_maps = plan.kv_tma().then(|| {
+            params.push(AbiParam { name: "k_tensor_map".into(), ty: AbiType::TensorMap });
+            params.push(AbiParam { name: "v_tensor_map".into(), ty: AbiType::TensorMap });
+            params.len() - 2
+        });
+        Self { params, input_start, rows_start, head_order, tensor_maps }
     }
 }
 

@@ -110,6 +110,91 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         self.call_void("llvm.nvvm.cp.async.wait.group", &[], &[self.i32(pending as i32).into()])
     }
 
+    // ---- TMA and mbarriers (sm_90), as inline asm: the PTX below is what
+    // was checked through ptxas (docs/perf-log.md, TMA plan) ----
+    /// Volatile inline asm with no result that may touch memory.
+    fn asm_void(&self, text: &str, constraints: &str, args: &[BasicMetadataValueEnum<'ctx>]) -> Result<()> {
+        let types: Vec<BasicMetadataTypeEnum<'ctx>> = args
+            .iter()
+            .map(|a| match a {
+                BasicMetadataValueEnum::IntValue(i) => Ok(i.get_type().into()),
+                BasicMetadataValueEnum::PointerValue(p) => Ok(p.get_type().into()),
+                _ => Err(CodegenError::Builder("inline asm operands are integers or pointers".into())),
+            })
+            .collect::<Result<_>>()?;
+        let ty = self.ctx.void_type().fn_type(&types, false);
+        let asm = self.ctx.create_inline_asm(ty, text.to_string(), format!("{constraints},~{{memory}}"), true, false, None, false);
+        self.b.build_indirect_call(ty, asm, args, "")?;
+        Ok(())
+    }
+
+    /// The 32-bit shared-window address of a shared-memory pointer (what
+    /// PTX's `[addr]` operands of the `.shared` forms take).
+    pub fn shared_addr(&self, p: PointerValue<'ctx>) -> Result<IV<'ctx>> {
+        Ok(self.b.build_ptr_to_int(p, self.i32t(), "smem_addr")?)
+    }
+
+    /// `mbarrier.init.shared::cta.b64 [bar], count`.
+    pub fn mbarrier_init(&self, bar: IV<'ctx>, count: u32) -> Result<()> {
+        self.asm_void(&format!("mbarrier.init.shared::cta.b64 [$0], {count};"), "r", &[bar.into()])
+    }
+
+    /// `fence.mbarrier_init.release.cluster`: initialised barriers become
+    /// visible to the async proxy (the TMA unit) before the first copy.
+    pub fn fence_mbarrier_init(&self) -> Result<()> {
+        self.asm_void("fence.mbarrier_init.release.cluster;", "", &[])
+    }
+
+    /// `mbarrier.arrive.expect_tx.shared::cta.b64 _, [bar], bytes`: this
+    /// thread's arrival, and `bytes` more the phase waits for (0: the phase
+    /// completes with the arrival alone).
+    pub fn mbarrier_arrive_expect_tx(&self, bar: IV<'ctx>, bytes: IV<'ctx>) -> Result<()> {
+        self.asm_void("mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;", "r,r", &[bar.into(), bytes.into()])
+    }
+
+    /// Spins on `mbarrier.try_wait.parity.shared::cta.b64` until the phase
+    /// of parity `parity` of `bar` has completed (each try suspends the
+    /// thread for a while in hardware, so the loop is not a busy spin).
+    pub fn mbarrier_wait(&self, bar: IV<'ctx>, parity: IV<'ctx>) -> Result<()> {
+        let i1 = self.ctx.bool_type();
+        let ty = i1.fn_type(&[self.i32t().into(), self.i32t().into()], false);
+        let asm = self.ctx.create_inline_asm(
+            ty,
+            "mbarrier.try_wait.parity.shared::cta.b64 $0, [$1], $2;".to_string(),
+            "=b,r,r,~{memory}".to_string(),
+            true,
+            false,
+            None,
+            false,
+        );
+        let (spin, done) = (self.block("mbarrier.wait"), self.block("mbarrier.done"));
+        self.br(spin)?;
+        self.at(spin);
+        let ready = self
+            .b
+            .build_indirect_call(ty, asm, &[bar.into(), parity.into()], "")?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CodegenError::Builder("inline asm returned no value".into()))?
+            .into_int_value();
+        self.cond_br(ready, done, spin)?;
+        self.at(done);
+        Ok(())
+    }
+
+    /// `cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes`:
+    /// the box at `coords` (innermost first) of the tensor map at `map` (a
+    /// generic address of a grid-constant parameter) into shared memory at
+    /// `dst`, counted as bytes on `bar`.
+    pub fn tma_load_4d(&self, dst: IV<'ctx>, map: PointerValue<'ctx>, coords: [IV<'ctx>; 4], bar: IV<'ctx>) -> Result<()> {
+        let [c0, c1, c2, c3] = coords;
+        self.asm_void(
+            "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [$0], [$1, {$2, $3, $4, $5}], [$6];",
+            "r,l,r,r,r,r,r",
+            &[dst.into(), map.into(), c0.into(), c1.into(), c2.into(), c3.into(), bar.into()],
+        )
+    }
+
     // ---- tensor cores ----
     /// `ldmatrix.sync.aligned.m8n8.x4[.trans].b16`: four 8x8 matrices; lane l
     /// supplies the address of row `l % 8` of matrix `l / 8`.

@@ -231,10 +231,11 @@ fn manifest_describes_the_launch() {
     let names: Vec<&str> = m.params.iter().map(|KernelParam::Input { name, .. }| name.as_str()).collect();
     assert_eq!(names, ["alpha", "beta", "sink", "n"]);
     // 23 fixed parameters, then alpha, beta, sink pointers and n by value,
-    // then head_order: the span reads per-head inputs, so heads differ in work.
+    // then head_order: the span reads per-head inputs, so heads differ in
+    // work; then the K and V tensor maps.
     assert!(plan.head_order && m.head_order);
     let params = k.ptx.split(&format!(".entry {}(", m.entry)).nth(1).and_then(|s| s.split(')').next()).expect("param list");
-    assert_eq!(params.matches(".param").count(), 28);
+    assert_eq!(params.matches(".param").count(), 30);
     // Patterns whose work does not depend on the head keep the plain grid.
     let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
     assert!(!causal.head_order);
@@ -242,11 +243,45 @@ fn manifest_describes_the_launch() {
 
 #[test]
 fn block_list_and_tensor_inputs_take_two_parameters() {
-    for (p, expected) in [(common::hash_bucket(), 23 + 8), (common::block_list(), 23 + 2)] {
+    // + 2: the K and V tensor maps of the TMA kernels.
+    for (p, expected) in [(common::hash_bucket(), 23 + 8 + 2), (common::block_list(), 23 + 2 + 2)] {
         let plan = KernelPlan::for_pattern(&p, 128, Dtype::Bf16, Arch::Sm90a).expect("plan");
         let k = compile(&p, &plan).expect("compile");
         let params = k.ptx.split(&format!(".entry {}(", k.manifest.entry)).nth(1).and_then(|s| s.split(')').next()).expect("params");
         assert_eq!(params.matches(".param").count(), expected, "{}", p.name());
+    }
+}
+
+/// wgmma kernels load K and V by TMA: two 128-byte grid-constant tensor
+/// maps after every other parameter, read in place (`cvta.param`, no copy
+/// to local memory), one mbarrier per stage. Row-index kernels (TMA cannot
+/// gather rows) and mma.sync kernels keep cp.async and take no maps.
+#[test]
+fn tma_kernels_take_the_tensor_maps_last() {
+    let p = common::hash_bucket();
+    for d in [64, 128] {
+        let plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        assert!(plan.kv_tma());
+        let k = compile(&p, &plan).expect("compile");
+        assert!(k.manifest.kv_tensor_maps);
+        let params = k.ptx.split(&format!(".entry {}(", k.manifest.entry)).nth(1).and_then(|s| s.split(')').next()).expect("params");
+        let last: Vec<&str> = params.lines().map(str::trim).filter(|l| l.starts_with(".param")).collect();
+        let n = last.len();
+        for (i, l) in last[n - 2..].iter().enumerate() {
+            assert!(l.starts_with(".param .align 64 .b8") && l.contains(&format!("_param_{}[128]", n - 2 + i)), "{l}");
+        }
+        assert!(k.ptx.contains("cvta.param.u64"), "maps are read where they lie");
+        assert_eq!(k.ptx.matches("mbarrier.init.shared::cta.b64").count(), plan.stages as usize);
+        assert!(k.ptx.contains("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"));
+        assert!(k.plan.to_string().contains("TMA"), "{}", k.plan);
+    }
+    let mut indexed = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    indexed.row_index = true;
+    let sync = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm80).expect("plan");
+    for plan in [indexed, sync] {
+        assert!(!plan.kv_tma());
+        let k = compile(&p, &plan).expect("compile");
+        assert!(!k.manifest.kv_tensor_maps && !k.ptx.contains("cp.async.bulk.tensor") && !k.ptx.contains("mbarrier"));
     }
 }
 

@@ -38,6 +38,23 @@ use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
 
+/// Size and alignment of a `CUtensorMap` parameter.
+const TENSOR_MAP_BYTES: u32 = 128;
+const TENSOR_MAP_ALIGN: u64 = 64;
+
+/// plan.kv_tma: what the issuing thread needs for the K/V tensor loads.
+#[derive(Clone, Copy)]
+struct KvTma<'ctx> {
+    /// Generic addresses of the `k_tensor_map` and `v_tensor_map` parameters.
+    k_map: PointerValue<'ctx>,
+    v_map: PointerValue<'ctx>,
+    /// The box coordinates that do not move with the key block.
+    kv_head: IV<'ctx>,
+    batch: IV<'ctx>,
+    /// Shared address of stage 0's mbarrier (stage s's is 8·s further).
+    barriers: IV<'ctx>,
+}
+
 /// Where a CTA works: its query block, batch and head.
 struct CtaCoords<'ctx> {
     qb: IV<'ctx>,
@@ -174,6 +191,9 @@ struct LoopState<'ctx> {
     ahead: Option<Ahead<'ctx>>,
     /// plan.pv_overlap: the previous block's O += P·V, not yet issued.
     prev: Option<PendingPv<'ctx>>,
+    /// plan.kv_tma: bit s is the parity of the phase of stage s's mbarrier
+    /// the loop waits for next (flipped after each wait).
+    phases: Option<IV<'ctx>>,
 }
 
 /// With `KernelPlan::pv_overlap`, block j's O += P·V is issued in the next
@@ -226,6 +246,7 @@ impl<'ctx> LoopState<'ctx> {
             v.push(p.slot.into());
             v.push(p.live.into());
         }
+        v.extend(self.phases.map(BV::from));
         v
     }
 
@@ -255,7 +276,8 @@ impl<'ctx> LoopState<'ctx> {
             slot: next().into_int_value(),
             live: next().into_int_value(),
         });
-        Self { slot, cursor, pending, o, rows, ahead, prev }
+        let phases = self.phases.map(|_| next().into_int_value());
+        Self { slot, cursor, pending, o, rows, ahead, prev, phases }
     }
 }
 
@@ -281,18 +303,31 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
             AbiType::I32 => ctx.i32_type().into(),
             AbiType::I64 => ctx.i64_type().into(),
             AbiType::F32 => ctx.f32_type().into(),
+            AbiType::TensorMap => ctx.ptr_type(inkwell::AddressSpace::default()).into(),
         })
         .collect();
     let func = module.add_function(entry, ctx.void_type().fn_type(&param_types, false), None);
     func.set_call_conventions(PTX_KERNEL_CC);
     func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &plan.threads().to_string()));
     func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.minctasm", &min_ctas_per_sm(plan).to_string()));
-    let noalias = ctx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("noalias"), 0);
+    let kind = inkwell::attributes::Attribute::get_named_enum_kind_id;
+    let noalias = ctx.create_enum_attribute(kind("noalias"), 0);
+    // A tensor map is a 128-byte parameter TMA reads in place: byval, 64-byte
+    // aligned, and a grid constant, so LLVM takes its address with
+    // `cvta.param` instead of copying it to local memory.
+    let map_bytes = ctx.i8_type().array_type(TENSOR_MAP_BYTES);
+    let tensor_map = [
+        ctx.create_type_attribute(kind("byval"), inkwell::types::AnyTypeEnum::ArrayType(map_bytes)),
+        ctx.create_enum_attribute(kind("align"), TENSOR_MAP_ALIGN),
+        ctx.create_string_attribute("nvvm.grid_constant", ""),
+    ];
     for (i, a) in abi.params.iter().enumerate() {
         let v = func.get_nth_param(i as u32).expect("declared above");
         v.set_name(&a.name);
-        if a.ty == AbiType::GlobalPtr {
-            func.add_attribute(AttributeLoc::Param(i as u32), noalias);
+        match a.ty {
+            AbiType::GlobalPtr => func.add_attribute(AttributeLoc::Param(i as u32), noalias),
+            AbiType::TensorMap => tensor_map.iter().for_each(|&attr| func.add_attribute(AttributeLoc::Param(i as u32), attr)),
+            _ => {}
         }
     }
     let cx = Cx::new(ctx, module, func);
@@ -369,6 +404,8 @@ struct Forward<'p, 'a, 'ctx> {
     head_order: Option<PointerValue<'ctx>>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
+    /// plan.kv_tma: K and V come by TMA.
+    tma: Option<KvTma<'ctx>>,
     heads: IV<'ctx>,
     /// Per input: its word in a K row's padding (key tensors) ...
     k_words: Vec<Option<usize>>,
@@ -487,6 +524,16 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
         let (q_staged, q_words) = staging(InputKind::QueryTensor)?;
         let (k_staged, k_words) = staging(InputKind::KeyTensor)?;
+        let tma = match abi.tensor_maps {
+            Some(i) => Some(KvTma {
+                k_map: ptr(i),
+                v_map: ptr(i + 1),
+                kv_head: kvh,
+                batch: b,
+                barriers: cx.shared_addr(cx.byte_gep(smem, cx.i32(layout.barriers as i32))?)?,
+            }),
+            None => None,
+        };
         let slabs = plan.slabs_per_warp();
         let warp_row0 = cx.mul(warp, cx.i32((16 * slabs) as i32))?;
         let this = Forward {
@@ -509,12 +556,24 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             q_rows: rows.map(|(qr, _, qn, _)| (qr, qn)),
             head_order,
             k_staged: !k_staged.is_empty(),
+            tma,
             heads,
             k_words,
             q_words,
         };
 
         // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
+        if let Some(t) = &this.tma {
+            // Thread 0 makes every arrival and issues every load, so its own
+            // initialisation is ordered before them; the other threads first
+            // wait on a barrier after the Q copy's bar.sync.
+            cx.if_then(cx.icmp(IP::EQ, tid, cx.i32(0))?, "init_barriers", |cx| {
+                for s in 0..plan.stages {
+                    cx.mbarrier_init(cx.add(t.barriers, cx.i32(8 * s as i32))?, 1)?;
+                }
+                cx.fence_mbarrier_init()
+            })?;
+        }
         let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))?, index: q_index };
         copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q, stepped_copies(plan))?;
         if !q_staged.is_empty() {
@@ -575,7 +634,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             slot: cx.i32(0),
             live: cx.bool(false),
         });
-        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows, ahead, prev };
+        let phases = this.tma.map(|_| cx.i32(0));
+        let init = LoopState { slot: cx.i32(0), cursor, pending, o: vec![vec![[zero; 4]; (plan.head_dim / 8) as usize]; slabs as usize], rows, ahead, prev, phases };
         let mut last = this.kv_loop(init, &qfrags)?;
         if plan.softmax_state_in_shared() {
             last.rows = this.load_rows()?;
@@ -657,12 +717,67 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// Waits until at most `pending` cp.async groups are in flight, then the
     /// CTA barrier; on the wgmma path each thread first fences its copies
     /// into the async proxy, which is where wgmma reads shared memory.
+    ///
+    /// With TMA, K and V are not in these groups (`wait_block` waits for
+    /// them, in the async proxy already): only the staged key values are,
+    /// which the element test reads as ordinary loads, so the loop's waits
+    /// need no fence (the prologue's wait for Q keeps it).
     fn wait_tiles(&self, pending: u32) -> Result<()> {
-        self.cx.cp_async_wait(pending)?;
-        if self.plan.mma == Mma::Wgmma {
+        self.wait_copies(pending, true)
+    }
+
+    fn wait_copies(&self, pending: u32, fence: bool) -> Result<()> {
+        if self.tma.is_none() || self.k_staged || fence {
+            self.cx.cp_async_wait(pending)?;
+        }
+        if self.plan.mma == Mma::Wgmma && fence {
             self.cx.fence_proxy_async_shared()?;
         }
         self.cx.barrier()
+    }
+
+    /// plan.kv_tma: waits for the phase of `slot`'s mbarrier that `phases`
+    /// names (the slot's K and V tiles, or with plan.pv_overlap the group
+    /// issued into it: K of its block and V of the one before) and returns
+    /// the phases with that bit flipped; None without TMA.
+    fn wait_block(&self, slot: IV<'ctx>, phases: Option<IV<'ctx>>) -> Result<Option<IV<'ctx>>> {
+        let (Some(t), Some(phases)) = (&self.tma, phases) else { return Ok(None) };
+        let cx = self.cx;
+        let parity = cx.and(cx.lshr(phases, slot)?, cx.i32(1))?;
+        cx.mbarrier_wait(cx.add(t.barriers, cx.mul(slot, cx.i32(8))?)?, parity)?;
+        Ok(Some(cx.xor(phases, cx.shl(cx.i32(1), slot)?)?))
+    }
+
+    /// plan.kv_tma: thread 0 arms `slot`'s mbarrier with the bytes of
+    /// `tiles` (block kb's tile of a tensor map into shared memory at dst;
+    /// nothing for kb < 0) and issues their loads, one per 64-column block.
+    /// The arrival is made even when every kb is negative, so each group the
+    /// loop waits for completes.
+    fn tma_issue(&self, t: &KvTma<'ctx>, slot: IV<'ctx>, tiles: &[(IV<'ctx>, PointerValue<'ctx>, PointerValue<'ctx>)]) -> Result<()> {
+        let cx = self.cx;
+        let plan = self.plan;
+        let tile_bytes = (plan.block_k * plan.head_dim * 2) as i32;
+        cx.if_then(cx.icmp(IP::EQ, self.tid, cx.i32(0))?, "tma", |cx| {
+            let bar = cx.add(t.barriers, cx.mul(slot, cx.i32(8))?)?;
+            let mut bytes = cx.i32(0);
+            for &(kb, _, _) in tiles {
+                bytes = cx.add(bytes, cx.select_int(cx.icmp(IP::SGE, kb, cx.i32(0))?, cx.i32(tile_bytes), cx.i32(0))?)?;
+            }
+            cx.mbarrier_arrive_expect_tx(bar, bytes)?;
+            for &(kb, map, dst) in tiles {
+                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "tma.tile", |cx| {
+                    let row0 = cx.mul(kb, cx.i32(plan.block_k as i32))?;
+                    let dst = cx.shared_addr(dst)?;
+                    for c in 0..plan.head_dim / 64 {
+                        // Column block c of the swizzled tile (see `chunk_dst`).
+                        let at = cx.add(dst, cx.i32((c * plan.block_k * SWIZZLE_ROW_BYTES) as i32))?;
+                        cx.tma_load_4d(at, map, [cx.i32((64 * c) as i32), row0, t.kv_head, t.batch], bar)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// This thread's slot for value `i` of the shared softmax state (`[i][thread]`: conflict free).
@@ -703,6 +818,15 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// rows' padding), then commits a group (always, so group counting stays uniform).
     fn issue_kv(&self, kb: IV<'ctx>, undecided: IV<'ctx>, slot: IV<'ctx>, entries: Option<&[IV<'ctx>]>) -> Result<()> {
         let cx = self.cx;
+        if let Some(t) = &self.tma {
+            let k_dst = self.layout.slot(cx, self.smem, slot)?;
+            let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
+            self.tma_issue(t, slot, &[(kb, t.k_map, k_dst), (kb, t.v_map, v_dst)])?;
+            if self.k_staged {
+                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| self.stage_k(cx.mul(kb, cx.i32(self.plan.block_k as i32))?, undecided, k_dst))?;
+            }
+            return cx.cp_async_commit();
+        }
         cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| {
             let bk = cx.i32(self.plan.block_k as i32);
             let row0 = cx.mul(kb, bk)?;
@@ -733,6 +857,19 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let cx = self.cx;
         let bk = cx.i32(self.plan.block_k as i32);
         let (kb, undecided, k_slot) = k;
+        if let Some(t) = &self.tma {
+            // One group on the K slot's barrier: the loop waits for it there.
+            let k_dst = self.layout.slot(cx, self.smem, k_slot)?;
+            let mut tiles = vec![(kb, t.k_map, k_dst)];
+            if let Some((vb, v_slot)) = v {
+                tiles.push((vb, t.v_map, cx.byte_gep(self.layout.slot(cx, self.smem, v_slot)?, cx.i32(self.layout.v_in_slot as i32))?));
+            }
+            self.tma_issue(t, k_slot, &tiles)?;
+            if self.k_staged {
+                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_k", |cx| self.stage_k(cx.mul(kb, bk)?, undecided, k_dst))?;
+            }
+            return cx.cp_async_commit();
+        }
         cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_k", |cx| {
             let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, k_slot)?;
@@ -788,7 +925,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.at(body);
         // Block kb's group is complete once at most stages-2 newer groups are pending;
         // the barrier also means every warp is done with the slot refilled below.
-        self.wait_tiles(self.plan.stages - 2)?;
+        let phases = self.wait_block(state.slot, state.phases)?;
+        self.wait_copies(self.plan.stages - 2, self.tma.is_none())?;
         // The block to issue into the freed slot: the one chosen an iteration ago
         // (row indices: its entries are in registers), or the list's next.
         let (next, next_entries) = match &state.ahead {
@@ -981,7 +1119,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             Some((cursor, a)) => (cursor, Some(a)),
             None => (next.cursor, None),
         };
-        let after = LoopState { slot, cursor, pending, o, rows, ahead, prev };
+        let after = LoopState { slot, cursor, pending, o, rows, ahead, prev, phases };
         let latch = cx.current();
         cx.br(head)?;
         for (phi, v) in phis.iter().zip(after.flatten()) {
@@ -992,7 +1130,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         if let Some(prev) = state.prev.clone() {
             // The last block's O += P·V, once its V tile (the last group) has landed.
             let o = cx.if_then_values(prev.live, "pv.last", flat_acc(&state.o[0]), |cx, o| {
-                self.wait_tiles(0)?;
+                // TMA: its V tile came on the slot's barrier (no cp.async group
+                // holds it, and no other thread's copies: no bar.sync).
+                if self.wait_block(state.slot, state.phases)?.is_none() {
+                    self.wait_tiles(0)?;
+                }
                 let running = self.pv_issue_pending(&prev, &unflat_acc(o))?;
                 cx.wgmma_commit()?;
                 Ok(flat_acc(&wgmma::wait(cx, &running)?))

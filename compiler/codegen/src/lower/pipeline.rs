@@ -18,7 +18,10 @@
 //! block goes to `r * 128 + ((c ^ (r % 8)) * 16)`, column blocks one after
 //! another, every tile 1024-byte aligned. Staged values then sit in their
 //! own 16-byte rows after the Q tile and after each slot's V tile:
-//! `[Q][Q values][slot 0: K, V, K values][slot 1] ... [key list][counts]`.
+//! `[Q][Q values][slot 0: K, V, K values][slot 1] ... [key list][counts]`,
+//! then, when K and V come by TMA (`plan.kv_tma()`), one mbarrier per stage.
+//! TMA writes the same swizzle (`CU_TENSOR_MAP_SWIZZLE_128B` is this XOR
+//! on 1024-byte-aligned tiles), one 64-column block per load.
 
 use inkwell::module::Linkage;
 use inkwell::values::PointerValue;
@@ -68,6 +71,8 @@ pub(crate) struct SmemLayout {
     pub counts: u32,
     /// Softmax state slots: `[slab * 4 + (m0, l0, m1, l1)][thread]` f32.
     pub softmax: u32,
+    /// plan.kv_tma: one 8-byte mbarrier per stage.
+    pub barriers: u32,
 }
 
 /// Tensor values a row's padding holds.
@@ -92,6 +97,7 @@ impl SmemLayout {
             list: plan.q_tile_bytes() + plan.stages * plan.stage_bytes(),
             counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * (plan.key_chunk() + 1),
             softmax: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes(),
+            barriers: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes() + plan.softmax_state_bytes(),
         }
     }
 
