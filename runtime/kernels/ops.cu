@@ -54,6 +54,7 @@ __device__ __forceinline__ bool lacuna_better(float v, int i, float bv, int bi) 
 // dynamic shared (blockDim * (D + 1) + D * LSH_COLS) floats.
 // ---------------------------------------------------------------------------
 #define LSH_COLS 8
+#define LSH_LOADS 8
 
 extern "C" __global__ void lacuna_lsh_bucket(
     const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
@@ -69,15 +70,31 @@ extern "C" __global__ void lacuna_lsh_bucket(
     const u16* xbh = x + b * sb + h * sh;
     if (d % 8 == 0 && sn % 8 == 0 && ((unsigned long long)xbh & 15) == 0) {
         // 16-byte loads: 8 values per thread and step (2-byte loads ran the
-        // staging at a tenth of the memory bandwidth).
+        // staging at a tenth of the memory bandwidth), LSH_LOADS of them
+        // issued before any is converted: with one load in flight per
+        // thread the staging ran at ~0.8 TB/s (too few bytes in flight to
+        // cover the latency at 3 blocks per SM; perf log, LSH op).
         const int per_row = d / 8;
-        for (int e = threadIdx.x; e < rows * per_row; e += blockDim.x) {
-            const int t = e / per_row, c8 = e - t * per_row;
-            const int tok = t0 + t;
-            uint4 v = tok < n ? *(const uint4*)(xbh + (i64)tok * sn + c8 * 8) : make_uint4(0, 0, 0, 0);
-            const u16* h8 = (const u16*)&v;
+        const int total = rows * per_row;
+        for (int e0 = threadIdx.x; e0 < total; e0 += LSH_LOADS * blockDim.x) {
+            uint4 v[LSH_LOADS];
 #pragma unroll
-            for (int u = 0; u < 8; ++u) xs[t * pitch + c8 * 8 + u] = lacuna_to_f32(h8[u], is_f16);
+            for (int k = 0; k < LSH_LOADS; ++k) {
+                const int e = e0 + k * blockDim.x;
+                const int t = e / per_row, c8 = e - t * per_row;
+                const int tok = t0 + t;
+                v[k] = e < total && tok < n ? __ldg((const uint4*)(xbh + (i64)tok * sn + c8 * 8)) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int k = 0; k < LSH_LOADS; ++k) {
+                const int e = e0 + k * blockDim.x;
+                if (e < total) {
+                    const int t = e / per_row, c8 = e - t * per_row;
+                    const u16* h8 = (const u16*)&v[k];
+#pragma unroll
+                    for (int u = 0; u < 8; ++u) xs[t * pitch + c8 * 8 + u] = lacuna_to_f32(h8[u], is_f16);
+                }
+            }
         }
     } else {
         for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {

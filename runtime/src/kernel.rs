@@ -19,7 +19,7 @@ use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
-    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, kv_tensor_map_request, ForwardPointers, KernelArg, Problem,
+    validate_head_order, validate_inputs, validate_row_index, validate_summary_input, tensor_map_request, ForwardPointers, KernelArg, Problem,
     TensorMapBytes, SUMMARY_THREADS,
 };
 
@@ -50,14 +50,14 @@ impl SummaryJob<'_> {
 // pointer cudarc passes, and the type's alignment matches the parameter's.
 unsafe impl cudarc::driver::DeviceRepr for TensorMapBytes {}
 
-/// Encodes the tensor map K or V is loaded through by a TMA kernel
-/// (`manifest.kv_tensor_maps`; layout in `KernelManifest`): bf16 or fp16
+/// Encodes the tensor map Q, K or V is loaded through by a TMA kernel
+/// (`manifest.tensor_maps`; layout in `KernelManifest`): bf16 or fp16
 /// elements, the 128-byte swizzle wgmma reads, zeros for rows past the end.
-fn kv_tensor_map(t: &DeviceTensor, name: &str, block_k: u32) -> Result<TensorMapBytes> {
+fn tensor_map(t: &DeviceTensor, name: &str, box_rows: u32) -> Result<TensorMapBytes> {
     use cudarc::driver::sys::{
         CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave, CUtensorMapL2promotion, CUtensorMapSwizzle,
     };
-    let req = kv_tensor_map_request(&t.desc(name), block_k)?;
+    let req = tensor_map_request(&t.desc(name), box_rows)?;
     let dtype = match t.dtype() {
         ElemType::Bf16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         ElemType::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
@@ -464,9 +464,10 @@ impl AttentionKernel {
             // The slot after the inputs' slots; uploaded only when it changes.
             all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
         }
-        if m.kv_tensor_maps {
-            all.push(KernelArg::TensorMap(kv_tensor_map(k, "k", m.block_k)?));
-            all.push(KernelArg::TensorMap(kv_tensor_map(v, "v", m.block_k)?));
+        if m.tensor_maps {
+            all.push(KernelArg::TensorMap(tensor_map(q, "q", m.block_q)?));
+            all.push(KernelArg::TensorMap(tensor_map(k, "k", m.block_k)?));
+            all.push(KernelArg::TensorMap(tensor_map(v, "v", m.block_k)?));
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };

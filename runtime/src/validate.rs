@@ -609,28 +609,28 @@ pub enum KernelArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorMapBytes(pub [u64; 16]);
 
-/// What `cuTensorMapEncodeTiled` is asked for one of K and V
-/// (`manifest.kv_tensor_maps`): 4-D, innermost first, over the tensor's
-/// (B, Hkv, Nk, D) view.
+/// What `cuTensorMapEncodeTiled` is asked for one of Q, K and V
+/// (`manifest.tensor_maps`): 4-D, innermost first, over the tensor's
+/// (B, H, N, D) view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorMapRequest {
-    /// (D, Nk, Hkv, B).
+    /// (D, N, H, B).
     pub dims: [u64; 4],
     /// Byte strides of dims 1..4 (n, h, b); dim 0 is contiguous.
     pub strides: [u64; 3],
     /// The box one load fills: 64 columns (128 bytes, the swizzle's span)
-    /// of `block_k` rows of one (b, h).
+    /// of `block_q` (Q) or `block_k` (K, V) rows of one (b, h).
     pub box_dims: [u32; 4],
 }
 
 /// TMA's limit on global strides (bytes).
 pub const TMA_MAX_STRIDE: u64 = 1 << 40;
 
-/// The tensor map K or V (already validated by [`validate_forward`]) is
-/// loaded through. A dimension of size 1 is never stepped over, so its
+/// The tensor map Q, K or V (already validated by [`validate_forward`])
+/// is loaded through, in boxes of `box_rows` rows. A dimension of size 1 is never stepped over, so its
 /// stride (which the caller may have left at anything) is replaced by one
 /// TMA accepts.
-pub fn kv_tensor_map_request(t: &TensorDesc, block_k: u32) -> Result<TensorMapRequest> {
+pub fn tensor_map_request(t: &TensorDesc, box_rows: u32) -> Result<TensorMapRequest> {
     let bytes = t.dtype.size_bytes() as u64;
     let [b, h, n, d] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]].map(|x| x as u64);
     let mut strides = [0u64; 3];
@@ -645,7 +645,7 @@ pub fn kv_tensor_map_request(t: &TensorDesc, block_k: u32) -> Result<TensorMapRe
             ));
         }
     }
-    Ok(TensorMapRequest { dims: [d, n, h, b], strides, box_dims: [64, block_k, 1, 1] })
+    Ok(TensorMapRequest { dims: [d, n, h, b], strides, box_dims: [64, box_rows, 1, 1] })
 }
 
 /// Device addresses of the fixed tensors (of their first elements).
@@ -804,7 +804,7 @@ mod tests {
             grid: GridOrder::HeaviestFirst,
             bucket_runs: None,
             summaries_entry: None,
-            kv_tensor_maps: false,
+            tensor_maps: false,
         }
     }
 
@@ -1353,26 +1353,26 @@ mod tests {
     fn tensor_maps_describe_the_view_innermost_first() {
         // (B, Hkv, Nk, D) = (2, 4, 1000, 64), contiguous bf16.
         let k = contiguous("k", ElemType::Bf16, &[2, 4, 1000, 64], 1);
-        let r = kv_tensor_map_request(&k, 48).expect("valid");
+        let r = tensor_map_request(&k, 48).expect("valid");
         assert_eq!(r.dims, [64, 1000, 4, 2]);
         assert_eq!(r.strides, [128, 128 * 1000, 128 * 1000 * 4]);
         assert_eq!(r.box_dims, [64, 48, 1, 1]);
         // A (B, N, H, D) buffer seen as (B, H, N, D): n steps over the heads.
         let mut t = contiguous("v", ElemType::Bf16, &[2, 4, 1000, 64], 1);
         t.strides = vec![1000 * 4 * 64, 64, 4 * 64, 1];
-        let r = kv_tensor_map_request(&t, 64).expect("valid");
+        let r = tensor_map_request(&t, 64).expect("valid");
         assert_eq!(r.strides, [4 * 128, 128, 1000 * 4 * 128]);
         // Size-1 dimensions get a stride TMA takes (a multiple of 16 bytes),
         // whatever the view says.
         let mut one = contiguous("k", ElemType::Bf16, &[1, 1, 1, 64], 1);
         one.strides = vec![7, 5, 3, 1];
-        let r = kv_tensor_map_request(&one, 64).expect("valid");
+        let r = tensor_map_request(&one, 64).expect("valid");
         assert_eq!(r.dims, [64, 1, 1, 1]);
         assert!(r.strides.iter().all(|s| s % 16 == 0 && *s > 0), "{:?}", r.strides);
         // Strides TMA cannot take are refused with the reason.
         let mut far = contiguous("k", ElemType::Bf16, &[2, 1, 16, 64], 1);
         far.strides[0] = 1 << 40;
-        let e = kv_tensor_map_request(&far, 64).expect_err("beyond 2^40 bytes");
+        let e = tensor_map_request(&far, 64).expect_err("beyond 2^40 bytes");
         assert!(e.to_string().contains("2^40"), "{e}");
     }
 

@@ -179,7 +179,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         grid: GridOrder::HeadMajor,
         bucket_runs: None,
         summaries_entry: None,
-        kv_tensor_maps: false,
+        tensor_maps: false,
     }
 }
 

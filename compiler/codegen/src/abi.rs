@@ -45,7 +45,7 @@ pub struct ForwardAbi {
     pub rows_start: Option<usize>,
     /// With `plan.head_order`: the `head_order` parameter.
     pub head_order: Option<usize>,
-    /// With `plan.kv_tma()`: `k_tensor_map`, then `v_tensor_map` (last).
+    /// With `plan.tma()`: `q_tensor_map`, `k_tensor_map`, `v_tensor_map` (last).
     pub tensor_maps: Option<usize>,
 }
 
@@ -117,10 +117,12 @@ impl ForwardAbi {
             params.push(AbiParam { name: "head_order".into(), ty: AbiType::GlobalPtr });
             params.len() - 1
         });
-        let tensor_maps = plan.kv_tma().then(|| {
-            params.push(AbiParam { name: "k_tensor_map".into(), ty: AbiType::TensorMap });
-            params.push(AbiParam { name: "v_tensor_map".into(), ty: AbiType::TensorMap });
-            params.len() - 2
+        let tensor_maps = plan.tma().then(|| {
+            let start = params.len();
+            for t in ["q", "k", "v"] {
+                params.push(AbiParam { name: format!("{t}_tensor_map"), ty: AbiType::TensorMap });
+            }
+            start
         });
         Self { params, input_start, rows_start, head_order, tensor_maps }
     }

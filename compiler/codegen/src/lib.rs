@@ -87,7 +87,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         grid: plan.grid,
         bucket_runs: abi::bucket_runs(p),
         summaries_entry: (!lower::summary::tensor_inputs(p).is_empty()).then(|| FUSED_SUMMARY_ENTRY.to_string()),
-        kv_tensor_maps: plan.kv_tma(),
+        tensor_maps: plan.tma(),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

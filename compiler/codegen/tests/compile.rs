@@ -174,6 +174,8 @@ fn every_head_dim_compiles_for_causal() {
                     "mma.sync.aligned.m16n8k16.row.col.f32".into(),
                     "ldmatrix.sync.aligned.m8n8.x4.shared.b16".into(),
                     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16".into(),
+                    "cp.async.cg.shared.global".into(),
+                    "cp.async.wait_group".into(),
                 ],
                 Mma::Wgmma => vec![
                     format!("wgmma.mma_async.sync.aligned.m64n{}k16.f32.{ty}.{ty}", plan.block_k),
@@ -182,12 +184,14 @@ fn every_head_dim_compiles_for_causal() {
                     "wgmma.commit_group.sync.aligned".into(),
                     "wgmma.wait_group.sync.aligned 0".into(),
                     "fence.proxy.async.shared::cta".into(),
+                    // Q, K and V by TMA (no tensor inputs to stage: no cp.async at all).
+                    "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes".into(),
+                    "mbarrier.try_wait.parity.shared::cta.b64".into(),
                 ],
             };
             assert_eq!(plan.mma == Mma::Wgmma, d == 64 || d == 128, "d={d}: sm_90a takes wgmma exactly at head dims 64 and 128");
+            assert_eq!(plan.mma == Mma::Wgmma, !k.ptx.contains("cp.async.cg.shared.global"), "d={d}: wgmma kernels copy by TMA");
             for needle in products.iter().map(String::as_str).chain([
-                "cp.async.cg.shared.global",
-                "cp.async.wait_group",
                 ".target sm_90a",
                 &format!(".entry {entry}("),
                 &format!(".entry {SUMMARY_ENTRY}("),
@@ -232,10 +236,10 @@ fn manifest_describes_the_launch() {
     assert_eq!(names, ["alpha", "beta", "sink", "n"]);
     // 23 fixed parameters, then alpha, beta, sink pointers and n by value,
     // then head_order: the span reads per-head inputs, so heads differ in
-    // work; then the K and V tensor maps.
+    // work; then the Q, K and V tensor maps.
     assert!(plan.head_order && m.head_order);
     let params = k.ptx.split(&format!(".entry {}(", m.entry)).nth(1).and_then(|s| s.split(')').next()).expect("param list");
-    assert_eq!(params.matches(".param").count(), 30);
+    assert_eq!(params.matches(".param").count(), 31);
     // Patterns whose work does not depend on the head keep the plain grid.
     let causal = KernelPlan::for_pattern(&common::causal(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
     assert!(!causal.head_order);
@@ -243,8 +247,8 @@ fn manifest_describes_the_launch() {
 
 #[test]
 fn block_list_and_tensor_inputs_take_two_parameters() {
-    // + 2: the K and V tensor maps of the TMA kernels.
-    for (p, expected) in [(common::hash_bucket(), 23 + 8 + 2), (common::block_list(), 23 + 2 + 2)] {
+    // + 3: the Q, K and V tensor maps of the TMA kernels.
+    for (p, expected) in [(common::hash_bucket(), 23 + 8 + 3), (common::block_list(), 23 + 2 + 3)] {
         let plan = KernelPlan::for_pattern(&p, 128, Dtype::Bf16, Arch::Sm90a).expect("plan");
         let k = compile(&p, &plan).expect("compile");
         let params = k.ptx.split(&format!(".entry {}(", k.manifest.entry)).nth(1).and_then(|s| s.split(')').next()).expect("params");
@@ -252,26 +256,28 @@ fn block_list_and_tensor_inputs_take_two_parameters() {
     }
 }
 
-/// wgmma kernels load K and V by TMA: two 128-byte grid-constant tensor
-/// maps after every other parameter, read in place (`cvta.param`, no copy
-/// to local memory), one mbarrier per stage. Row-index kernels (TMA cannot
-/// gather rows) and mma.sync kernels keep cp.async and take no maps.
+/// wgmma kernels load Q, K and V by TMA: three 128-byte grid-constant
+/// tensor maps after every other parameter, read in place (`cvta.param`,
+/// no copy to local memory), one mbarrier per stage and one for Q.
+/// Row-index kernels (TMA cannot gather rows) and mma.sync kernels keep
+/// cp.async and take no maps.
 #[test]
 fn tma_kernels_take_the_tensor_maps_last() {
     let p = common::hash_bucket();
     for d in [64, 128] {
         let plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
-        assert!(plan.kv_tma());
+        assert!(plan.tma());
         let k = compile(&p, &plan).expect("compile");
-        assert!(k.manifest.kv_tensor_maps);
+        assert!(k.manifest.tensor_maps);
         let params = k.ptx.split(&format!(".entry {}(", k.manifest.entry)).nth(1).and_then(|s| s.split(')').next()).expect("params");
         let last: Vec<&str> = params.lines().map(str::trim).filter(|l| l.starts_with(".param")).collect();
         let n = last.len();
-        for (i, l) in last[n - 2..].iter().enumerate() {
-            assert!(l.starts_with(".param .align 64 .b8") && l.contains(&format!("_param_{}[128]", n - 2 + i)), "{l}");
+        for (i, l) in last[n - 3..].iter().enumerate() {
+            assert!(l.starts_with(".param .align 64 .b8") && l.contains(&format!("_param_{}[128]", n - 3 + i)), "{l}");
         }
+        assert!(!last[n - 4].contains("[128]"), "exactly three maps");
         assert!(k.ptx.contains("cvta.param.u64"), "maps are read where they lie");
-        assert_eq!(k.ptx.matches("mbarrier.init.shared::cta.b64").count(), plan.stages as usize);
+        assert_eq!(k.ptx.matches("mbarrier.init.shared::cta.b64").count(), plan.stages as usize + 1);
         assert!(k.ptx.contains("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"));
         assert!(k.plan.to_string().contains("TMA"), "{}", k.plan);
     }
@@ -279,9 +285,9 @@ fn tma_kernels_take_the_tensor_maps_last() {
     indexed.row_index = true;
     let sync = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, Arch::Sm80).expect("plan");
     for plan in [indexed, sync] {
-        assert!(!plan.kv_tma());
+        assert!(!plan.tma());
         let k = compile(&p, &plan).expect("compile");
-        assert!(!k.manifest.kv_tensor_maps && !k.ptx.contains("cp.async.bulk.tensor") && !k.ptx.contains("mbarrier"));
+        assert!(!k.manifest.tensor_maps && !k.ptx.contains("cp.async.bulk.tensor") && !k.ptx.contains("mbarrier"));
     }
 }
 

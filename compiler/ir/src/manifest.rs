@@ -198,14 +198,15 @@ pub struct KernelManifest {
     /// in manifests written before it (one `summary_entry` launch per input).
     #[serde(default)]
     pub summaries_entry: Option<String>,
-    /// The kernel loads K and V by TMA and takes two tensor maps after
-    /// everything else (`k_tensor_map`, `v_tensor_map`: 128-byte
-    /// `CUtensorMap`s by value). Each is 4-D, innermost first: (head_dim,
-    /// kv_len, kv_heads, batch) over that tensor's elements, byte strides
-    /// of its n, h, b dimensions, box (64, block_k, 1, 1), 128-byte swizzle,
-    /// zero fill out of bounds.
+    /// The kernel loads Q, K and V by TMA and takes three tensor maps after
+    /// everything else (`q_tensor_map`, `k_tensor_map`, `v_tensor_map`:
+    /// 128-byte `CUtensorMap`s by value). Each is 4-D, innermost first:
+    /// (head_dim, length, heads, batch) over that tensor's (B, H, N, D)
+    /// view, byte strides of its n, h, b dimensions, box (64, block_q for Q
+    /// or block_k for K and V, 1, 1), 128-byte swizzle, zero fill out of
+    /// bounds.
     #[serde(default)]
-    pub kv_tensor_maps: bool,
+    pub tensor_maps: bool,
 }
 
 /// The summaries with bucket runs: each listed input's summary is
@@ -253,8 +254,12 @@ impl fmt::Display for KernelManifest {
             writeln!(f, "  heads: launched in the order of head_order (H), heaviest first")?;
         }
         writeln!(f, "  grid: {}", self.grid.describe())?;
-        if self.kv_tensor_maps {
-            writeln!(f, "  K, V: loaded by TMA through k_tensor_map and v_tensor_map (box 64 x {} rows, 128-byte swizzle)", self.block_k)?;
+        if self.tensor_maps {
+            writeln!(
+                f,
+                "  Q, K, V: loaded by TMA through q_tensor_map, k_tensor_map, v_tensor_map (boxes of 64 columns x {} / {} rows, 128-byte swizzle)",
+                self.block_q, self.block_k
+            )?;
         }
         if let Some(r) = &self.bucket_runs {
             writeln!(
@@ -322,7 +327,7 @@ mod tests {
             grid,
             bucket_runs: None,
             summaries_entry: None,
-            kv_tensor_maps: false,
+            tensor_maps: false,
         }
     }
 

@@ -42,17 +42,31 @@ pub(crate) const PTX_KERNEL_CC: u32 = 71;
 const TENSOR_MAP_BYTES: u32 = 128;
 const TENSOR_MAP_ALIGN: u64 = 64;
 
-/// plan.kv_tma: what the issuing thread needs for the K/V tensor loads.
+/// plan.tma: what the issuing thread needs for the K/V tensor loads.
 #[derive(Clone, Copy)]
-struct KvTma<'ctx> {
+struct Tma<'ctx> {
     /// Generic addresses of the `k_tensor_map` and `v_tensor_map` parameters.
     k_map: PointerValue<'ctx>,
     v_map: PointerValue<'ctx>,
     /// The box coordinates that do not move with the key block.
     kv_head: IV<'ctx>,
     batch: IV<'ctx>,
-    /// Shared address of stage 0's mbarrier (stage s's is 8·s further).
+    /// Shared address of stage 0's mbarrier (stage s's is 8·s further;
+    /// after the stages', Q's).
     barriers: IV<'ctx>,
+}
+
+/// Issues the TMA loads of one tile: `rows` rows from `row0` of (head,
+/// batch) of the tensor map at `map`, into the swizzled tile at `dst`, one
+/// load per 64-column block (see `chunk_dst`), counted on `bar`.
+#[allow(clippy::too_many_arguments)]
+fn tma_tile<'ctx>(cx: &Cx<'_, 'ctx>, plan: &KernelPlan, map: PointerValue<'ctx>, dst: PointerValue<'ctx>, rows: u32, row0: IV<'ctx>, head: IV<'ctx>, batch: IV<'ctx>, bar: IV<'ctx>) -> Result<()> {
+    let dst = cx.shared_addr(dst)?;
+    for c in 0..plan.head_dim / 64 {
+        let at = cx.add(dst, cx.i32((c * rows * SWIZZLE_ROW_BYTES) as i32))?;
+        cx.tma_load_4d(at, map, [cx.i32((64 * c) as i32), row0, head, batch], bar)?;
+    }
+    Ok(())
 }
 
 /// Where a CTA works: its query block, batch and head.
@@ -191,7 +205,7 @@ struct LoopState<'ctx> {
     ahead: Option<Ahead<'ctx>>,
     /// plan.pv_overlap: the previous block's O += P·V, not yet issued.
     prev: Option<PendingPv<'ctx>>,
-    /// plan.kv_tma: bit s is the parity of the phase of stage s's mbarrier
+    /// plan.tma: bit s is the parity of the phase of stage s's mbarrier
     /// the loop waits for next (flipped after each wait).
     phases: Option<IV<'ctx>>,
 }
@@ -404,8 +418,8 @@ struct Forward<'p, 'a, 'ctx> {
     head_order: Option<PointerValue<'ctx>>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
-    /// plan.kv_tma: K and V come by TMA.
-    tma: Option<KvTma<'ctx>>,
+    /// plan.tma: K and V come by TMA.
+    tma: Option<Tma<'ctx>>,
     heads: IV<'ctx>,
     /// Per input: its word in a K row's padding (key tensors) ...
     k_words: Vec<Option<usize>>,
@@ -525,9 +539,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let (q_staged, q_words) = staging(InputKind::QueryTensor)?;
         let (k_staged, k_words) = staging(InputKind::KeyTensor)?;
         let tma = match abi.tensor_maps {
-            Some(i) => Some(KvTma {
-                k_map: ptr(i),
-                v_map: ptr(i + 1),
+            Some(i) => Some(Tma {
+                k_map: ptr(i + 1),
+                v_map: ptr(i + 2),
                 kv_head: kvh,
                 batch: b,
                 barriers: cx.shared_addr(cx.byte_gep(smem, cx.i32(layout.barriers as i32))?)?,
@@ -563,19 +577,29 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
 
         // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
-        if let Some(t) = &this.tma {
-            // Thread 0 makes every arrival and issues every load, so its own
-            // initialisation is ordered before them; the other threads first
-            // wait on a barrier after the Q copy's bar.sync.
-            cx.if_then(cx.icmp(IP::EQ, tid, cx.i32(0))?, "init_barriers", |cx| {
-                for s in 0..plan.stages {
-                    cx.mbarrier_init(cx.add(t.barriers, cx.i32(8 * s as i32))?, 1)?;
-                }
-                cx.fence_mbarrier_init()
-            })?;
-        }
-        let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: cx.byte_gep(smem, cx.i32(this.layout.q as i32))?, index: q_index };
-        copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q, stepped_copies(plan))?;
+        let q_dst = cx.byte_gep(smem, cx.i32(this.layout.q as i32))?;
+        let q_bar = match (&this.tma, abi.tensor_maps) {
+            (Some(t), Some(maps)) => {
+                // Thread 0 makes every arrival and issues every load, so its
+                // own initialisation is ordered before them; the other threads
+                // first wait on a barrier after the Q wait's bar.sync.
+                let q_bar = cx.add(t.barriers, cx.i32(8 * plan.stages as i32))?;
+                cx.if_then(cx.icmp(IP::EQ, tid, cx.i32(0))?, "tma.q", |cx| {
+                    for s in 0..=plan.stages {
+                        cx.mbarrier_init(cx.add(t.barriers, cx.i32(8 * s as i32))?, 1)?;
+                    }
+                    cx.fence_mbarrier_init()?;
+                    cx.mbarrier_arrive_expect_tx(q_bar, cx.i32((plan.block_q * plan.head_dim * 2) as i32))?;
+                    tma_tile(cx, plan, ptr(maps), q_dst, plan.block_q, q0, h, b, q_bar)
+                })?;
+                Some(q_bar)
+            }
+            _ => {
+                let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: q_dst, index: q_index };
+                copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q, stepped_copies(plan))?;
+                None
+            }
+        };
         if !q_staged.is_empty() {
             let rows: Vec<_> = q_staged.iter().map(|(_, v)| *v).collect();
             let dst = cx.byte_gep(smem, cx.i32(this.layout.q_values as i32))?;
@@ -604,8 +628,13 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         } else {
             None
         };
-        // Q has landed once at most stages-1 groups are still in flight.
+        // Q has landed once at most stages-1 groups are still in flight
+        // (with TMA: its values have; the tile itself on its barrier, whose
+        // only phase is 0).
         this.wait_tiles(plan.stages - 1)?;
+        if let Some(bar) = q_bar {
+            cx.mbarrier_wait(bar, cx.i32(0))?;
+        }
         let q_lane = cx.byte_gep(smem, cx.add(cx.i32(this.layout.q as i32), cx.add(cx.mul(warp_row0, cx.i32(this.layout.row_bytes as i32))?, this.lanes.a)?)?)?;
         let qfrags = if plan.mma == Mma::Wgmma {
             // The warpgroup's 64 rows start 64 rows into each column block of the Q tile.
@@ -736,7 +765,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         self.cx.barrier()
     }
 
-    /// plan.kv_tma: waits for the phase of `slot`'s mbarrier that `phases`
+    /// plan.tma: waits for the phase of `slot`'s mbarrier that `phases`
     /// names (the slot's K and V tiles, or with plan.pv_overlap the group
     /// issued into it: K of its block and V of the one before) and returns
     /// the phases with that bit flipped; None without TMA.
@@ -748,12 +777,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         Ok(Some(cx.xor(phases, cx.shl(cx.i32(1), slot)?)?))
     }
 
-    /// plan.kv_tma: thread 0 arms `slot`'s mbarrier with the bytes of
+    /// plan.tma: thread 0 arms `slot`'s mbarrier with the bytes of
     /// `tiles` (block kb's tile of a tensor map into shared memory at dst;
     /// nothing for kb < 0) and issues their loads, one per 64-column block.
     /// The arrival is made even when every kb is negative, so each group the
     /// loop waits for completes.
-    fn tma_issue(&self, t: &KvTma<'ctx>, slot: IV<'ctx>, tiles: &[(IV<'ctx>, PointerValue<'ctx>, PointerValue<'ctx>)]) -> Result<()> {
+    fn tma_issue(&self, t: &Tma<'ctx>, slot: IV<'ctx>, tiles: &[(IV<'ctx>, PointerValue<'ctx>, PointerValue<'ctx>)]) -> Result<()> {
         let cx = self.cx;
         let plan = self.plan;
         let tile_bytes = (plan.block_k * plan.head_dim * 2) as i32;
@@ -767,13 +796,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             for &(kb, map, dst) in tiles {
                 cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "tma.tile", |cx| {
                     let row0 = cx.mul(kb, cx.i32(plan.block_k as i32))?;
-                    let dst = cx.shared_addr(dst)?;
-                    for c in 0..plan.head_dim / 64 {
-                        // Column block c of the swizzled tile (see `chunk_dst`).
-                        let at = cx.add(dst, cx.i32((c * plan.block_k * SWIZZLE_ROW_BYTES) as i32))?;
-                        cx.tma_load_4d(at, map, [cx.i32((64 * c) as i32), row0, t.kv_head, t.batch], bar)?;
-                    }
-                    Ok(())
+                    tma_tile(cx, plan, map, dst, plan.block_k, row0, t.kv_head, t.batch, bar)
                 })?;
             }
             Ok(())

@@ -19,7 +19,7 @@
 //! another, every tile 1024-byte aligned. Staged values then sit in their
 //! own 16-byte rows after the Q tile and after each slot's V tile:
 //! `[Q][Q values][slot 0: K, V, K values][slot 1] ... [key list][counts]`,
-//! then, when K and V come by TMA (`plan.kv_tma()`), one mbarrier per stage.
+//! then, when K and V come by TMA (`plan.tma()`), one mbarrier per stage.
 //! TMA writes the same swizzle (`CU_TENSOR_MAP_SWIZZLE_128B` is this XOR
 //! on 1024-byte-aligned tiles), one 64-column block per load.
 
@@ -71,7 +71,7 @@ pub(crate) struct SmemLayout {
     pub counts: u32,
     /// Softmax state slots: `[slab * 4 + (m0, l0, m1, l1)][thread]` f32.
     pub softmax: u32,
-    /// plan.kv_tma: one 8-byte mbarrier per stage.
+    /// plan.tma: one 8-byte mbarrier per stage.
     pub barriers: u32,
 }
 
