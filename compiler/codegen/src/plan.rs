@@ -168,7 +168,7 @@ impl KernelPlan {
             Some(r) => KeySource::Range(r.to_string()),
             None => KeySource::Scan,
         };
-        let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows, &key_source);
+        let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
         let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, grid, mma, row_index: false, rows, head_order };
         plan.validate()?;
         Ok(plan)
@@ -195,15 +195,18 @@ impl KernelPlan {
     /// another's per-CTA work (the key scan, staged values), and the
     /// narrower blocks waste less at scattered edges: hash-32 -6%, hash-8
     /// -2.4%, QK-drop 50% -4%, QK-drop 80% -7% against 64x64 (H200, 16K,
-    /// same call). Closed-form bands keep 64x64 (MoA +3.5% on 64x48).
-    pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength, keys: &KeySource) -> (u32, u32, u32, u32) {
-        let scanned = matches!(keys, KeySource::Scan);
+    /// same call). Closed-form bands kept 64x64 then (MoA +3.5% on 64x48)
+    /// and take 64x48 since K and V come by TMA (v6.2): with no copy work
+    /// per thread the third CTA per SM pays for the extra loop trips
+    /// (H200, same call: window -3.5% / -3.0% at 4K / 16K, MoA -2.5% /
+    /// -0.2%). 64x32 (4 CTAs) is still slower for QK-drop (+6-36%) and
+    /// mixed for hash (hash-32 -4 to -7%, hash-8 -1.6% / +1.7%).
+    pub fn default_shape(mma: Mma, head_dim: u32, rows: RowLength) -> (u32, u32, u32, u32) {
         match (mma, head_dim, rows) {
             (Mma::Wgmma, 0..=64, RowLength::Long) => (128, 64, 8, 3),
             (Mma::Wgmma, _, RowLength::Long) => (128, 128, 8, 2),
             (Mma::Wgmma, 0..=64, RowLength::Short) => (64, 64, 4, 2),
-            (Mma::Wgmma, _, RowLength::Short) if scanned => (64, 48, 4, 2),
-            (Mma::Wgmma, _, RowLength::Short) => (64, 64, 4, 2),
+            (Mma::Wgmma, _, RowLength::Short) => (64, 48, 4, 2),
             (Mma::Sync, 0..=64, _) => (128, 64, 4, 3),
             (Mma::Sync, 65..=128, _) => (128, 32, 4, 3),
             (Mma::Sync, _, _) => (64, 32, 4, 2),
@@ -214,7 +217,7 @@ impl KernelPlan {
     /// key source, query order and row length); `validate` then checks the
     /// combination.
     pub fn with_mma(mut self, mma: Mma) -> Self {
-        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.rows, &self.key_source);
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(mma, self.head_dim, self.rows);
         self.mma = mma;
         self
     }
@@ -223,7 +226,7 @@ impl KernelPlan {
     /// for it). For scanned patterns whose rows the caller knows to be long
     /// at run time; query blocks of scanned patterns already run heaviest first.
     pub fn with_row_length(mut self, rows: RowLength) -> Self {
-        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(self.mma, self.head_dim, rows, &self.key_source);
+        (self.block_q, self.block_k, self.warps, self.stages) = Self::default_shape(self.mma, self.head_dim, rows);
         self.rows = rows;
         self
     }
