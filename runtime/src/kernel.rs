@@ -297,8 +297,12 @@ impl AttentionKernel {
 
     /// Attention of q (B, H, Nq, D) over k, v (B, Hkv, Nk, D) under the
     /// pattern; returns o (contiguous, q's shape and dtype) and the
-    /// log-sum-exp (f32, (B, H, Nq)). Asynchronous: synchronize (or download)
-    /// to see errors the kernel itself raises.
+    /// log-sum-exp (f32, (B, H, Nq)). q, k and v may be strided views (the
+    /// head_dim dimension contiguous); every row must start on a 16-byte
+    /// boundary (the view's offset and its b, h, n strides multiples of 16
+    /// bytes), since rows are copied 16 bytes at a time, by TMA or cp.async.
+    /// Asynchronous: synchronize (or download) to see errors the kernel
+    /// itself raises.
     pub fn forward(
         &self,
         q: &DeviceTensor,

@@ -20,7 +20,7 @@ pub struct KernelPlan {
     /// Key rows per pipeline stage; a multiple of 16.
     pub block_k: u32,
     pub warps: u32,
-    /// Depth of the cp.async K/V pipeline (2 = double buffering).
+    /// Depth of the K/V pipeline (2 = double buffering): TMA or cp.async.
     pub stages: u32,
     pub arch: Arch,
     /// Where key blocks come from: the pattern's closed form, or a scan of

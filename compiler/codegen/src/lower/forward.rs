@@ -7,13 +7,20 @@
 //!           prologue: build the key-block list (all threads classify a chunk of
 //!           candidates) and issue the first stages-1 K/V blocks
 //! kv_loop:  while the oldest pending block exists:
-//!             wait for it; take the next list entry and issue its block into the
+//!             wait for it (wgmma path: on its slot's mbarrier, then the CTA
+//!             barrier); take the next list entry and issue its block into the
 //!             freed slot (with its key-tensor values when it is Partial);
 //!             S = Q·Kᵀ (mma.rs); if Partial or ragged: element test (predicate.rs),
 //!             reading the staged tensor values from shared memory;
 //!             online softmax (exp2 form; row maxima, rescale of O, exponentials); O += P·V
 //! epilogue: O / l in dtype, lse in natural log; an all-masked row gives 0 and -inf
 //! ```
+//!
+//! Copies: on the wgmma path (`plan.tma()`) thread 0 loads the Q, K and V
+//! tiles by TMA through the launch's tensor maps, one mbarrier per stage
+//! and one for Q counting the bytes (`tma_issue`, `wait_block`); elsewhere
+//! every thread issues cp.async copies (`lower/pipeline.rs`). Staged
+//! tensor values always come by cp.async.
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;

@@ -1,6 +1,8 @@
 //! Shared memory and the copy pipeline: where the Q tile and the `stages`
 //! K/V slots live in dynamic shared memory, and the cp.async.cg 16-byte
-//! copies that fill them (rows past the sequence end are zero-filled).
+//! copies that fill them on the mma.sync path and for row-index kernels
+//! (rows past the sequence end are zero-filled). The wgmma path loads the
+//! tiles by TMA instead (`lower/forward.rs`, `KernelPlan::tma`).
 //!
 //! Layout (bytes from the start of dynamic shared memory), rows padded by
 //! 16 B so ldmatrix is bank-conflict free:
