@@ -66,7 +66,7 @@ pub fn lsh_buckets(x: &[f32], d: usize, r: &[f32], buckets: usize) -> Vec<i32> {
 }
 
 /// Stable sort of each row (`n` values) of `buckets` by bucket (clamped into
-/// [0, nb)): returns (perm, sorted buckets); perm[i] is the original index of
+/// [0, nb)): returns (perm, sorted buckets); `perm[i]` is the original index of
 /// the i-th token in sorted order.
 pub fn stable_sort_by_bucket(buckets: &[i32], n: usize, nb: usize) -> (Vec<i32>, Vec<i32>) {
     let mut perm = Vec::with_capacity(buckets.len());

@@ -1,7 +1,7 @@
 //! GPU helper ops of the seed methods: everything SCFA (hash buckets,
 //! QK-drop), SparseK and MoA do around the attention kernel itself. The ops
 //! are CUDA C (`runtime/kernels/ops.cu`, embedded) compiled by NVRTC at first
-//! use for the device's compute capability, loaded once per [`Gpu`] and kept
+//! use for the device's compute capability, loaded once per [`Gpu`](crate::gpu::Gpu) and kept
 //! in a [`GpuOps`]. Each op is a typed wrapper that checks shapes, dtypes and
 //! layouts and returns an [`OpError`] before launching anything.
 //!
