@@ -20,7 +20,7 @@ use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
     check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, tensor_map_request, ForwardPointers, KernelArg, Problem,
-    TensorMapBytes, SUMMARY_THREADS,
+    TensorDesc, TensorMapBytes, SUMMARY_THREADS,
 };
 
 /// One tensor input's summary, to be made before the forward launch.
@@ -53,11 +53,13 @@ unsafe impl cudarc::driver::DeviceRepr for TensorMapBytes {}
 /// Encodes the tensor map Q, K or V is loaded through by a TMA kernel
 /// (`manifest.tensor_maps`; layout in `KernelManifest`): bf16 or fp16
 /// elements, the 128-byte swizzle wgmma reads, zeros for rows past the end.
-fn tensor_map(t: &DeviceTensor, name: &str, box_rows: u32) -> Result<TensorMapBytes> {
+/// `desc` is `t`'s, as validation saw it.
+fn tensor_map(t: &DeviceTensor, desc: &TensorDesc, box_rows: u32) -> Result<TensorMapBytes> {
     use cudarc::driver::sys::{
         CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave, CUtensorMapL2promotion, CUtensorMapSwizzle,
     };
-    let req = tensor_map_request(&t.desc(name), box_rows)?;
+    let req = tensor_map_request(desc, box_rows)?;
+    let name = &desc.name;
     let dtype = match t.dtype() {
         ElemType::Bf16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         ElemType::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
@@ -469,9 +471,9 @@ impl AttentionKernel {
             all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
         }
         if m.tensor_maps {
-            all.push(KernelArg::TensorMap(tensor_map(q, "q", m.block_q)?));
-            all.push(KernelArg::TensorMap(tensor_map(k, "k", m.block_k)?));
-            all.push(KernelArg::TensorMap(tensor_map(v, "v", m.block_k)?));
+            all.push(KernelArg::TensorMap(tensor_map(q, &qd, m.block_q)?));
+            all.push(KernelArg::TensorMap(tensor_map(k, &kd, m.block_k)?));
+            all.push(KernelArg::TensorMap(tensor_map(v, &vd, m.block_k)?));
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };

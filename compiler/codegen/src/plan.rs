@@ -264,11 +264,11 @@ impl KernelPlan {
         }
         match self.rows {
             RowLength::Long => {
-                let (limit, block_k) = if self.head_dim <= 64 { (SHORT_BELOW_D64, 64) } else { (SHORT_BELOW_D128, 48) };
+                let limit = if self.head_dim <= 64 { SHORT_BELOW_D64 } else { SHORT_BELOW_D128 };
                 if kv_len > limit {
                     return self;
                 }
-                KernelPlan { block_k, ..self.with_row_length(RowLength::Short) }
+                self.with_row_length(RowLength::Short)
             }
             RowLength::Short if self.block_k == 48 && self.key_source == KeySource::Scan && kv_len <= WIDE_KEYS_BELOW_D128 => {
                 KernelPlan { block_k: 64, ..self }

@@ -49,10 +49,12 @@ pub(crate) const PTX_KERNEL_CC: u32 = 71;
 const TENSOR_MAP_BYTES: u32 = 128;
 const TENSOR_MAP_ALIGN: u64 = 64;
 
-/// plan.tma: what the issuing thread needs for the K/V tensor loads.
+/// plan.tma: what the issuing thread needs for the tensor loads.
 #[derive(Clone, Copy)]
 struct Tma<'ctx> {
-    /// Generic addresses of the `k_tensor_map` and `v_tensor_map` parameters.
+    /// Generic addresses of the `q_tensor_map`, `k_tensor_map` and
+    /// `v_tensor_map` parameters.
+    q_map: PointerValue<'ctx>,
     k_map: PointerValue<'ctx>,
     v_map: PointerValue<'ctx>,
     /// The box coordinates that do not move with the key block.
@@ -547,6 +549,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let (k_staged, k_words) = staging(InputKind::KeyTensor)?;
         let tma = match abi.tensor_maps {
             Some(i) => Some(Tma {
+                q_map: ptr(i),
                 k_map: ptr(i + 1),
                 v_map: ptr(i + 2),
                 kv_head: kvh,
@@ -585,8 +588,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
 
         // ---- Q tile → shared (group 0), then the first stages-1 K/V blocks ----
         let q_dst = cx.byte_gep(smem, cx.i32(this.layout.q as i32))?;
-        let q_bar = match (&this.tma, abi.tensor_maps) {
-            (Some(t), Some(maps)) => {
+        let q_bar = match &this.tma {
+            Some(t) => {
                 // Thread 0 makes every arrival and issues every load, so its
                 // own initialisation is ordered before them; the other threads
                 // first wait on a barrier after the Q wait's bar.sync.
@@ -597,11 +600,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     }
                     cx.fence_mbarrier_init()?;
                     cx.mbarrier_arrive_expect_tx(q_bar, cx.i32((plan.block_q * plan.head_dim * 2) as i32))?;
-                    tma_tile(cx, plan, ptr(maps), q_dst, plan.block_q, q0, h, b, q_bar)
+                    tma_tile(cx, plan, t.q_map, q_dst, plan.block_q, q0, h, b, q_bar)
                 })?;
                 Some(q_bar)
             }
-            _ => {
+            None => {
                 let q_copy = TileCopy { src: q_bh, stride: stride(0, 2), len: q_len, dst: q_dst, index: q_index };
                 copy_tile(cx, plan, tid, &q_copy, q0, plan.block_q, stepped_copies(plan))?;
                 None
@@ -753,21 +756,20 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// Waits until at most `pending` cp.async groups are in flight, then the
     /// CTA barrier; on the wgmma path each thread first fences its copies
     /// into the async proxy, which is where wgmma reads shared memory.
-    ///
-    /// With TMA, K and V are not in these groups (`wait_block` waits for
-    /// them, in the async proxy already): only the staged key values are,
-    /// which the element test reads as ordinary loads, so the loop's waits
-    /// need no fence (the prologue's wait for Q keeps it).
     fn wait_tiles(&self, pending: u32) -> Result<()> {
-        self.wait_copies(pending, true)
+        self.cx.cp_async_wait(pending)?;
+        if self.plan.mma == Mma::Wgmma {
+            self.cx.fence_proxy_async_shared()?;
+        }
+        self.cx.barrier()
     }
 
-    fn wait_copies(&self, pending: u32, fence: bool) -> Result<()> {
-        if self.tma.is_none() || self.k_staged || fence {
+    /// plan.tma: the loop's wait after `wait_block`. K and V are in no
+    /// cp.async group (and in the async proxy already); only the staged key
+    /// values are, which the element test reads as ordinary loads: no fence.
+    fn wait_staged(&self, pending: u32) -> Result<()> {
+        if self.k_staged {
             self.cx.cp_async_wait(pending)?;
-        }
-        if self.plan.mma == Mma::Wgmma && fence {
-            self.cx.fence_proxy_async_shared()?;
         }
         self.cx.barrier()
     }
@@ -848,14 +850,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// rows' padding), then commits a group (always, so group counting stays uniform).
     fn issue_kv(&self, kb: IV<'ctx>, undecided: IV<'ctx>, slot: IV<'ctx>, entries: Option<&[IV<'ctx>]>) -> Result<()> {
         let cx = self.cx;
-        if let Some(t) = &self.tma {
-            let k_dst = self.layout.slot(cx, self.smem, slot)?;
-            let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
-            self.tma_issue(t, slot, &[(kb, t.k_map, k_dst), (kb, t.v_map, v_dst)])?;
-            if self.k_staged {
-                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| self.stage_k(cx.mul(kb, cx.i32(self.plan.block_k as i32))?, undecided, k_dst))?;
-            }
-            return cx.cp_async_commit();
+        if self.tma.is_some() {
+            // K and V of one block into one slot: the TMA group form.
+            return self.issue_k_and_v((kb, undecided, slot), Some((kb, slot)));
         }
         cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_kv", |cx| {
             let bk = cx.i32(self.plan.block_k as i32);
@@ -883,6 +880,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// values into slot `k.2`, and V of block `v.0` into slot `v.1`, as one
     /// group. K of block j+1 and V of block j go out together: V's slot is
     /// free only once the previous O += P·V that read it has finished.
+    /// With TMA the group counts on K's slot barrier (every TMA issue takes
+    /// this form; without the overlap K and V are of one block and slot).
     fn issue_k_and_v(&self, k: (IV<'ctx>, IV<'ctx>, IV<'ctx>), v: Option<(IV<'ctx>, IV<'ctx>)>) -> Result<()> {
         let cx = self.cx;
         let bk = cx.i32(self.plan.block_k as i32);
@@ -956,7 +955,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // Block kb's group is complete once at most stages-2 newer groups are pending;
         // the barrier also means every warp is done with the slot refilled below.
         let phases = self.wait_block(state.slot, state.phases)?;
-        self.wait_copies(self.plan.stages - 2, self.tma.is_none())?;
+        if self.tma.is_some() {
+            self.wait_staged(self.plan.stages - 2)?;
+        } else {
+            self.wait_tiles(self.plan.stages - 2)?;
+        }
         // The block to issue into the freed slot: the one chosen an iteration ago
         // (row indices: its entries are in registers), or the list's next.
         let (next, next_entries) = match &state.ahead {
@@ -1162,7 +1165,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let o = cx.if_then_values(prev.live, "pv.last", flat_acc(&state.o[0]), |cx, o| {
                 // TMA: its V tile came on the slot's barrier (no cp.async group
                 // holds it, and no other thread's copies: no bar.sync).
-                if self.wait_block(state.slot, state.phases)?.is_none() {
+                if self.tma.is_some() {
+                    self.wait_block(state.slot, state.phases)?;
+                } else {
                     self.wait_tiles(0)?;
                 }
                 let running = self.pv_issue_pending(&prev, &unflat_acc(o))?;

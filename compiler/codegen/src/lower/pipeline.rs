@@ -87,6 +87,7 @@ impl SmemLayout {
         } else {
             (plan.head_dim * 2, plan.head_dim * 2, plan.smem_row_bytes())
         };
+        let list = plan.q_tile_bytes() + plan.stages * plan.stage_bytes();
         Self {
             row_bytes: plan.smem_row_bytes(),
             q: 0,
@@ -96,10 +97,10 @@ impl SmemLayout {
             q_values,
             k_values_in_slot,
             values_row_bytes,
-            list: plan.q_tile_bytes() + plan.stages * plan.stage_bytes(),
-            counts: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + 4 * (plan.key_chunk() + 1),
-            softmax: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes(),
-            barriers: plan.q_tile_bytes() + plan.stages * plan.stage_bytes() + plan.key_list_bytes() + plan.softmax_state_bytes(),
+            list,
+            counts: list + 4 * (plan.key_chunk() + 1),
+            softmax: list + plan.key_list_bytes(),
+            barriers: list + plan.key_list_bytes() + plan.softmax_state_bytes(),
         }
     }
 
