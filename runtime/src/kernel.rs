@@ -109,6 +109,18 @@ pub(crate) fn push_args<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, args: &'a [K
     }
 }
 
+/// Where `a`'s value lives, as `cuLaunchKernelEx`'s `kernelParams` entries
+/// point (what `push_args` does through cudarc's builder).
+fn param_ptr(a: &KernelArg) -> *mut std::ffi::c_void {
+    match a {
+        KernelArg::Ptr(x) => x as *const u64 as *mut _,
+        KernelArg::I64(x) => x as *const i64 as *mut _,
+        KernelArg::I32(x) => x as *const i32 as *mut _,
+        KernelArg::F32(x) => x as *const f32 as *mut _,
+        KernelArg::TensorMap(x) => x as *const TensorMapBytes as *mut _,
+    }
+}
+
 /// Dynamic shared memory a kernel may use without opting in.
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
@@ -449,6 +461,14 @@ impl AttentionKernel {
                 _ => return Err(internal("an input passed validation with the wrong kind")),
             }
         }
+        // Uploaded (only when it changes) before the summaries, so that the
+        // summary launch is the last thing on the stream before the forward
+        // launch (see `dependent` below).
+        let head_order = match &head_order {
+            // The slot after the inputs' slots.
+            Some(order) => Some(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?),
+            None => None,
+        };
         self.launch_summaries(&summaries, &p)?;
         let ptrs = ForwardPointers {
             q: q.device_ptr(),
@@ -466,9 +486,8 @@ impl AttentionKernel {
                 KernelArg::I32(src.kv_len as i32),
             ]);
         }
-        if let Some(order) = &head_order {
-            // The slot after the inputs' slots; uploaded only when it changes.
-            all.push(KernelArg::Ptr(self.upload_head(&mut scratch, m.params.len(), "head_order", order)?));
+        if let Some(order) = head_order {
+            all.push(KernelArg::Ptr(order));
         }
         if m.tensor_maps {
             all.push(KernelArg::TensorMap(tensor_map(q, &qd, m.block_q)?));
@@ -477,7 +496,10 @@ impl AttentionKernel {
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };
-        self.launch(&self.forward, &all, cfg).map_err(RuntimeError::driver(format!(
+        // Right behind the summary launch, the kernel's prologue may overlap
+        // it: the kernel waits for the summaries before reading them.
+        let dependent = m.dependent_launch && !summaries.is_empty();
+        self.launch_as(&self.forward, &all, cfg, dependent).map_err(RuntimeError::driver(format!(
             "launching `{}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared) for {}",
             m.entry,
             block_dim.0,
@@ -614,6 +636,44 @@ impl AttentionKernel {
             )))?;
         }
         Ok(())
+    }
+
+    /// Launches `f` on the stream; with `dependent`, as a programmatic
+    /// dependent launch (`cuLaunchKernelEx` with
+    /// `PROGRAMMATIC_STREAM_SERIALIZATION`): it may start before the launch
+    /// ahead of it on the stream has finished, once that grid's CTAs have
+    /// all executed `griddepcontrol.launch_dependents` (or exited). Only for
+    /// kernels that wait (`griddepcontrol.wait`) before reading what that
+    /// launch writes, and that read nothing else an unfinished launch could
+    /// still be writing.
+    fn launch_as(&self, f: &CudaFunction, args: &[KernelArg], cfg: LaunchConfig, dependent: bool) -> Result<(), cudarc::driver::DriverError> {
+        if !dependent {
+            return self.launch(f, args, cfg);
+        }
+        use cudarc::driver::sys;
+        let stream = self.gpu.stream();
+        stream.context().bind_to_thread()?;
+        let mut params: Vec<*mut std::ffi::c_void> = args.iter().map(param_ptr).collect();
+        // SAFETY: a zeroed attribute is a valid C value; id and value are set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as `launch`: the parameter list is the kernel's ABI, each
+        // entry of `params` points into `args`, which outlives the call, and
+        // `config` and `attr` live until it returns.
+        unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()) }.result()
     }
 
     fn launch(&self, f: &CudaFunction, args: &[KernelArg], cfg: LaunchConfig) -> Result<(), cudarc::driver::DriverError> {

@@ -805,6 +805,7 @@ mod tests {
             bucket_runs: None,
             summaries_entry: None,
             tensor_maps: false,
+            dependent_launch: false,
         }
     }
 

@@ -180,6 +180,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         bucket_runs: None,
         summaries_entry: None,
         tensor_maps: false,
+        dependent_launch: false,
     }
 }
 

@@ -195,6 +195,23 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         )
     }
 
+    // ---- programmatic dependent launch (sm_90) ----
+    /// `griddepcontrol.wait`: blocks until every grid this one was launched
+    /// programmatically after has completed and its writes are visible. A
+    /// no-op in a grid launched the ordinary way. The memory clobber keeps
+    /// every later load (the block summaries) behind it.
+    pub fn griddepcontrol_wait(&self) -> Result<()> {
+        self.asm_void("griddepcontrol.wait;", "", &[])
+    }
+
+    /// `griddepcontrol.launch_dependents`: the grid launched programmatically
+    /// after this one may be scheduled once every CTA of this one has
+    /// executed this or exited (it still waits for this grid's writes in
+    /// `griddepcontrol.wait`).
+    pub fn griddepcontrol_launch_dependents(&self) -> Result<()> {
+        self.asm_void("griddepcontrol.launch_dependents;", "", &[])
+    }
+
     // ---- tensor cores ----
     /// `ldmatrix.sync.aligned.m8n8.x4[.trans].b16`: four 8x8 matrices; lane l
     /// supplies the address of row `l % 8` of matrix `l / 8`.

@@ -88,6 +88,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         bucket_runs: abi::bucket_runs(p),
         summaries_entry: (!lower::summary::tensor_inputs(p).is_empty()).then(|| FUSED_SUMMARY_ENTRY.to_string()),
         tensor_maps: plan.tma(),
+        dependent_launch: lower::dependent_launch(p, plan),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

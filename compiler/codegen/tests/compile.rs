@@ -324,3 +324,39 @@ fn row_index_kernels_take_the_index_arrays_last_and_say_so() {
         assert!(loads(&k.ptx) > loads(&plain.ptx), "{} d{d}: no index loads", arch.name());
     }
 }
+
+/// Programmatic dependent launch (`manifest.dependent_launch`): kernels that
+/// read block summaries, on sm_90a, wait (`griddepcontrol.wait`) once,
+/// before the first summary load and after the Q tile's load is issued, and
+/// their module's `block_summaries` lets them be scheduled as each of its
+/// CTAs exits. Kernels without summaries, and sm_80 ones, have neither.
+#[test]
+fn summary_readers_wait_for_the_summaries_before_the_key_scan() {
+    let entry_text = |ptx: &str, entry: &str| -> String {
+        let body = ptx.split(&format!(".entry {entry}(")).nth(1).expect("entry");
+        body.split(".entry ").next().expect("body").to_string()
+    };
+    let p = common::hash_bucket();
+    for d in [64, 128] {
+        let plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        let k = compile(&p, &plan).expect("compile");
+        assert!(k.manifest.dependent_launch);
+        assert!(k.manifest.to_string().contains("griddepcontrol.wait before the key scan"));
+        let fwd = entry_text(&k.ptx, &k.manifest.entry);
+        assert_eq!(fwd.matches("griddepcontrol.wait;").count(), 1, "d{d}");
+        let wait = fwd.find("griddepcontrol.wait;").expect("wait");
+        // The summaries are the kernel's only global loads; Q goes out by TMA first.
+        assert!(wait < fwd.find("ld.global").expect("summary loads"), "d{d}: a global load precedes the wait");
+        assert!(fwd.find("cp.async.bulk.tensor").expect("Q by TMA") < wait, "d{d}: Q is issued after the wait");
+        let all = entry_text(&k.ptx, k.manifest.summaries_entry.as_deref().expect("fused summaries"));
+        // One trigger, in the exit block every thread reaches after its stores.
+        assert_eq!(all.matches("griddepcontrol.launch_dependents;").count(), 1);
+        let after: Vec<&str> = all.split("griddepcontrol.launch_dependents;").nth(1).expect("trigger").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("//")).take(1).collect();
+        assert_eq!(after, ["ret;"], "the trigger is the summary kernel's last act");
+    }
+    for (p, arch) in [(common::sliding_window(), Arch::Sm90a), (common::block_list(), Arch::Sm90a), (common::hash_bucket(), Arch::Sm80)] {
+        let plan = KernelPlan::for_pattern(&p, 64, Dtype::Bf16, arch).expect("plan");
+        let k = compile(&p, &plan).expect("compile");
+        assert!(!k.manifest.dependent_launch && !k.ptx.contains("griddepcontrol"), "{} {}", p.name(), arch.name());
+    }
+}

@@ -207,6 +207,15 @@ pub struct KernelManifest {
     /// bounds.
     #[serde(default)]
     pub tensor_maps: bool,
+    /// Launch the forward kernel right behind `summaries_entry` with
+    /// Hopper's programmatic dependent launch (the stream attribute
+    /// `PROGRAMMATIC_STREAM_SERIALIZATION`): it runs its prologue while the
+    /// summary grid finishes, and waits for the summaries
+    /// (`griddepcontrol.wait`) before its key scan reads them. Only when
+    /// the summary launch is the one right before it on the stream; an
+    /// ordinary launch is also correct (the wait is then a no-op).
+    #[serde(default)]
+    pub dependent_launch: bool,
 }
 
 /// The summaries with bucket runs: each listed input's summary is
@@ -272,9 +281,13 @@ impl fmt::Display for KernelManifest {
             )?;
         }
         match &self.summaries_entry {
-            Some(all) => writeln!(f, "  summary kernels {all} (every tensor input, one launch), {}", self.summary_entry),
-            None => writeln!(f, "  summary kernel {}", self.summary_entry),
+            Some(all) => writeln!(f, "  summary kernels {all} (every tensor input, one launch), {}", self.summary_entry)?,
+            None => writeln!(f, "  summary kernel {}", self.summary_entry)?,
         }
+        if self.dependent_launch {
+            writeln!(f, "  launch: programmatically dependent on the summary launch (prologue overlaps it; griddepcontrol.wait before the key scan)")?;
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +341,7 @@ mod tests {
             bucket_runs: None,
             summaries_entry: None,
             tensor_maps: false,
+            dependent_launch: false,
         }
     }
 

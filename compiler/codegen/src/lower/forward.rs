@@ -616,6 +616,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             stage_values(cx, plan, tid, &rows, dst, this.layout.values_row_bytes, q0, plan.block_q, q_len)?;
         }
         cx.cp_async_commit()?;
+        if super::dependent_launch(p, plan) {
+            // Everything above reads only the caller's tensors; the key
+            // scan below reads the block summaries, which the summary grid
+            // this one was launched behind may still be writing.
+            cx.griddepcontrol_wait()?;
+        }
         let mut cursor = this.keys.start(cx, &this.list)?;
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {

@@ -39,13 +39,15 @@ pub(crate) const BLOCKS_PER_CTA: i32 = WARPS * BLOCKS_PER_WARP;
 
 /// The module's summary kernels: `block_minmax` always; `block_minmax_runs`
 /// for a bucket join; `block_summaries` when the pattern reads tensors.
-pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
+/// With `dependents`, `block_summaries` lets the forward kernel launched
+/// after it be scheduled once each of its CTAs has stored its summaries.
+pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, dependents: bool) -> Result<()> {
     build_kernel(ctx, module, Reduction::Range)?;
     if BucketJoin::find(p).is_some() {
         build_kernel(ctx, module, Reduction::Runs)?;
     }
     if !tensor_inputs(p).is_empty() {
-        build_fused(ctx, module, p)?;
+        build_fused(ctx, module, p, dependents)?;
     }
     Ok(())
 }
@@ -145,7 +147,7 @@ fn build_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, r: Reduction) -
 /// inputs), z choosing the input. The standalone kernels cost each input a
 /// launch of their own, latency-bound: 21% of hash-32's time at 4K (perf
 /// log v5.5).
-fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -> Result<()> {
+fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, dependents: bool) -> Result<()> {
     let tensors = tensor_inputs(p);
     let mut names = Vec::new();
     for &(id, runs) in &tensors {
@@ -188,6 +190,14 @@ fn build_fused<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr) -
     }
     cx.br(done)?;
     cx.at(done);
+    if dependents {
+        // After this CTA's stores, not first thing: a trigger at the start
+        // let the forward kernel's CTAs take SM slots (registers) while the
+        // summaries were still being made, which cost QK-drop 80% at 4K,
+        // D=64 (1.3 waves, heaviest first) 15-21% (perf log, v6.3); here the
+        // forward grid is dispatched as the summary grid drains.
+        cx.griddepcontrol_launch_dependents()?;
+    }
     cx.ret_void()
 }
 
