@@ -138,6 +138,9 @@ pub const ROW_PAD_BYTES: u32 = 16;
 /// ([`KernelPlan::for_length`]), by head dim.
 pub const SHORT_BELOW_D64: usize = 4096;
 pub const SHORT_BELOW_D128: usize = 8192;
+/// Key lengths up to which scanned long-row plans (QK-drop's compacted
+/// rows, causal on positions) take short-row tiles, at both head dims.
+pub const SHORT_BELOW_SCANNED: usize = 8192;
 /// Key lengths up to which scanned D=128 plans take 64-key tiles instead of
 /// 48 ([`KernelPlan::for_length`]).
 pub const WIDE_KEYS_BELOW_D128: usize = 1536;
@@ -238,7 +241,11 @@ impl KernelPlan {
     ///   short 64x64 tiles -11% / -9% at 2K / 4K, level at 8K, +11% at 16K;
     ///   D=128 64x48 tiles -10% / -13% / -9% at 2K / 4K / 8K, +10% at 16K.
     ///   Fewer query rows per CTA give a short problem more CTAs to spread
-    ///   over the SMs, and 64x48 fits 3 CTAs per SM at D=128;
+    ///   over the SMs, and 64x48 fits 3 CTAs per SM at D=128. A scanned
+    ///   long-row plan (QK-drop on compacted rows) keeps the short tiles up
+    ///   to [`SHORT_BELOW_SCANNED`] keys at both head dims: long tiles were
+    ///   15-24% slower at D=64 up to 8K keys and level at 8K at D=128, and
+    ///   21-22% faster at 16K keys at both (perf log v6.4);
     /// - a scanned D=128 plan (64x48 tiles) takes 64-key tiles up to
     ///   [`WIDE_KEYS_BELOW_D128`] keys: with a few dozen keys per row the
     ///   third CTA per SM buys less than a third fewer loop trips (perf log
@@ -264,11 +271,17 @@ impl KernelPlan {
         }
         match self.rows {
             RowLength::Long => {
-                let limit = if self.head_dim <= 64 { SHORT_BELOW_D64 } else { SHORT_BELOW_D128 };
+                let limit = match (&self.key_source, self.head_dim) {
+                    (KeySource::Scan, _) => SHORT_BELOW_SCANNED,
+                    (_, 0..=64) => SHORT_BELOW_D64,
+                    _ => SHORT_BELOW_D128,
+                };
                 if kv_len > limit {
                     return self;
                 }
-                self.with_row_length(RowLength::Short)
+                // Then the short-row rules below (QK-drop's 819-key rows at
+                // D=128 take 64-key tiles).
+                self.with_row_length(RowLength::Short).for_length(kv_len)
             }
             RowLength::Short if self.block_k == 48 && self.key_source == KeySource::Scan && kv_len <= WIDE_KEYS_BELOW_D128 => {
                 KernelPlan { block_k: 64, ..self }

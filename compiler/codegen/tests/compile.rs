@@ -84,6 +84,15 @@ fn short_problems_take_short_row_tiles() {
             wide.validate().expect("a valid plan");
             assert_eq!(hash.clone().for_length(1537), hash);
         }
+        // Scanned rows the caller knows are long (QK-drop's compacted rows):
+        // short tiles up to 8K keys at both head dims, long ones past it.
+        let long_scan = hash.clone().with_row_length(RowLength::Long);
+        assert_eq!(long_scan.key_source, KeySource::Scan);
+        let at = |n: usize| long_scan.clone().for_length(n);
+        assert_eq!((at(8192).block_q, at(8192).rows), (64, RowLength::Short), "D={d}");
+        assert_eq!(at(8193), long_scan, "D={d}");
+        // Shortened, they follow the short-row rules: 64-key tiles for short D=128 rows.
+        assert_eq!(at(1536), hash.clone().for_length(1536), "D={d}");
     }
 }
 

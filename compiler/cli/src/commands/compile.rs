@@ -31,6 +31,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
         stages: args.stages,
         grid: args.grid,
         kv_len: args.kv_len,
+        long_rows: false,
     };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
@@ -66,6 +67,11 @@ pub struct PlanOverrides {
     /// The key length the kernel will run at (`KernelPlan::for_length`:
     /// short problems take short-row tiles); ignored when `rows` is given.
     pub kv_len: Option<usize>,
+    /// The caller knows the rows are long though the planner cannot see it
+    /// (SCFA's QK-drop: compacted rows stay causal on positions): the plan
+    /// starts from long-row tiles, and `kv_len` may still shorten them.
+    /// Ignored when `rows` is given.
+    pub long_rows: bool,
 }
 
 impl PlanOverrides {
@@ -77,6 +83,9 @@ impl PlanOverrides {
     pub fn apply(&self, mut plan: KernelPlan) -> KernelPlan {
         if let Some(m) = self.mma {
             plan = plan.with_mma(m);
+        }
+        if self.rows.is_none() && self.long_rows {
+            plan = plan.with_row_length(RowLength::Long);
         }
         match (self.rows, self.kv_len) {
             (Some(r), _) => plan = plan.with_row_length(r),

@@ -82,6 +82,11 @@ fn cases(quick: bool) -> Vec<Case> {
     let c = Case { pattern: "qk-drop", params: &[("drop", "0.5")], row_index: true, rows: Some(RowLength::Long), ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
+    // The same rows without indices: long tiles over a scanned key source
+    // (what `lacuna bench` runs for QK-drop above 8K compacted keys).
+    let c = Case { pattern: "qk-drop", params: &[("drop", "0.5")], rows: Some(RowLength::Long), ..base.clone() };
+    out.push(c.clone());
+    out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
     let c = Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], rows: Some(RowLength::Long), ..base.clone() };
     out.push(c.clone());
     out.push(Case { batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, ..c });
