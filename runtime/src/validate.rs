@@ -706,7 +706,7 @@ pub const SUMMARY_THREADS: u32 = 128;
 /// Blocks the summary kernel's CTAs reduce per turn (codegen's
 /// `BLOCKS_PER_CTA`). The kernel strides over a row's blocks by its grid
 /// width, so any grid.x is correct; this one gives each warp one turn.
-pub const SUMMARY_BLOCKS_PER_CTA: usize = 8;
+pub const SUMMARY_BLOCKS_PER_CTA: usize = 16;
 
 /// Rows `[first, first + count)` of one summary launch: rows are the grid's
 /// y dimension, so more than 65535 (B·H) are split.
@@ -1434,7 +1434,7 @@ mod tests {
     fn summary_launches_cover_all_rows_in_grid_sized_chunks() {
         let one = summary_launches(16, 500, 64, 2);
         assert_eq!(one, vec![SummaryLaunch { first_row: 0, rows: 16, src_offset: 0, dst_offset: 0, grid: (1, 16, 1) }]);
-        assert_eq!(summary_launches(4, 16_384, 32, 2)[0].grid, (64, 4, 1));
+        assert_eq!(summary_launches(4, 16_384, 32, 2)[0].grid, (32, 4, 1));
         assert_eq!(summary_launches(70_000, 10, 4, 6)[1].dst_offset, 65_535 * 3 * 6);
         assert_eq!(row_chunks(70_000).collect::<Vec<_>>(), vec![(0, 65_535), (65_535, 4_465)]);
         assert_eq!(row_chunks(0).count(), 0);

@@ -10,12 +10,19 @@
 //!   two generic kernels serve old manifests and checks of single tensors.
 //!
 //! Grid (any x, rows[, inputs]); 128 threads. Each warp reduces [`BLOCKS_PER_WARP`]
-//! blocks at a time (lanes stride through a block 32 elements per round,
-//! both blocks' loads in flight together), and CTAs stride over the row's
+//! blocks at a time, [`LANES_PER_BLOCK`] lanes per block: a lane folds
+//! [`PER_LANE`] elements per round into its accumulator (their loads all in
+//! flight together; a group's lanes read 8 consecutive elements per load),
+//! then the group merges in 3 shuffle steps. CTAs stride over the row's
 //! blocks by the grid's width, so any grid.x is correct; `ceil(nblocks /
-//! BLOCKS_PER_CTA)` gives each warp one turn. One block per CTA (the first
-//! version) made the summaries of a 16K hash pattern cost 13 µs per input on
-//! an H100: launch-bound, not memory-bound.
+//! BLOCKS_PER_CTA)` gives each warp one turn.
+//!
+//! History: one block per CTA (the first version) made the summaries of a
+//! 16K hash pattern cost 13 µs per input on an H100 (launch-bound). A warp
+//! per 2 blocks (32 lanes each, 5 shuffle steps) was issue- and
+//! latency-bound on the shuffle tree: hash's summaries took 9.5 µs at 4K
+//! and 23.5 µs at 16K (ncu, H200, perf log v6.5), about 15% and 7% of
+//! hash-32's time.
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
@@ -32,8 +39,13 @@ use crate::lower::forward::PTX_KERNEL_CC;
 
 const THREADS: i32 = 128;
 const WARPS: i32 = THREADS / 32;
+/// Lanes that reduce one block together.
+const LANES_PER_BLOCK: i32 = 8;
 /// Blocks one warp reduces per turn.
-pub(crate) const BLOCKS_PER_WARP: i32 = 2;
+pub(crate) const BLOCKS_PER_WARP: i32 = 32 / LANES_PER_BLOCK;
+/// Elements each lane folds per round, loads issued together: a round
+/// covers 64 elements of a block (one round for the 48- and 64-row tiles).
+const PER_LANE: i32 = 8;
 /// Blocks one CTA reduces per turn (the runtime sizes grid.x by it).
 pub(crate) const BLOCKS_PER_CTA: i32 = WARPS * BLOCKS_PER_WARP;
 
@@ -241,6 +253,9 @@ fn reduce_row<'ctx>(cx: &Cx<'_, 'ctx>, r: Reduction, s: RowSource<'ctx>, row: IV
     let tid = named(cx.tid_x()?, "tid");
     let lane = cx.and(tid, cx.i32(31))?;
     let warp = cx.lshr(tid, cx.i32(5))?;
+    // This lane's block within the warp's turn, and its place in the block's group.
+    let group = cx.udiv(lane, cx.i32(LANES_PER_BLOCK))?;
+    let in_group = cx.urem(lane, cx.i32(LANES_PER_BLOCK))?;
     let safe_block = cx.smax(block, cx.i32(1))?;
     let nblocks = named(cx.udiv(cx.add(n, cx.sub(safe_block, cx.i32(1))?)?, safe_block)?, "nblocks");
 
@@ -250,56 +265,55 @@ fn reduce_row<'ctx>(cx: &Cx<'_, 'ctx>, r: Reduction, s: RowSource<'ctx>, row: IV
     let left = cx.smax(cx.sub(nblocks, first)?, cx.i32(0))?;
     let turns = cx.udiv(cx.add(left, cx.sub(stride, cx.i32(1))?)?, stride)?;
     let turns = cx.select_int(cx.icmp(IP::SGT, block, cx.i32(0))?, turns, cx.i32(0))?;
-    let rounds = cx.udiv(cx.add(safe_block, cx.i32(31))?, cx.i32(32))?;
+    let per_round = LANES_PER_BLOCK * PER_LANE;
+    let rounds = cx.udiv(cx.add(safe_block, cx.i32(per_round - 1))?, cx.i32(per_round))?;
     let row_start = cx.mul(cx.sext64(row)?, cx.sext64(n)?)?;
     let row_src = cx.gep(cx.i32t(), src, row_start)?;
     let row_buckets = buckets.map(|b| cx.gep(cx.i32t(), b, row_start)).transpose()?;
     let words = r.written().len() as i64;
     let row_dst = cx.gep(cx.i32t(), dst, cx.mul(cx.mul(cx.sext64(row)?, cx.sext64(nblocks)?)?, cx.i64(words))?)?;
     let last_block = cx.sub(nblocks, cx.i32(1))?;
-    let width = r.init(cx).len();
     cx.for_range(cx.i32(0), turns, Vec::new(), "turn", |cx, t, _| {
-        let base = cx.add(first, cx.mul(t, stride)?)?;
         // Blocks past the row's end re-read its last block and store nothing.
-        let blocks: Vec<_> = (0..BLOCKS_PER_WARP)
-            .map(|j| {
-                let blk = cx.add(base, cx.i32(j))?;
-                let start = cx.mul(cx.smin(blk, last_block)?, safe_block)?;
-                let end = cx.smin(cx.add(start, safe_block)?, n)?;
-                Ok((blk, start, end))
-            })
-            .collect::<Result<_>>()?;
-        let init: Vec<BV<'ctx>> = (0..BLOCKS_PER_WARP).flat_map(|_| r.init(cx)).map(Into::into).collect();
+        let blk = cx.add(cx.add(first, cx.mul(t, stride)?)?, group)?;
+        let start = cx.mul(cx.smin(blk, last_block)?, safe_block)?;
+        let end = cx.smin(cx.add(start, safe_block)?, n)?;
+        let init: Vec<BV<'ctx>> = r.init(cx).into_iter().map(Into::into).collect();
         let acc = cx.for_range(cx.i32(0), rounds, init, "round", |cx, round, acc| {
-            let offset = cx.add(cx.mul(round, cx.i32(32))?, lane)?;
-            let mut next = Vec::new();
-            for (j, &(_, start, end)) in blocks.iter().enumerate() {
+            let base = cx.add(cx.add(start, cx.mul(round, cx.i32(per_round))?)?, in_group)?;
+            // Every load of the round first, then the folds.
+            let mut points = Vec::with_capacity(PER_LANE as usize);
+            for e in 0..PER_LANE {
                 // Past the block's end, re-read its first element: every
                 // accumulator is idempotent, so it is unchanged.
-                let i = cx.add(start, offset)?;
+                let i = cx.add(base, cx.i32(e * LANES_PER_BLOCK))?;
                 let i = cx.sext64(cx.select_int(cx.icmp(IP::SLT, i, end)?, i, start)?)?;
                 let x = cx.load_i32(cx.gep(cx.i32t(), row_src, i)?)?;
                 let bucket = row_buckets.map(|b| cx.load_i32(cx.gep(cx.i32t(), b, i)?)).transpose()?;
-                let mine: Vec<IV<'ctx>> = acc[j * width..][..width].iter().map(|v| v.into_int_value()).collect();
-                next.extend(r.merge(cx, &mine, &r.point(x, bucket))?.into_iter().map(BV::from));
+                points.push(r.point(x, bucket));
             }
-            Ok(next)
+            let mut mine: Vec<IV<'ctx>> = acc.iter().map(|v| v.into_int_value()).collect();
+            for p in &points {
+                mine = r.merge(cx, &mine, p)?;
+            }
+            Ok(mine.into_iter().map(BV::from).collect())
         })?;
-        for (j, &(blk, _, _)) in blocks.iter().enumerate() {
-            let mut mine: Vec<IV<'ctx>> = acc[j * width..][..width].iter().map(|v| v.into_int_value()).collect();
-            for mask in [16, 8, 4, 2, 1] {
-                let theirs = mine.iter().map(|&v| cx.shfl_bfly_i32(v, mask)).collect::<Result<Vec<_>>>()?;
-                mine = r.merge(cx, &mine, &theirs)?;
-            }
-            let write = cx.and(cx.icmp(IP::EQ, lane, cx.i32(0))?, cx.icmp(IP::SLT, blk, nblocks)?)?;
-            cx.if_then(write, "write", |cx| {
-                let at = cx.mul(cx.sext64(blk)?, cx.i64(words))?;
-                for (w, &word) in r.written().iter().enumerate() {
-                    cx.store(cx.gep(cx.i32t(), row_dst, cx.add(at, cx.i64(w as i64))?)?, mine[word])?;
-                }
-                Ok(())
-            })?;
+        let mut mine: Vec<IV<'ctx>> = acc.iter().map(|v| v.into_int_value()).collect();
+        // Butterflies below LANES_PER_BLOCK stay inside the block's group.
+        let mut mask = LANES_PER_BLOCK / 2;
+        while mask > 0 {
+            let theirs = mine.iter().map(|&v| cx.shfl_bfly_i32(v, mask)).collect::<Result<Vec<_>>>()?;
+            mine = r.merge(cx, &mine, &theirs)?;
+            mask /= 2;
         }
+        let write = cx.and(cx.icmp(IP::EQ, in_group, cx.i32(0))?, cx.icmp(IP::SLT, blk, nblocks)?)?;
+        cx.if_then(write, "write", |cx| {
+            let at = cx.mul(cx.sext64(blk)?, cx.i64(words))?;
+            for (w, &word) in r.written().iter().enumerate() {
+                cx.store(cx.gep(cx.i32t(), row_dst, cx.add(at, cx.i64(w as i64))?)?, mine[word])?;
+            }
+            Ok(())
+        })?;
         Ok(Vec::new())
     })?;
     Ok(())
