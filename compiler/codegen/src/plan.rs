@@ -50,6 +50,10 @@ pub struct KernelPlan {
     /// so the light ones fill the tail of the grid. Set by the planner when
     /// a bound of the closed-form key range reads a per-head input.
     pub head_order: bool,
+    /// The predicate reads block lists (SparseK's top-k): its element test
+    /// builds bit masks beside the scores, which takes registers the other
+    /// patterns' tests do not (see [`Self::single_v_slot`]).
+    pub block_lists: bool,
 }
 
 /// How many key blocks a query block visits, as the planner sees it from the
@@ -144,6 +148,9 @@ pub const SHORT_BELOW_SCANNED: usize = 8192;
 /// Key lengths up to which scanned D=128 plans take 64-key tiles instead of
 /// 48 ([`KernelPlan::for_length`]).
 pub const WIDE_KEYS_BELOW_D128: usize = 1536;
+/// CTAs per SM from which [`KernelPlan::single_v_slot`] replaces the P·V
+/// overlap (when it adds one).
+pub const SINGLE_V_SLOT_CTAS: u32 = 4;
 /// Key lengths up to which closed-form band plans (windows, MoA) run
 /// heaviest first (rank-major) instead of head-major
 /// ([`KernelPlan::for_length`]).
@@ -172,7 +179,8 @@ impl KernelPlan {
             None => KeySource::Scan,
         };
         let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
-        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, grid, mma, row_index: false, rows, head_order };
+        let block_lists = p.inputs().iter().any(|d| matches!(d.kind, InputKind::BlockList { .. }));
+        let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, grid, mma, row_index: false, rows, head_order, block_lists };
         plan.validate()?;
         Ok(plan)
     }
@@ -344,22 +352,62 @@ impl KernelPlan {
         }
     }
 
-    /// The Q tile and its staged query-tensor values.
+    /// The Q tile and its staged query-tensor values (with
+    /// [`Self::single_v_slot`] the values sit in [`Self::staged_region_bytes`]).
     pub fn q_tile_bytes(&self) -> u32 {
-        self.tile_bytes(self.block_q) + self.staged_bytes(self.block_q)
+        self.q_tile_bytes_with(self.single_v_slot())
     }
 
-    /// One pipeline stage: a K tile, a V tile, the K rows' staged values.
+    fn q_tile_bytes_with(&self, single_v: bool) -> u32 {
+        self.tile_bytes(self.block_q) + if single_v { 0 } else { self.staged_bytes(self.block_q) }
+    }
+
+    /// One pipeline stage: a K tile, a V tile, the K rows' staged values;
+    /// with [`Self::single_v_slot`], the K tile alone.
     pub fn stage_bytes(&self) -> u32 {
-        2 * self.tile_bytes(self.block_k) + self.staged_bytes(self.block_k)
+        self.stage_bytes_with(self.single_v_slot())
+    }
+
+    fn stage_bytes_with(&self, single_v: bool) -> u32 {
+        if single_v {
+            self.tile_bytes(self.block_k)
+        } else {
+            2 * self.tile_bytes(self.block_k) + self.staged_bytes(self.block_k)
+        }
+    }
+
+    /// With [`Self::single_v_slot`]: the V tile after the stages, then the
+    /// staged values of the Q rows and of each stage's K rows, packed (not
+    /// rounded up to the swizzle's 1024 bytes: nothing after them is a tile).
+    pub fn v_and_staged_bytes(&self) -> u32 {
+        self.v_and_staged_bytes_with(self.single_v_slot())
+    }
+
+    fn v_and_staged_bytes_with(&self, single_v: bool) -> u32 {
+        if single_v {
+            self.tile_bytes(self.block_k) + (self.block_q + self.stages * self.block_k) * STAGED_ROW_BYTES
+        } else {
+            0
+        }
     }
 
     /// Rounds of one candidate per thread that make a chunk of the key-block
     /// list: at least 16K keys' worth of blocks per chunk (256 at block_k
     /// 64, 342 at 48), so a scan at that length classifies everything in
-    /// one go rather than stopping mid-row to scan a second chunk.
+    /// one go rather than stopping mid-row to scan a second chunk. With
+    /// [`Self::single_v_slot`], 2 rounds (256 blocks): the third round's 528
+    /// bytes are what keeps a fourth CTA per SM out otherwise.
     pub fn key_list_rounds(&self) -> u32 {
-        (16384 / self.block_k.max(1)).div_ceil(self.threads()).max(1)
+        self.key_list_rounds_with(self.single_v_slot())
+    }
+
+    fn key_list_rounds_with(&self, single_v: bool) -> u32 {
+        let rounds = (16384 / self.block_k.max(1)).div_ceil(self.threads()).max(1);
+        if single_v {
+            rounds.min(2)
+        } else {
+            rounds
+        }
     }
 
     /// Candidate key blocks classified together (the list's capacity).
@@ -371,7 +419,12 @@ impl KernelPlan {
     /// chunk and an end marker), one count per (round, warp) and the next
     /// chunk's first block.
     pub fn key_list_bytes(&self) -> u32 {
-        (4 * (self.key_chunk() + 1 + self.key_list_rounds() * self.warps + 1)).next_multiple_of(16)
+        self.key_list_bytes_with(self.single_v_slot())
+    }
+
+    fn key_list_bytes_with(&self, single_v: bool) -> u32 {
+        let rounds = self.key_list_rounds_with(single_v);
+        (4 * (rounds * self.threads() + 1 + rounds * self.warps + 1)).next_multiple_of(16)
     }
 
     /// The online-softmax state (row max and partial row sum of each of a
@@ -418,8 +471,68 @@ impl KernelPlan {
     /// P·V is the longer product (head_dim > block_k: D=128 short rows,
     /// 2-5% faster on an H200; at D=64 it was 1-3% slower, with 4 CTAs per
     /// SM already overlapping one another and registers at the 128 limit).
+    /// Not with [`Self::single_v_slot`], which takes its place where it
+    /// fits one more CTA per SM.
     pub fn pv_overlap(&self) -> bool {
+        self.overlap_shape() && !self.single_v_slot()
+    }
+
+    fn overlap_shape(&self) -> bool {
         self.mma == Mma::Wgmma && self.warps == 4 && self.stages == 2 && !self.row_index && self.head_dim > self.block_k
+    }
+
+    /// K tiles in the stages' slots and every block's V tile in one slot of
+    /// its own (`v_and_staged_bytes`), instead of the P·V overlap, where that
+    /// fits one more CTA per SM (D=128 64x48 tiles: 4 instead of 3; these
+    /// kernels are latency bound, perf log "Hash-32 at D=128 under ncu").
+    /// Block j's P·V runs in its own iteration (no overlap); V(j) goes out
+    /// at the top of iteration j with K(j+1), on K(j+1)'s slot barrier,
+    /// once the CTA barrier there says every warp's P·V(j-1) has finished
+    /// reading the V slot, and iteration j waits for that barrier before
+    /// its P·V. TMA plans only (the barrier carries the group). Measured
+    /// on an H200 (perf log v6.6), 64x48 at D=128 going from 3 CTAs per SM
+    /// to 4: hash -6% to -11%, QK-drop 50% -4% / -9%, the bands ±2.5%; but
+    /// 64x64 going from 2 to 3 (QK-drop 80% at 4K): +17%. So only where it
+    /// reaches [`SINGLE_V_SLOT_CTAS`]. Not for block lists: at the fourth
+    /// CTA's 128 registers ptxas spilled the top-k kernel (60 bytes; 166
+    /// registers at three CTAs).
+    pub fn single_v_slot(&self) -> bool {
+        if !self.overlap_shape() || !self.tma() || self.block_lists {
+            return false;
+        }
+        let ctas = self.resident_ctas_with(true);
+        ctas >= SINGLE_V_SLOT_CTAS && ctas > self.resident_ctas_with(false)
+    }
+
+    /// Registers per thread the CTA count is planned for: mma.sync 255;
+    /// wgmma S, O and P per thread plus 16. The 16 on top of the fragments:
+    /// the D=64 short-row kernels (64x64, S 32 + O 32 + P 16 registers) use
+    /// 108-120 registers when ptxas may, and 96 without spilling when capped
+    /// there for a fifth CTA per SM; the fifth CTA made every sparse pattern
+    /// 2-5% faster (H200, perf log v5.2). The two-warpgroup 128x64 kernels
+    /// estimate 96 and keep two CTAs (ptxas caps them at 128; the row-index
+    /// QK-drop one uses 125-128). The D=128 64x48 ones estimate 116: ptxas
+    /// fits them in 126 at four CTAs.
+    pub fn register_estimate(&self) -> u32 {
+        match self.mma {
+            Mma::Sync => 255,
+            Mma::Wgmma => self.block_k / 2 + self.head_dim / 2 + self.block_k / 4 + 16,
+        }
+    }
+
+    /// CTAs per SM the kernel is built for (`.minnctapersm`; ptxas then caps
+    /// registers at 64K / (threads · CTAs)): as many as the register
+    /// estimate allows, never more than the shared memory of that many CTAs
+    /// allows (each also holds the 1 KB the hardware reserves); mma.sync at
+    /// most 2.
+    pub fn resident_ctas(&self) -> u32 {
+        self.resident_ctas_with(self.single_v_slot())
+    }
+
+    fn resident_ctas_with(&self, single_v: bool) -> u32 {
+        let by_regs = 65536 / (self.threads() * self.register_estimate());
+        let by_smem = Self::shared_per_sm(self.arch) / (self.shared_bytes_with(single_v) + Self::SHARED_RESERVED_PER_CTA);
+        by_regs.min(by_smem).clamp(1, if self.mma == Mma::Sync { 2 } else { 2048 / self.threads() })
     }
 
     /// Q, K and V tiles are loaded by the Tensor Memory Accelerator: one
@@ -457,7 +570,16 @@ impl KernelPlan {
 
     /// Dynamic shared memory the forward kernel needs (the manifest's `shared_bytes`).
     pub fn shared_bytes(&self) -> u32 {
-        self.q_tile_bytes() + self.stages * self.stage_bytes() + self.key_list_bytes() + self.softmax_state_bytes() + self.barrier_bytes()
+        self.shared_bytes_with(self.single_v_slot())
+    }
+
+    fn shared_bytes_with(&self, single_v: bool) -> u32 {
+        self.q_tile_bytes_with(single_v)
+            + self.stages * self.stage_bytes_with(single_v)
+            + self.v_and_staged_bytes_with(single_v)
+            + self.key_list_bytes_with(single_v)
+            + self.softmax_state_bytes()
+            + self.barrier_bytes()
     }
 
     /// Shared memory the hardware reserves for each CTA on an SM (outside
@@ -601,19 +723,26 @@ impl fmt::Display for KernelPlan {
                 let plural = if groups == 1 { "" } else { "s" };
                 writeln!(f, "  tensor cores: wgmma m64n{}k16 (S) and m64n{}k16 (O) per warpgroup, {groups} warpgroup{plural}", self.block_k, self.head_dim)?;
                 let copy = if self.tma() { "TMA (one thread, tensor maps, an mbarrier per stage; Q too)" } else { "cp.async.cg 16 B" };
-                writeln!(f, "  pipeline: {} stages of K+V tiles, {copy}, 128-byte swizzled rows", self.stages)?;
+                if self.single_v_slot() {
+                    writeln!(f, "  pipeline: {} stages of K tiles and one V slot (V of block j with K of block j+1), {copy}, 128-byte swizzled rows", self.stages)?;
+                } else {
+                    writeln!(f, "  pipeline: {} stages of K+V tiles, {copy}, 128-byte swizzled rows", self.stages)?;
+                }
             }
         }
         writeln!(
             f,
-            "  shared memory: {} bytes (Q {} + {} x K/V {} + key list {}{}{})",
+            "  shared memory: {} bytes (Q {} + {} x {} {}{} + key list {}{}{}), {} CTAs per SM",
             self.shared_bytes(),
             self.q_tile_bytes(),
             self.stages,
+            if self.single_v_slot() { "K" } else { "K/V" },
             self.stage_bytes(),
+            if self.single_v_slot() { format!(" + V and staged values {}", self.v_and_staged_bytes()) } else { String::new() },
             self.key_list_bytes(),
             if self.softmax_state_in_shared() { format!(" + softmax state {}", self.softmax_state_bytes()) } else { String::new() },
-            if self.tma() { format!(" + mbarriers {}", self.barrier_bytes()) } else { String::new() }
+            if self.tma() { format!(" + mbarriers {}", self.barrier_bytes()) } else { String::new() },
+            self.resident_ctas()
         )?;
         if self.row_index {
             writeln!(f, "  rows: Q, K, V read and O, LSE written through q_rows / kv_rows indices")?;

@@ -369,3 +369,34 @@ fn summary_readers_wait_for_the_summaries_before_the_key_scan() {
         assert!(!k.manifest.dependent_launch && !k.ptx.contains("griddepcontrol"), "{} {}", p.name(), arch.name());
     }
 }
+
+/// The single V slot (`KernelPlan::single_v_slot`): the D=128 short-row
+/// plans on 64x48 tiles keep K in two slots and V in one, which fits four
+/// CTAs per SM (the P·V overlap's layout fits three); 64x64 tiles (three
+/// instead of two), block lists (ptxas spills at the fourth CTA's
+/// registers) and D=64 keep the overlap or their pipeline.
+#[test]
+fn d128_short_rows_take_the_single_v_slot_for_a_fourth_cta() {
+    for p in [common::hash_bucket(), common::sliding_window(), common::moa()] {
+        let plan = KernelPlan::for_pattern(&p, 128, Dtype::Bf16, Arch::Sm90a).expect("plan");
+        assert_eq!((plan.block_q, plan.block_k), (64, 48), "{}", p.name());
+        assert!(plan.single_v_slot() && !plan.pv_overlap(), "{}", p.name());
+        assert_eq!(plan.resident_ctas(), 4, "{}", p.name());
+        let per_cta = (KernelPlan::shared_per_sm(Arch::Sm90a) / 4) - KernelPlan::SHARED_RESERVED_PER_CTA;
+        assert!(plan.shared_bytes() <= per_cta, "{}: {} bytes", p.name(), plan.shared_bytes());
+        let k = compile(&p, &plan).expect("compile");
+        assert!(k.ptx.contains(".minnctapersm 4"), "{}", p.name());
+        assert!(plan.to_string().contains("one V slot") && plan.to_string().contains("4 CTAs per SM"));
+    }
+    let hash = KernelPlan::for_pattern(&common::hash_bucket(), 128, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let wide = hash.clone().for_length(1024);
+    assert_eq!(wide.block_k, 64);
+    assert!(!wide.single_v_slot() && wide.pv_overlap(), "64x64 keeps the overlap");
+    let top_k = KernelPlan::for_pattern(&common::block_list(), 128, Dtype::Bf16, Arch::Sm90a).expect("plan").with_row_length(RowLength::Short);
+    assert!(top_k.block_lists && !top_k.single_v_slot());
+    let d64 = KernelPlan::for_pattern(&common::hash_bucket(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    assert!(!d64.single_v_slot());
+    let mut rows = hash.clone();
+    rows.row_index = true;
+    assert!(!rows.single_v_slot(), "cp.async plans have no barrier to carry V");
+}

@@ -357,27 +357,9 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
     Forward::emit(&cx, p, plan, &abi)
 }
 
-/// CTAs per SM the kernel is built for (`.minnctapersm`; ptxas then caps
-/// registers at 64K / (threads · CTAs)). mma.sync: two when 128 threads at up
-/// to 255 registers fit. wgmma: as many as a register estimate allows (S,
-/// O and P per thread plus 16 for addresses and softmax state), so small
-/// tiles get several CTAs whose softmax and matrix phases overlap. Never more
-/// than the shared memory of that many CTAs allows (each CTA also holds the
-/// 1 KB the hardware reserves).
+/// CTAs per SM the kernel is built for: `KernelPlan::resident_ctas`.
 fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
-    let regs = match plan.mma {
-        Mma::Sync => 255,
-        // The 16 on top of the fragments: the D=64 short-row kernels (64x64,
-        // S 32 + O 32 + P 16 registers) use 108-120 registers when ptxas may,
-        // and 96 without spilling when capped there for a fifth CTA per SM;
-        // the fifth CTA made every sparse pattern 2-5% faster (H200, perf log
-        // v5.2). The two-warpgroup 128x64 kernels estimate 96 and keep two
-        // CTAs (ptxas caps them at 128; the row-index QK-drop one uses 125-128).
-        Mma::Wgmma => plan.block_k / 2 + plan.head_dim / 2 + plan.block_k / 4 + 16,
-    };
-    let by_regs = 65536 / (plan.threads() * regs);
-    let by_smem = KernelPlan::shared_per_sm(plan.arch) / (plan.shared_bytes() + KernelPlan::SHARED_RESERVED_PER_CTA);
-    by_regs.min(by_smem).clamp(1, if plan.mma == Mma::Sync { 2 } else { 2048 / plan.threads() })
+    plan.resident_ctas()
 }
 
 /// Column (in the key tile) of this thread's score in n8 tile `j`, `e` = 0
@@ -626,7 +608,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {
             let next = next_block(cx, plan, &this.keys, &this.list, &this.pred, &this.qtile, kv_len, cursor)?;
-            if plan.pv_overlap() {
+            if plan.pv_overlap() || plan.single_v_slot() {
                 // V goes out an iteration later (see `kv_loop`).
                 this.issue_k_and_v((next.kb, next.undecided, cx.i32(slot as i32)), None)?;
             } else {
@@ -851,6 +833,18 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         Ok(())
     }
 
+    /// The loop's issue of the next block into the freed slot `refill`: its
+    /// K and V (`issue_kv`), or with plan.single_v_slot its K and the V of
+    /// this block (`kb`, in `slot`), whose slot every warp left when it passed
+    /// the barrier at the top of this iteration.
+    fn issue_next(&self, next: &NextBlock<'ctx>, refill: IV<'ctx>, kb: IV<'ctx>, slot: IV<'ctx>, entries: Option<&[IV<'ctx>]>) -> Result<()> {
+        if self.plan.single_v_slot() {
+            self.issue_k_and_v((next.kb, next.undecided, refill), Some((kb, slot)))
+        } else {
+            self.issue_kv(next.kb, next.undecided, refill, entries)
+        }
+    }
+
     /// Issues block `kb`'s K and V tiles into `slot` when `kb >= 0` (and, when
     /// the block will run the element test, its key-tensor values into the K
     /// rows' padding), then commits a group (always, so group counting stays uniform).
@@ -864,7 +858,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let bk = cx.i32(self.plan.block_k as i32);
             let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, slot)?;
-            let v_dst = cx.byte_gep(k_dst, cx.i32(self.layout.v_in_slot as i32))?;
+            let v_dst = self.layout.v_tile(cx, self.smem, slot)?;
             let k = &self.k_copy;
             if k.index.is_some() {
                 // K and V rows are the same rows: one set of sources (and index entries) for both.
@@ -877,7 +871,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
                 copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
             }
-            self.stage_k(row0, undecided, k_dst)
+            self.stage_k(row0, undecided, slot)
         })?;
         cx.cp_async_commit()
     }
@@ -897,11 +891,11 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let k_dst = self.layout.slot(cx, self.smem, k_slot)?;
             let mut tiles = vec![(kb, t.k_map, k_dst)];
             if let Some((vb, v_slot)) = v {
-                tiles.push((vb, t.v_map, cx.byte_gep(self.layout.slot(cx, self.smem, v_slot)?, cx.i32(self.layout.v_in_slot as i32))?));
+                tiles.push((vb, t.v_map, self.layout.v_tile(cx, self.smem, v_slot)?));
             }
             self.tma_issue(t, k_slot, &tiles)?;
             if self.k_staged {
-                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_k", |cx| self.stage_k(cx.mul(kb, bk)?, undecided, k_dst))?;
+                cx.if_then(cx.icmp(IP::SGE, kb, cx.i32(0))?, "load_k", |cx| self.stage_k(cx.mul(kb, bk)?, undecided, k_slot))?;
             }
             return cx.cp_async_commit();
         }
@@ -909,10 +903,10 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             let row0 = cx.mul(kb, bk)?;
             let k_dst = self.layout.slot(cx, self.smem, k_slot)?;
             copy_tile(cx, self.plan, self.tid, &TileCopy { dst: k_dst, ..self.k_copy }, row0, self.plan.block_k, stepped_copies(self.plan))?;
-            self.stage_k(row0, undecided, k_dst)
+            self.stage_k(row0, undecided, k_slot)
         })?;
         if let Some((vb, v_slot)) = v {
-            let v_dst = cx.byte_gep(self.layout.slot(cx, self.smem, v_slot)?, cx.i32(self.layout.v_in_slot as i32))?;
+            let v_dst = self.layout.v_tile(cx, self.smem, v_slot)?;
             copy_tile(cx, self.plan, self.tid, &TileCopy { dst: v_dst, ..self.v_copy }, cx.mul(vb, bk)?, self.plan.block_k, stepped_copies(self.plan))?;
         }
         cx.cp_async_commit()
@@ -921,7 +915,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// The key rows' staged tensor values of the K tile at `k_dst` (rows
     /// from `row0`), where the element test will read them: Partial tiles
     /// and the ragged last block.
-    fn stage_k(&self, row0: IV<'ctx>, undecided: IV<'ctx>, k_dst: PointerValue<'ctx>) -> Result<()> {
+    fn stage_k(&self, row0: IV<'ctx>, undecided: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
         if !self.k_staged {
             return Ok(());
         }
@@ -934,7 +928,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             // the loop for this rare path would cost registers (spills at D=128).
             let bh = self.fresh_bh()?;
             let rows: Vec<_> = self.pred.tensor_rows(cx, InputKind::KeyTensor, Some(bh))?.into_iter().take(STAGED_PER_ROW).map(|(_, v)| v).collect();
-            let dst = cx.byte_gep(k_dst, cx.i32(self.layout.k_values_in_slot as i32))?;
+            let dst = self.layout.k_values(cx, self.smem, slot)?;
             stage_values(cx, self.plan, cx.sreg_fresh("tid.x")?, &rows, dst, self.layout.values_row_bytes, row0, self.plan.block_k, self.kv_len)
         })
     }
@@ -982,7 +976,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // used one iteration later (with wgmma, while S = Q·Kᵀ runs).
         let mut lookahead = None;
         if issue_first {
-            self.issue_kv(next.kb, next.undecided, refill, next_entries.as_deref())?;
+            self.issue_next(&next, refill, kb, state.slot, next_entries.as_deref())?;
             if self.plan.mma == Mma::Sync {
                 lookahead = self.look_ahead(&state)?;
             }
@@ -990,7 +984,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
 
         let slot_ptr = self.layout.slot(cx, self.smem, state.slot)?;
         let k_lane = cx.byte_gep(slot_ptr, self.lanes.b_k)?;
-        let v_lane = cx.byte_gep(slot_ptr, cx.add(cx.i32(self.layout.v_in_slot as i32), self.lanes.b_v)?)?;
+        let v_lane = cx.byte_gep(self.layout.v_tile(cx, self.smem, state.slot)?, self.lanes.b_v)?;
 
         // Masking: Partial tiles and the ragged last block run the element test.
         // wgmma: on the scores, after the product (a compare chain and a select per
@@ -1008,7 +1002,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let test_bits = self.plan.mma == Mma::Sync || self.pred.reads_block_lists();
         let keep_words = if test_bits {
             let all: Vec<BV<'ctx>> = (0..self.mask_words()).map(|_| cx.i32(-1).into()).collect();
-            Some(cx.if_then_values(test, "mask", all, |cx, ones| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, ones.to_vec(), &Self::clear_bits))?)
+            Some(cx.if_then_values(test, "mask", all, |cx, ones| self.element_test(cx, kb, k0, ragged, undecided, self.layout.k_values(cx, self.smem, state.slot)?, ones.to_vec(), &Self::clear_bits))?)
         } else {
             None
         };
@@ -1037,7 +1031,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     vec![wgmma::wait_keeping(cx, 1, &in_flight, &[])?]
                 } else {
                     if !issue_first {
-                        self.issue_kv(next.kb, next.undecided, refill, next_entries.as_deref())?;
+                        self.issue_next(&next, refill, kb, state.slot, next_entries.as_deref())?;
                     }
                     lookahead = self.look_ahead(&state)?;
                     vec![wgmma::wait(cx, &in_flight)?]
@@ -1055,7 +1049,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     .collect::<Result<Vec<_>>>()?;
                 Self::drop_scores(cx, vals, &keep)
             })?,
-            None => cx.if_then_values(test, "mask", flat, |cx, vals| self.element_test(cx, kb, k0, ragged, undecided, slot_ptr, vals.to_vec(), &Self::drop_scores))?,
+            None => cx.if_then_values(test, "mask", flat, |cx, vals| self.element_test(cx, kb, k0, ragged, undecided, self.layout.k_values(cx, self.smem, state.slot)?, vals.to_vec(), &Self::drop_scores))?,
         };
         let mut it = masked.into_iter();
         let s: Vec<Vec<Acc<'ctx>>> = s
@@ -1136,7 +1130,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 match self.plan.mma {
                     Mma::Sync => mma::pv(cx, self.tile, &p_frags, v_lane, &mut o)?,
                     Mma::Wgmma => {
-                        let v = wgmma::mn_major(cx, cx.byte_gep(slot_ptr, cx.i32(self.layout.v_in_slot as i32))?, self.plan.block_k)?;
+                        if let (true, Some(t), Some(phases)) = (self.plan.single_v_slot(), &self.tma, phases) {
+                            // V of this block came with K of the next, on the refilled slot's barrier.
+                            let parity = cx.and(cx.lshr(phases, refill)?, cx.i32(1))?;
+                            cx.mbarrier_wait(cx.add(t.barriers, cx.mul(refill, cx.i32(8))?)?, parity)?;
+                        }
+                        let v = wgmma::mn_major(cx, self.layout.v_tile(cx, self.smem, state.slot)?, self.plan.block_k)?;
                         wgmma::pv(cx, self.plan.dtype, self.plan.head_dim, &p_frags[0], v, &mut o[0])?;
                     }
                 }
@@ -1189,7 +1188,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// `wgmma::pv_issue`).
     fn pv_issue_pending(&self, prev: &PendingPv<'ctx>, o: &[Acc<'ctx>]) -> Result<Vec<FV<'ctx>>> {
         let cx = self.cx;
-        let v = cx.byte_gep(self.layout.slot(cx, self.smem, prev.slot)?, cx.i32(self.layout.v_in_slot as i32))?;
+        let v = self.layout.v_tile(cx, self.smem, prev.slot)?;
         let v = wgmma::mn_major(cx, v, self.plan.block_k)?;
         let p: Vec<mma::AFrag<'ctx>> = prev.p.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
         wgmma::pv_issue(cx, self.plan.dtype, self.plan.head_dim, &p, v, o)
@@ -1234,7 +1233,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         k0: IV<'ctx>,
         ragged: IV<'ctx>,
         undecided: IV<'ctx>,
-        k_tile: PointerValue<'ctx>,
+        k_values: PointerValue<'ctx>,
         values: Vec<BV<'ctx>>,
         apply: &ApplyKeep<'ctx>,
     ) -> Result<Vec<BV<'ctx>>> {
@@ -1243,14 +1242,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             // One conjunct: the test runs on every tile that gets here (the
             // ragged Full tile too), in straight-line code: the mma.sync D=128
             // kernels are at 255 registers, and a branch here made them spill.
-            apply(cx, &values, &self.element_keeps(cx, kb, k0, k_tile, None)?)?
+            apply(cx, &values, &self.element_keeps(cx, kb, k0, k_values, None)?)?
         } else {
             // Not 0 and not a power of two. The variants exclude each other.
             let several = cx.icmp(IP::NE, cx.and(undecided, cx.sub(undecided, cx.i32(1))?)?, cx.i32(0))?;
-            let mut values = cx.if_then_values(several, "mask.all", values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_tile, None)?))?;
+            let mut values = cx.if_then_values(several, "mask.all", values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_values, None)?))?;
             for i in 0..n {
                 let only = cx.icmp(IP::EQ, undecided, cx.i32(1 << i))?;
-                values = cx.if_then_values(only, &format!("mask.c{i}"), values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_tile, Some(i))?))?;
+                values = cx.if_then_values(only, &format!("mask.c{i}"), values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_values, Some(i))?))?;
             }
             values
         };
@@ -1291,7 +1290,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// The predicate (or only conjunct `conjunct`) at this thread's scores of
     /// key block `kb`, one i1 per score in `[slab][n8 tile][c]` order; keys
     /// past kv_len read clamped values (the caller drops them).
-    fn element_keeps(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_tile: PointerValue<'ctx>, conjunct: Option<usize>) -> Result<Vec<IV<'ctx>>> {
+    fn element_keeps(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_values: PointerValue<'ctx>, conjunct: Option<usize>) -> Result<Vec<IV<'ctx>>> {
         let values_row = cx.i32(self.layout.values_row_bytes as i32);
         let bk = self.plan.block_k;
         let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
@@ -1317,8 +1316,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                 for e in 0..2 {
                     let local = score_column(cx, two_t, j, e)?;
                     let k = cx.add(k0, local)?;
-                    let at = cx.add(cx.i32(self.layout.k_values_in_slot as i32), cx.mul(local, values_row)?)?;
-                    let staged = Staged { pad: cx.byte_gep(k_tile, at)?, word: &self.k_words };
+                    let staged = Staged { pad: cx.byte_gep(k_values, cx.mul(local, values_row)?)?, word: &self.k_words };
                     col_vals.push(self.pred.col_side(cx, k, &ktile, Some(&staged))?);
                 }
             }

@@ -62,11 +62,16 @@ pub(crate) struct SmemLayout {
     pub slot_bytes: u32,
     /// The V tile's offset inside a slot.
     pub v_in_slot: u32,
+    /// plan.single_v_slot: the one V slot (every block's V tile).
+    pub v_slot: Option<u32>,
     /// Where the Q rows' staged values start, and the distance between rows
     /// (padded rows: the padding of each row; swizzled: a separate array).
     pub q_values: u32,
-    /// Where the K rows' staged values start inside a slot.
+    /// Where the K rows' staged values start inside a slot; with
+    /// plan.single_v_slot, where slot 0's start in shared memory (each
+    /// slot's `k_values_per_slot` further).
     pub k_values_in_slot: u32,
+    pub k_values_per_slot: u32,
     pub values_row_bytes: u32,
     /// The key-block list, then the per-warp counts.
     pub list: u32,
@@ -82,20 +87,31 @@ pub(crate) const STAGED_PER_ROW: usize = 4;
 
 impl SmemLayout {
     pub fn new(plan: &KernelPlan) -> Self {
-        let (q_values, k_values_in_slot, values_row_bytes) = if plan.swizzled() {
+        let (mut q_values, mut k_values_in_slot, values_row_bytes) = if plan.swizzled() {
             (plan.tile_bytes(plan.block_q), 2 * plan.tile_bytes(plan.block_k), STAGED_ROW_BYTES)
         } else {
             (plan.head_dim * 2, plan.head_dim * 2, plan.smem_row_bytes())
         };
-        let list = plan.q_tile_bytes() + plan.stages * plan.stage_bytes();
+        let slots_end = plan.q_tile_bytes() + plan.stages * plan.stage_bytes();
+        // Single V slot: [Q][K slot 0..stages][V][Q values][K values of each slot].
+        let (v_slot, k_values_per_slot) = if plan.single_v_slot() {
+            q_values = slots_end + plan.tile_bytes(plan.block_k);
+            k_values_in_slot = q_values + plan.block_q * STAGED_ROW_BYTES;
+            (Some(slots_end), plan.block_k * STAGED_ROW_BYTES)
+        } else {
+            (None, 0)
+        };
+        let list = slots_end + plan.v_and_staged_bytes();
         Self {
             row_bytes: plan.smem_row_bytes(),
             q: 0,
             first_slot: plan.q_tile_bytes(),
             slot_bytes: plan.stage_bytes(),
             v_in_slot: plan.tile_bytes(plan.block_k),
+            v_slot,
             q_values,
             k_values_in_slot,
+            k_values_per_slot,
             values_row_bytes,
             list,
             counts: list + 4 * (plan.key_chunk() + 1),
@@ -108,6 +124,22 @@ impl SmemLayout {
     pub fn slot<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
         let off = cx.add(cx.i32(self.first_slot as i32), cx.mul(slot, cx.i32(self.slot_bytes as i32))?)?;
         cx.byte_gep(smem, off)
+    }
+
+    /// The V tile of the block in slot `slot` (with a single V slot, that one).
+    pub fn v_tile<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
+        match self.v_slot {
+            Some(v) => cx.byte_gep(smem, cx.i32(v as i32)),
+            None => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(self.v_in_slot as i32)),
+        }
+    }
+
+    /// The staged values of the K rows in slot `slot`.
+    pub fn k_values<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
+        match self.v_slot {
+            Some(_) => cx.byte_gep(smem, cx.add(cx.i32(self.k_values_in_slot as i32), cx.mul(slot, cx.i32(self.k_values_per_slot as i32))?)?),
+            None => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(self.k_values_in_slot as i32)),
+        }
     }
 }
 
