@@ -332,7 +332,7 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
     let func = module.add_function(entry, ctx.void_type().fn_type(&param_types, false), None);
     func.set_call_conventions(PTX_KERNEL_CC);
     func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.maxntid", &plan.threads().to_string()));
-    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.minctasm", &min_ctas_per_sm(plan).to_string()));
+    func.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("nvvm.minctasm", &plan.resident_ctas().to_string()));
     let kind = inkwell::attributes::Attribute::get_named_enum_kind_id;
     let noalias = ctx.create_enum_attribute(kind("noalias"), 0);
     // A tensor map is a 128-byte parameter TMA reads in place: byval, 64-byte
@@ -357,11 +357,6 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
     Forward::emit(&cx, p, plan, &abi)
 }
 
-/// CTAs per SM the kernel is built for: `KernelPlan::resident_ctas`.
-fn min_ctas_per_sm(plan: &KernelPlan) -> u32 {
-    plan.resident_ctas()
-}
-
 /// Column (in the key tile) of this thread's score in n8 tile `j`, `e` = 0
 /// or 1: 8j + 2t + e, with `two_t` = 2 · (lane % 4).
 fn score_column<'ctx>(cx: &Cx<'_, 'ctx>, two_t: IV<'ctx>, j: u32, e: u32) -> Result<IV<'ctx>> {
@@ -381,7 +376,7 @@ const RESCALE_SLACK: f32 = 8.0;
 /// that runs alone (dense D=128, 128x128 tiles): there the extra uniform
 /// branch around the copies costs more than the adds it saves.
 fn stepped_copies(plan: &KernelPlan) -> bool {
-    min_ctas_per_sm(plan) >= 2
+    plan.resident_ctas() >= 2
 }
 
 /// Everything fixed for the CTA, shared by the loop body and the epilogue.
@@ -738,7 +733,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// (3 stages), -4% at D=128 with 2 stages and one CTA per SM, where the
     /// copy needs the whole iteration.
     fn copies_during_qk(&self) -> bool {
-        self.plan.stages >= 3 || min_ctas_per_sm(self.plan) >= 2
+        self.plan.stages >= 3 || self.plan.resident_ctas() >= 2
     }
 
     /// Waits until at most `pending` cp.async groups are in flight, then the
@@ -763,8 +758,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     }
 
     /// plan.tma: waits for the phase of `slot`'s mbarrier that `phases`
-    /// names (the slot's K and V tiles, or with plan.pv_overlap the group
-    /// issued into it: K of its block and V of the one before) and returns
+    /// names (the slot's K and V tiles, or with plan.pv_overlap and
+    /// plan.single_v_slot the group issued on it: K of its block and V of
+    /// the one before) and returns
     /// the phases with that bit flipped; None without TMA.
     fn wait_block(&self, slot: IV<'ctx>, phases: Option<IV<'ctx>>) -> Result<Option<IV<'ctx>>> {
         let (Some(t), Some(phases)) = (&self.tma, phases) else { return Ok(None) };
@@ -876,8 +872,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.cp_async_commit()
     }
 
-    /// plan.pv_overlap: K of block `k.0` (kb or -1: nothing) and its staged
-    /// values into slot `k.2`, and V of block `v.0` into slot `v.1`, as one
+    /// plan.pv_overlap and plan.single_v_slot: K of block `k.0` (kb or -1:
+    /// nothing) and its staged values into slot `k.2`, and V of block `v.0`
+    /// into slot `v.1`'s V tile (the single V slot: that one), as one
     /// group. K of block j+1 and V of block j go out together: V's slot is
     /// free only once the previous O += P·V that read it has finished.
     /// With TMA the group counts on K's slot barrier (every TMA issue takes
@@ -912,9 +909,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.cp_async_commit()
     }
 
-    /// The key rows' staged tensor values of the K tile at `k_dst` (rows
-    /// from `row0`), where the element test will read them: Partial tiles
-    /// and the ragged last block.
+    /// The staged tensor values of the K rows in `slot` (rows from `row0`),
+    /// where the element test will read them: Partial tiles and the ragged
+    /// last block.
     fn stage_k(&self, row0: IV<'ctx>, undecided: IV<'ctx>, slot: IV<'ctx>) -> Result<()> {
         if !self.k_staged {
             return Ok(());
