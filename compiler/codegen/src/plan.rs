@@ -171,7 +171,8 @@ impl KernelPlan {
         let mma = if Mma::Wgmma.supports(arch, head_dim) { Mma::Wgmma } else { Mma::Sync };
         let range = KeyRange::derive(p);
         let grows = work_grows_with_q(range.as_ref());
-        let grid = grid_order(p, grows);
+        let block_lists = p.inputs().iter().any(|d| matches!(d.kind, InputKind::BlockList { .. }));
+        let grid = grid_order(grows, block_lists);
         let rows = if range.is_some() && grows { RowLength::Long } else { RowLength::Short };
         let head_order = range.as_ref().is_some_and(|r| work_varies_by_head(p, r));
         let key_source = match range {
@@ -179,7 +180,6 @@ impl KernelPlan {
             None => KeySource::Scan,
         };
         let (block_q, block_k, warps, stages) = Self::default_shape(mma, head_dim, rows);
-        let block_lists = p.inputs().iter().any(|d| matches!(d.kind, InputKind::BlockList { .. }));
         let plan = KernelPlan { head_dim, dtype, block_q, block_k, warps, stages, arch, key_source, grid, mma, row_index: false, rows, head_order, block_lists };
         plan.validate()?;
         Ok(plan)
@@ -663,8 +663,7 @@ fn work_grows_with_q(range: Option<&KeyRange>) -> bool {
 /// top-k). There, as for MoA's long bands, the CTAs in flight must share
 /// their heads' K/V in L2, which only a head-major grid keeps together
 /// (query-major, MoA ran 25-40% slower at 16K; top-k was not timed).
-fn grid_order(p: &PatternIr, grows: bool) -> GridOrder {
-    let block_lists = p.inputs().iter().any(|d| matches!(d.kind, InputKind::BlockList { .. }));
+fn grid_order(grows: bool, block_lists: bool) -> GridOrder {
     if grows && !block_lists {
         GridOrder::RankMajor
     } else {

@@ -764,10 +764,18 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     /// the phases with that bit flipped; None without TMA.
     fn wait_block(&self, slot: IV<'ctx>, phases: Option<IV<'ctx>>) -> Result<Option<IV<'ctx>>> {
         let (Some(t), Some(phases)) = (&self.tma, phases) else { return Ok(None) };
+        self.wait_phase(t, slot, phases)?;
+        let cx = self.cx;
+        Ok(Some(cx.xor(phases, cx.shl(cx.i32(1), slot)?)?))
+    }
+
+    /// Waits for the phase of `slot`'s mbarrier that `phases` names, and
+    /// leaves `phases` as it is (the caller flips the bit once it is done
+    /// with the phase).
+    fn wait_phase(&self, t: &Tma<'ctx>, slot: IV<'ctx>, phases: IV<'ctx>) -> Result<()> {
         let cx = self.cx;
         let parity = cx.and(cx.lshr(phases, slot)?, cx.i32(1))?;
-        cx.mbarrier_wait(cx.add(t.barriers, cx.mul(slot, cx.i32(8))?)?, parity)?;
-        Ok(Some(cx.xor(phases, cx.shl(cx.i32(1), slot)?)?))
+        cx.mbarrier_wait(cx.add(t.barriers, cx.mul(slot, cx.i32(8))?)?, parity)
     }
 
     /// plan.tma: thread 0 arms `slot`'s mbarrier with the bytes of
@@ -1128,9 +1136,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
                     Mma::Sync => mma::pv(cx, self.tile, &p_frags, v_lane, &mut o)?,
                     Mma::Wgmma => {
                         if let (true, Some(t), Some(phases)) = (self.plan.single_v_slot(), &self.tma, phases) {
-                            // V of this block came with K of the next, on the refilled slot's barrier.
-                            let parity = cx.and(cx.lshr(phases, refill)?, cx.i32(1))?;
-                            cx.mbarrier_wait(cx.add(t.barriers, cx.mul(refill, cx.i32(8))?)?, parity)?;
+                            // V of this block came with K of the next, on the refilled slot's
+                            // barrier; the next iteration's wait_block flips its bit.
+                            self.wait_phase(t, refill, phases)?;
                         }
                         let v = wgmma::mn_major(cx, self.layout.v_tile(cx, self.smem, state.slot)?, self.plan.block_k)?;
                         wgmma::pv(cx, self.plan.dtype, self.plan.head_dim, &p_frags[0], v, &mut o[0])?;

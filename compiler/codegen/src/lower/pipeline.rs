@@ -60,18 +60,11 @@ pub(crate) struct SmemLayout {
     pub q: u32,
     pub first_slot: u32,
     pub slot_bytes: u32,
-    /// The V tile's offset inside a slot.
-    pub v_in_slot: u32,
-    /// plan.single_v_slot: the one V slot (every block's V tile).
-    pub v_slot: Option<u32>,
+    /// Where each block's V tile and its K rows' staged values are.
+    pub slots: SlotContents,
     /// Where the Q rows' staged values start, and the distance between rows
     /// (padded rows: the padding of each row; swizzled: a separate array).
     pub q_values: u32,
-    /// Where the K rows' staged values start inside a slot; with
-    /// plan.single_v_slot, where slot 0's start in shared memory (each
-    /// slot's `k_values_per_slot` further).
-    pub k_values_in_slot: u32,
-    pub k_values_per_slot: u32,
     pub values_row_bytes: u32,
     /// The key-block list, then the per-warp counts.
     pub list: u32,
@@ -82,24 +75,35 @@ pub(crate) struct SmemLayout {
     pub barriers: u32,
 }
 
+/// What a pipeline slot holds besides its K tile.
+pub(crate) enum SlotContents {
+    /// The block's V tile and its K rows' staged values, at these offsets
+    /// inside the slot.
+    KAndV { v: u32, k_values: u32 },
+    /// plan.single_v_slot: the slot holds K alone; every block's V tile is
+    /// the one at `v`, and slot s's K rows keep their staged values at
+    /// `k_values + s · k_values_per_slot` (offsets in shared memory).
+    KOnly { v: u32, k_values: u32, k_values_per_slot: u32 },
+}
+
 /// Tensor values a row's padding holds.
 pub(crate) const STAGED_PER_ROW: usize = 4;
 
 impl SmemLayout {
     pub fn new(plan: &KernelPlan) -> Self {
-        let (mut q_values, mut k_values_in_slot, values_row_bytes) = if plan.swizzled() {
+        let (q_values, k_values_in_slot, values_row_bytes) = if plan.swizzled() {
             (plan.tile_bytes(plan.block_q), 2 * plan.tile_bytes(plan.block_k), STAGED_ROW_BYTES)
         } else {
             (plan.head_dim * 2, plan.head_dim * 2, plan.smem_row_bytes())
         };
         let slots_end = plan.q_tile_bytes() + plan.stages * plan.stage_bytes();
         // Single V slot: [Q][K slot 0..stages][V][Q values][K values of each slot].
-        let (v_slot, k_values_per_slot) = if plan.single_v_slot() {
-            q_values = slots_end + plan.tile_bytes(plan.block_k);
-            k_values_in_slot = q_values + plan.block_q * STAGED_ROW_BYTES;
-            (Some(slots_end), plan.block_k * STAGED_ROW_BYTES)
+        let (slots, q_values) = if plan.single_v_slot() {
+            let q_values = slots_end + plan.tile_bytes(plan.block_k);
+            let k_values = q_values + plan.block_q * STAGED_ROW_BYTES;
+            (SlotContents::KOnly { v: slots_end, k_values, k_values_per_slot: plan.block_k * STAGED_ROW_BYTES }, q_values)
         } else {
-            (None, 0)
+            (SlotContents::KAndV { v: plan.tile_bytes(plan.block_k), k_values: k_values_in_slot }, q_values)
         };
         let list = slots_end + plan.v_and_staged_bytes();
         Self {
@@ -107,11 +111,8 @@ impl SmemLayout {
             q: 0,
             first_slot: plan.q_tile_bytes(),
             slot_bytes: plan.stage_bytes(),
-            v_in_slot: plan.tile_bytes(plan.block_k),
-            v_slot,
+            slots,
             q_values,
-            k_values_in_slot,
-            k_values_per_slot,
             values_row_bytes,
             list,
             counts: list + 4 * (plan.key_chunk() + 1),
@@ -128,17 +129,19 @@ impl SmemLayout {
 
     /// The V tile of the block in slot `slot` (with a single V slot, that one).
     pub fn v_tile<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
-        match self.v_slot {
-            Some(v) => cx.byte_gep(smem, cx.i32(v as i32)),
-            None => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(self.v_in_slot as i32)),
+        match self.slots {
+            SlotContents::KOnly { v, .. } => cx.byte_gep(smem, cx.i32(v as i32)),
+            SlotContents::KAndV { v, .. } => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(v as i32)),
         }
     }
 
     /// The staged values of the K rows in slot `slot`.
     pub fn k_values<'ctx>(&self, cx: &Cx<'_, 'ctx>, smem: PointerValue<'ctx>, slot: IV<'ctx>) -> Result<PointerValue<'ctx>> {
-        match self.v_slot {
-            Some(_) => cx.byte_gep(smem, cx.add(cx.i32(self.k_values_in_slot as i32), cx.mul(slot, cx.i32(self.k_values_per_slot as i32))?)?),
-            None => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(self.k_values_in_slot as i32)),
+        match self.slots {
+            SlotContents::KOnly { k_values, k_values_per_slot, .. } => {
+                cx.byte_gep(smem, cx.add(cx.i32(k_values as i32), cx.mul(slot, cx.i32(k_values_per_slot as i32))?)?)
+            }
+            SlotContents::KAndV { k_values, .. } => cx.byte_gep(self.slot(cx, smem, slot)?, cx.i32(k_values as i32)),
         }
     }
 }
