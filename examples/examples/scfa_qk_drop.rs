@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use lacuna_examples::{arg, check_against_reference, compile_method, dense_causal_ms, gpu, median_ms, ok, random_qkv, report_time, Noise, Shape};
+use lacuna_examples::{arg, check_against_reference, compile_method_by_length, dense_causal_ms, gpu, median_ms, ok, random_qkv, report_time, Noise, Shape};
 use lacuna_ir::InputValue;
 use lacuna_runtime::methods::MethodPattern;
-use lacuna_runtime::{scfa_qk_drop_attention, DeviceTensor, ElemType, ForwardOptions, Gpu, GpuOps, KeepMask, PatternArgs};
+use lacuna_runtime::{scfa_qk_drop_attention, DeviceTensor, ElemType, ForwardOptions, Gpu, GpuOps, KeepMask, KernelForKeys, PatternArgs};
 
 fn masks(gpu: &Gpu, s: Shape, drop_pct: u64, seed: u64) -> (Vec<bool>, Vec<bool>, KeepMask, KeepMask) {
     let mut noise = Noise::new(seed);
@@ -29,7 +29,7 @@ fn main() {
     let iters = arg("iters", 10);
 
     let s = Shape { batch: 1, heads: 4, kv_heads: 4, n: arg("check-n", 1024), head_dim: 64 };
-    let kernel = compile_method(&gpu, MethodPattern::QkDrop, s);
+    let kernel = compile_method_by_length(&gpu, MethodPattern::QkDrop, s);
     let x = random_qkv(&gpu, s, 1);
     let (qk, kk, qm, km) = masks(&gpu, s, drop_pct, 3);
     let out = ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
@@ -43,7 +43,7 @@ fn main() {
     check_against_reference(&MethodPattern::QkDrop.ir(), values, s, &x, &out.o, &out.lse);
 
     let s = Shape { batch: arg("batch", 1), heads: arg("heads", 16), kv_heads: arg("heads", 16), n: arg("n", 16384), head_dim: 64 };
-    let kernel = compile_method(&gpu, MethodPattern::QkDrop, s);
+    let kernel = compile_method_by_length(&gpu, MethodPattern::QkDrop, s);
     let x = random_qkv(&gpu, s, 2);
     let (_, _, qm, km) = masks(&gpu, s, drop_pct, 4);
     let method = median_ms(&gpu, iters, || {
@@ -55,8 +55,10 @@ fn main() {
     let args = PatternArgs::new().tensor("q_pos", &qc.pos).tensor("k_pos", &kc.pos);
     let mut o = ok(DeviceTensor::zeros(&gpu, ElemType::Bf16, x.q.shape()));
     let mut lse = ok(DeviceTensor::zeros(&gpu, ElemType::F32, &x.q.shape()[..3]));
+    // The class the pipeline picked for this compacted length.
+    let picked = kernel.for_keys(kc.padded_len());
     let kernel_only = median_ms(&gpu, iters, || {
-        ok(kernel.forward_rows_into(&x.q, &x.k, &x.v, &qc.pos, &kc.pos, &args, &mut o, &mut lse, ForwardOptions::default()));
+        ok(picked.forward_rows_into(&x.q, &x.k, &x.v, &qc.pos, &kc.pos, &args, &mut o, &mut lse, ForwardOptions::default()));
     });
     let dense = dense_causal_ms(&gpu, s, &x, iters);
     println!(

@@ -104,6 +104,16 @@ pub fn compile_method(gpu: &Gpu, method: lacuna_runtime::methods::MethodPattern,
     k
 }
 
+/// [`compile_method`] for every key-length class of the method's plan, the
+/// kernel picked per launch (what SCFA's QK-drop wants: its compacted length
+/// is known only on the GPU).
+pub fn compile_method_by_length(gpu: &Gpu, method: lacuna_runtime::methods::MethodPattern, s: Shape) -> lacuna_runtime::KernelByLength {
+    let t = std::time::Instant::now();
+    let k = ok(method.compile_by_length(gpu, s.head_dim as u32, Dtype::Bf16));
+    println!("kernels `{}` ready in {:.0} ms (compile or cache), {} length classes", method.ir().name(), t.elapsed().as_secs_f64() * 1e3, k.classes().count());
+    k
+}
+
 /// Compiles (or loads from the cache) a kernel for `ir` at this shape (its
 /// tiles chosen for `s.n` keys: short causal problems take short-row tiles).
 pub fn compile(gpu: &Gpu, ir: &PatternIr, s: Shape) -> AttentionKernel {

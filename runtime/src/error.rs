@@ -98,6 +98,9 @@ pub enum RuntimeError {
     #[error("head_order for kernel `{entry}`: {problem}")]
     HeadOrder { entry: String, problem: String },
 
+    #[error("kernels by key length: {problem}")]
+    LengthClasses { problem: String },
+
     #[error("internal error in lacuna-runtime ({what}); please report it with the pattern and shapes")]
     Internal { what: String },
 

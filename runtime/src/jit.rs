@@ -87,11 +87,12 @@ pub fn write_cached(path: &Path, ptx_with_manifest: &str) -> std::io::Result<()>
 #[cfg(feature = "jit")]
 mod compile {
     use lacuna_codegen::{KernelPlan, RowLength};
-    use lacuna_ir::{Dtype, KernelManifest, PatternIr};
+    use lacuna_ir::{Arch, Dtype, KernelManifest, PatternIr};
 
     use super::{cache_dir, cache_file_name, read_cached, write_cached};
     use crate::error::{Result, RuntimeError};
     use crate::gpu::Gpu;
+    use crate::by_length::KernelByLength;
     use crate::kernel::AttentionKernel;
 
     impl AttentionKernel {
@@ -130,46 +131,70 @@ mod compile {
             long_rows: bool,
             kv_len: Option<usize>,
         ) -> Result<AttentionKernel> {
-            let arch = gpu.arch()?;
-            let codegen_err = |message: String| RuntimeError::Codegen {
-                pattern: pattern.name().into(),
-                head_dim,
-                dtype: dtype.name(),
-                arch: arch.name(),
-                message,
-            };
-            let mut plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(e.to_string()))?;
-            plan.row_index = row_index;
-            if long_rows {
-                plan = plan.with_row_length(RowLength::Long);
-            } else if let Some(n) = kv_len {
+            let mut plan = base_plan(gpu, pattern, head_dim, dtype, row_index, long_rows)?;
+            if let Some(n) = kv_len {
                 plan = plan.for_length(n);
             }
-            let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string(), lacuna_codegen::FINGERPRINT)));
-            if let Some(text) = path.as_deref().and_then(read_cached) {
-                let fits = KernelManifest::from_ptx(&text)
-                    .is_ok_and(|m| m.head_dim == head_dim && m.dtype == dtype && m.arch == arch && m.row_index == row_index);
-                if fits {
-                    // Anything wrong with a cached file (stale, unloadable)
-                    // falls through to a fresh compile, which reports real errors.
-                    if let Ok(kernel) = AttentionKernel::from_ptx(gpu, &text, pattern) {
-                        return Ok(kernel);
-                    }
+            compile_plan(gpu, pattern, &plan)
+        }
+    }
+
+    impl KernelByLength {
+        /// Plans `pattern` as [`AttentionKernel::compile_with`] does
+        /// (`row_index`, `long_rows`), then compiles (or takes from the
+        /// on-disk cache) one kernel per key-length class of that plan
+        /// (`KernelPlan::length_classes`): usually one to three.
+        pub fn compile(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool, long_rows: bool) -> Result<KernelByLength> {
+            let plan = base_plan(gpu, pattern, head_dim, dtype, row_index, long_rows)?;
+            let classes = plan.length_classes().into_iter().map(|(bound, plan)| Ok((bound, compile_plan(gpu, pattern, &plan)?)));
+            KernelByLength::new(classes.collect::<Result<_>>()?)
+        }
+    }
+
+    fn codegen_err(pattern: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> impl Fn(String) -> RuntimeError + '_ {
+        move |message| RuntimeError::Codegen { pattern: pattern.name().into(), head_dim, dtype: dtype.name(), arch: arch.name(), message }
+    }
+
+    /// The planner's plan for this GPU, with rows through index arrays and
+    /// long-row tiles where asked.
+    fn base_plan(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, row_index: bool, long_rows: bool) -> Result<KernelPlan> {
+        let arch = gpu.arch()?;
+        let mut plan = KernelPlan::for_pattern(pattern, head_dim, dtype, arch).map_err(|e| codegen_err(pattern, head_dim, dtype, arch)(e.to_string()))?;
+        plan.row_index = row_index;
+        if long_rows {
+            plan = plan.with_row_length(RowLength::Long);
+        }
+        Ok(plan)
+    }
+
+    /// Compiles `plan` (or reads its PTX from the on-disk cache) and loads it.
+    fn compile_plan(gpu: &Gpu, pattern: &PatternIr, plan: &KernelPlan) -> Result<AttentionKernel> {
+        let (head_dim, dtype, arch, row_index) = (plan.head_dim, plan.dtype, plan.arch, plan.row_index);
+        let codegen_err = codegen_err(pattern, head_dim, dtype, arch);
+        let path = cache_dir().map(|d| d.join(cache_file_name(pattern.name(), pattern.content_hash(), &plan.to_string(), lacuna_codegen::FINGERPRINT)));
+        if let Some(text) = path.as_deref().and_then(read_cached) {
+            let fits = KernelManifest::from_ptx(&text)
+                .is_ok_and(|m| m.head_dim == head_dim && m.dtype == dtype && m.arch == arch && m.row_index == row_index);
+            if fits {
+                // Anything wrong with a cached file (stale, unloadable)
+                // falls through to a fresh compile, which reports real errors.
+                if let Ok(kernel) = AttentionKernel::from_ptx(gpu, &text, pattern) {
+                    return Ok(kernel);
                 }
             }
-            let compiled = lacuna_codegen::compile(pattern, &plan).map_err(|e| codegen_err(e.to_string()))?;
-            let ptx: &str = compiled.ptx.as_ref();
-            let text = if KernelManifest::from_ptx(ptx).is_ok() {
-                ptx.to_string()
-            } else {
-                compiled.manifest.attach_to_ptx(ptx)
-            };
-            if let Some(path) = &path {
-                // Not fatal: an unwritable cache only costs a recompile.
-                let _ = write_cached(path, &text);
-            }
-            AttentionKernel::from_ptx(gpu, &text, pattern)
         }
+        let compiled = lacuna_codegen::compile(pattern, plan).map_err(|e| codegen_err(e.to_string()))?;
+        let ptx: &str = compiled.ptx.as_ref();
+        let text = if KernelManifest::from_ptx(ptx).is_ok() {
+            ptx.to_string()
+        } else {
+            compiled.manifest.attach_to_ptx(ptx)
+        };
+        if let Some(path) = &path {
+            // Not fatal: an unwritable cache only costs a recompile.
+            let _ = write_cached(path, &text);
+        }
+        AttentionKernel::from_ptx(gpu, &text, pattern)
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`args`]: values for a pattern's named inputs.
 //! - [`validate`]: every pre-launch check, pure (tested without a GPU).
 //! - [`kernel`]: loading a kernel and launching it.
+//! - [`by_length`]: one kernel per key-length class, picked per launch.
 //! - [`jit`]: compile on first use with an on-disk PTX cache.
 //! - [`ops`]: the seed methods' helper ops (NVRTC-compiled CUDA C) and their CPU twins.
 //! - [`methods`]: SCFA hash / QK-drop, SparseK and MoA end to end, one call each.
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod args;
+pub mod by_length;
 pub mod error;
 pub mod gpu;
 pub mod jit;
@@ -35,6 +37,7 @@ pub mod tensor;
 pub mod validate;
 
 pub use args::PatternArgs;
+pub use by_length::{KernelByLength, KernelForKeys};
 pub use error::{Result, RuntimeError};
 pub use gpu::Gpu;
 pub use kernel::{AttentionKernel, ForwardOptions};

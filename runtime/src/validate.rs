@@ -492,6 +492,43 @@ fn method_for(kind: InputKind) -> &'static str {
     }
 }
 
+/// Kernels by key length ([`crate::KernelByLength`]): each class's bound
+/// (the largest key length it serves), manifest and GPU ordinal. The bounds
+/// must ascend, and every class implement the same pattern for the same head
+/// dim, dtype and row mode on the same GPU: only tiles may differ.
+pub fn validate_length_classes(classes: &[(usize, &KernelManifest, usize)]) -> Result<()> {
+    let bad = |problem: String| RuntimeError::LengthClasses { problem };
+    let Some(&(_, m0, gpu0)) = classes.first() else {
+        return Err(bad("no kernel was given; give at least one".into()));
+    };
+    for (i, &(bound, m, gpu)) in classes.iter().enumerate() {
+        if i > 0 && bound <= classes[i - 1].0 {
+            return Err(bad(format!(
+                "class {i} ends at {bound} keys, not after class {} ({} keys); list the classes by ascending bound",
+                i - 1,
+                classes[i - 1].0
+            )));
+        }
+        let same = m.pattern == m0.pattern
+            && m.ir_hash == m0.ir_hash
+            && m.head_dim == m0.head_dim
+            && m.dtype == m0.dtype
+            && m.row_index == m0.row_index
+            && gpu == gpu0;
+        if !same {
+            let what = |m: &KernelManifest, gpu: usize| {
+                format!("`{}` (D={}, {}, row_index {}, GPU {gpu})", m.pattern, m.head_dim, m.dtype.name(), m.row_index)
+            };
+            return Err(bad(format!(
+                "class {i} is {} but class 0 is {}; compile every class from one pattern, head dim, dtype and row mode",
+                what(m, gpu),
+                what(m0, gpu0)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The exact form an input must take for this problem, in words.
 pub fn expected_input(kind: InputKind, p: &Problem) -> String {
     match kind {
@@ -1102,6 +1139,25 @@ mod tests {
     }
 
     // ---- manifest against pattern -------------------------------------------------
+
+    #[test]
+    fn length_classes_ascend_and_share_everything_but_tiles() {
+        let causal = manifest_for(&Causal::ir());
+        let wide = KernelManifest { block_q: 64, block_k: 48, ..causal.clone() };
+        assert!(validate_length_classes(&[(4096, &wide, 0), (usize::MAX, &causal, 0)]).is_ok());
+        let err = |classes: &[(usize, &KernelManifest, usize)]| validate_length_classes(classes).expect_err("refused").to_string();
+        assert!(err(&[]).contains("no kernel"));
+        let e = err(&[(4096, &wide, 0), (4096, &causal, 0)]);
+        assert!(e.contains("class 1 ends at 4096 keys") && e.contains("ascending"), "{e}");
+        let other = manifest_for(&Bucketed::ir());
+        let e = err(&[(4096, &wide, 0), (usize::MAX, &other, 0)]);
+        assert!(e.contains("`Bucketed`") && e.contains("`Causal`"), "{e}");
+        let rows = KernelManifest { row_index: true, ..causal.clone() };
+        assert!(err(&[(4096, &wide, 0), (usize::MAX, &rows, 0)]).contains("row_index true"));
+        let fp16 = KernelManifest { dtype: Dtype::F16, ..causal.clone() };
+        assert!(err(&[(4096, &wide, 0), (usize::MAX, &fp16, 0)]).contains("fp16"));
+        assert!(err(&[(4096, &wide, 0), (usize::MAX, &causal, 1)]).contains("GPU 1"));
+    }
 
     #[test]
     fn manifest_matching_its_pattern_passes() {

@@ -438,6 +438,18 @@ mod pipelines {
             };
             let (qm, km) = (mask(&q_keep, p.h, p.nq), mask(&k_keep, kh, p.nk));
             let out = ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
+            // A kernel per length class (short-row tiles at these lengths)
+            // gives the same rows as the one long-row kernel.
+            let dtype = if p.dt == Dt::Bf16 { Dtype::Bf16 } else { Dtype::F16 };
+            let classes = ok(MethodPattern::QkDrop.compile_by_length(&gpu, p.d as u32, dtype));
+            let picked = ok(scfa_qk_drop_attention(&gpu, &classes, &x.q, &x.k, &x.v, &qm, &km));
+            let rel = |a: &DeviceTensor, b: &DeviceTensor| {
+                let (a, b) = (ok(a.to_host_as_f32()), ok(b.to_host_as_f32()));
+                let num: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                (num / den.max(1e-30)).sqrt()
+            };
+            assert!(rel(&picked.o, &out.o) < 1e-2, "qk-drop {name}: by-length output differs");
             let q_pos: Vec<i32> = q_keep.iter().enumerate().map(|(j, &k)| if k { (j % p.nq) as i32 } else { -1 }).collect();
             let k_src: Vec<i32> = k_keep.iter().enumerate().map(|(j, &k)| if k { (j % p.nk) as i32 } else { i32::MAX }).collect();
             let mut values = BTreeMap::new();

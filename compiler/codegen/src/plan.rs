@@ -145,6 +145,10 @@ pub const SHORT_BELOW_D128: usize = 8192;
 /// Key lengths up to which scanned long-row plans (QK-drop's compacted
 /// rows, causal on positions) take short-row tiles, at both head dims.
 pub const SHORT_BELOW_SCANNED: usize = 8192;
+/// Key lengths up to which scanned long-row plans that read rows through
+/// index arrays (the SCFA QK-drop pipeline's kernels: K and V by cp.async,
+/// not TMA) take short-row tiles, at both head dims.
+pub const SHORT_BELOW_ROW_INDEX: usize = 4096;
 /// Key lengths up to which scanned D=128 plans take 64-key tiles instead of
 /// 48 ([`KernelPlan::for_length`]).
 pub const WIDE_KEYS_BELOW_D128: usize = 1536;
@@ -253,7 +257,12 @@ impl KernelPlan {
     ///   long-row plan (QK-drop on compacted rows) keeps the short tiles up
     ///   to [`SHORT_BELOW_SCANNED`] keys at both head dims: long tiles were
     ///   15-24% slower at D=64 up to 8K keys and level at 8K at D=128, and
-    ///   21-22% faster at 16K keys at both (perf log v6.4);
+    ///   21-22% faster at 16K keys at both (perf log v6.4). A scanned
+    ///   row-index plan (the SCFA QK-drop pipeline's, K and V by cp.async)
+    ///   crosses over earlier, at [`SHORT_BELOW_ROW_INDEX`] keys: short
+    ///   tiles were 4-10% faster up to 3.3K compacted keys, long ones
+    ///   2-19% faster from 4.2K (perf log, "the SCFA QK-drop pipeline on
+    ///   short-row tiles", D=64);
     /// - a scanned D=128 plan (64x48 tiles) takes 64-key tiles up to
     ///   [`WIDE_KEYS_BELOW_D128`] keys: with a few dozen keys per row the
     ///   third CTA per SM buys less than a third fewer loop trips (perf log
@@ -271,15 +280,18 @@ impl KernelPlan {
     ///   in flight than that, the 4K gain may shrink (more waves, a larger
     ///   K/V working set).
     ///
-    /// Row-index plans (the seed methods' pipelines, tuned on their own) and
-    /// every other plan are unchanged.
+    /// Closed-form row-index plans (not measured) and every other plan are
+    /// unchanged. [`KernelPlan::length_classes`] lists the plans this gives
+    /// over all lengths.
     pub fn for_length(self, kv_len: usize) -> Self {
-        if self.mma != Mma::Wgmma || self.row_index {
+        let scanned = self.key_source == KeySource::Scan;
+        if self.mma != Mma::Wgmma || (self.row_index && !scanned) {
             return self;
         }
         match self.rows {
             RowLength::Long => {
                 let limit = match (&self.key_source, self.head_dim) {
+                    (KeySource::Scan, _) if self.row_index => SHORT_BELOW_ROW_INDEX,
                     (KeySource::Scan, _) => SHORT_BELOW_SCANNED,
                     (_, 0..=64) => SHORT_BELOW_D64,
                     _ => SHORT_BELOW_D128,
@@ -291,7 +303,7 @@ impl KernelPlan {
                 // D=128 take 64-key tiles).
                 self.with_row_length(RowLength::Short).for_length(kv_len)
             }
-            RowLength::Short if self.block_k == 48 && self.key_source == KeySource::Scan && kv_len <= WIDE_KEYS_BELOW_D128 => {
+            RowLength::Short if self.block_k == 48 && scanned && kv_len <= WIDE_KEYS_BELOW_D128 => {
                 KernelPlan { block_k: 64, ..self }
             }
             RowLength::Short if self.grid == GridOrder::HeadMajor && matches!(self.key_source, KeySource::Range(_)) && kv_len <= RANK_MAJOR_BANDS_BELOW => {
@@ -299,6 +311,37 @@ impl KernelPlan {
             }
             RowLength::Short => self,
         }
+    }
+
+    /// The distinct plans [`KernelPlan::for_length`] gives over every key
+    /// length, in ascending order, each with the largest length it serves:
+    /// `for_length(n)` is the plan of the first class whose bound is at
+    /// least `n`. The last bound is `usize::MAX`, and a plan no length
+    /// changes is one class. What a runtime compiles to pick a kernel per
+    /// launch when the key length is known only then (SCFA's QK-drop learns
+    /// it from the compaction's counts).
+    pub fn length_classes(&self) -> Vec<(usize, KernelPlan)> {
+        // for_length's rules are all `kv_len <= bound`, so a class can only
+        // end at one of these bounds.
+        let mut bounds = [
+            SHORT_BELOW_D64,
+            SHORT_BELOW_D128,
+            SHORT_BELOW_SCANNED,
+            SHORT_BELOW_ROW_INDEX,
+            WIDE_KEYS_BELOW_D128,
+            RANK_MAJOR_BANDS_BELOW,
+        ];
+        bounds.sort_unstable();
+        let mut classes = Vec::new();
+        for bound in bounds {
+            let plan = self.clone().for_length(bound);
+            let ends_here = plan != self.clone().for_length(bound + 1);
+            if ends_here && classes.last().is_none_or(|(b, _)| *b != bound) {
+                classes.push((bound, plan));
+            }
+        }
+        classes.push((usize::MAX, self.clone().for_length(usize::MAX)));
+        classes
     }
 
     /// Whether tiles are stored 128-byte swizzled (wgmma) instead of in padded rows.

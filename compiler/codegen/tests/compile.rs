@@ -70,6 +70,7 @@ fn short_problems_take_short_row_tiles() {
         // Past the limit, and for every plan that is not long-row wgmma, nothing changes.
         assert_eq!(causal.clone().for_length(limit + 1), causal);
         assert_eq!(causal.clone().with_mma(Mma::Sync).for_length(1024), causal.clone().with_mma(Mma::Sync));
+        // Closed-form row-index plans keep their tiles (not measured).
         let mut rows = causal.clone();
         rows.row_index = true;
         assert_eq!(rows.clone().for_length(1024), rows);
@@ -93,7 +94,55 @@ fn short_problems_take_short_row_tiles() {
         assert_eq!(at(8193), long_scan, "D={d}");
         // Shortened, they follow the short-row rules: 64-key tiles for short D=128 rows.
         assert_eq!(at(1536), hash.clone().for_length(1536), "D={d}");
+        // Through index arrays (the QK-drop pipeline's kernels) they cross
+        // over at 4K keys instead.
+        let mut indexed = long_scan.clone();
+        indexed.row_index = true;
+        let at = |n: usize| indexed.clone().for_length(n);
+        assert_eq!((at(4096).block_q, at(4096).rows, at(4096).row_index), (64, RowLength::Short, true), "D={d}");
+        at(4096).validate().expect("a valid plan");
+        assert_eq!(at(4097), indexed, "D={d}");
     }
+}
+
+/// Every key length falls in the class whose plan `for_length` gives it,
+/// for every standard pattern's plan, long or short rows, with and without
+/// row indices.
+#[test]
+fn length_classes_cover_every_length() {
+    let probes: Vec<usize> = [1usize, 100, 1535, 1536, 1537, 2048, 4095, 4096, 4097, 8191, 8192, 8193, 16384, 1 << 20, usize::MAX - 1]
+        .into_iter()
+        .collect();
+    let mut seen_multi = false;
+    for sp in lacuna_patterns::standard() {
+        let (name, ir) = (sp.name, (sp.ir)());
+        for d in [64, 128] {
+            for arch in [Arch::Sm90a, Arch::Sm80] {
+                let base = KernelPlan::for_pattern(&ir, d, Dtype::Bf16, arch).expect("plan");
+                for row_index in [false, true] {
+                    for rows in [None, Some(RowLength::Long)] {
+                        let mut plan = rows.map_or(base.clone(), |r| base.clone().with_row_length(r));
+                        plan.row_index = row_index;
+                        let classes = plan.length_classes();
+                        assert_eq!(classes.last().map(|(b, _)| *b), Some(usize::MAX), "{name} D={d}");
+                        assert!(classes.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1), "{name} D={d}: {classes:?}");
+                        seen_multi |= classes.len() > 1;
+                        for &n in &probes {
+                            let (_, class_plan) = classes.iter().find(|(b, _)| n <= *b).expect("the last class takes every length");
+                            assert_eq!(*class_plan, plan.clone().for_length(n), "{name} D={d} row_index={row_index} n={n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen_multi, "some plan changes with the length");
+    // The QK-drop pipeline's kernel at D=128: 64-key short tiles up to
+    // 1,536 keys, 64x48 up to 4K, long tiles past it.
+    let mut drop = KernelPlan::for_pattern(&common::hash_bucket(), 128, Dtype::Bf16, Arch::Sm90a).expect("plan").with_row_length(RowLength::Long);
+    drop.row_index = true;
+    let shapes: Vec<(usize, u32, u32)> = drop.length_classes().iter().map(|(b, p)| (*b, p.block_q, p.block_k)).collect();
+    assert_eq!(shapes, vec![(1536, 64, 64), (4096, 64, 48), (usize::MAX, 128, 128)]);
 }
 
 #[test]

@@ -90,6 +90,16 @@ impl MethodPattern {
         Ok(AttentionKernel::compile_with(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows(), None)?)
     }
 
+    /// [`MethodPattern::compile`] for every key-length class of the
+    /// method's plan (`KernelPlan::length_classes`), the kernel picked per
+    /// launch: what the SCFA pipelines take, since QK-drop learns its
+    /// compacted length only on the GPU (short-row tiles up to 4K keys,
+    /// long-row tiles past it).
+    #[cfg(feature = "jit")]
+    pub fn compile_by_length(self, gpu: &Gpu, head_dim: u32, dtype: lacuna_ir::Dtype) -> OpResult<crate::KernelByLength> {
+        Ok(crate::KernelByLength::compile(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows())?)
+    }
+
     /// Whether the method runs attention on regrouped rows (SCFA: bucket-sorted or compacted).
     pub fn regroups_rows(self) -> bool {
         matches!(self, MethodPattern::HashBucket | MethodPattern::HashBucketStrict | MethodPattern::QkDrop)
@@ -100,8 +110,9 @@ impl MethodPattern {
     /// an H100 (B=4, H=16, D=64, docs/perf-log.md):
     /// - QK-drop (scanned): the compacted rows stay causal on positions, so a
     ///   query sees about half of the kept keys; the long-row kernel is
-    ///   faster at every length and drop rate tried (16K, 50% dropped: 1.87
-    ///   vs 2.04 ms).
+    ///   faster from about 4K compacted keys (16K, 50% dropped: 1.87 vs
+    ///   2.04 ms). Below that short-row tiles are 4-10% faster (H200), which
+    ///   [`MethodPattern::compile_by_length`] gives.
     ///
     /// MoA took long rows too (v4: 2-9% faster from 8K on), until the
     /// short-row kernels got faster (v4.4-v4.8): at 50% density short rows

@@ -8,8 +8,9 @@
 
 use super::{check_kernel, check_qkv, fresh_outputs, MethodOutput, MethodPattern, Qkv};
 use crate::args::PatternArgs;
+use crate::by_length::KernelForKeys;
 use crate::gpu::Gpu;
-use crate::kernel::{AttentionKernel, ForwardOptions};
+use crate::kernel::ForwardOptions;
 use crate::ops::hash::check_buckets;
 use crate::ops::{cpu, invalid, GpuOps, KeepMask, OpResult};
 use crate::tensor::DeviceTensor;
@@ -71,16 +72,18 @@ impl HashConfig {
 /// sort by bucket per (b, h), gather of Q/K/V into that order, the
 /// `HashBucket[Strict]` kernel (same bucket and causal on original
 /// positions), and the scatter of O and LSE back to original order.
-/// q (B, H, N, D), k and v (B, Hkv, N, D), bf16 or fp16.
-pub fn scfa_hash_attention(
+/// q (B, H, N, D), k and v (B, Hkv, N, D), bf16 or fp16. `kernel`: one
+/// kernel, or one per key-length class ([`crate::KernelByLength`]).
+pub fn scfa_hash_attention<K: KernelForKeys + ?Sized>(
     gpu: &Gpu,
-    kernel: &AttentionKernel,
+    kernel: &K,
     q: &DeviceTensor,
     k: &DeviceTensor,
     v: &DeviceTensor,
     cfg: &HashConfig,
 ) -> OpResult<MethodOutput> {
     let p = check_qkv(q, k, v)?;
+    let kernel = kernel.for_keys(p.kv_len);
     check_kernel(gpu, kernel, "scfa_hash_attention", cfg.pattern(), &p)?;
     check_buckets(cfg.buckets)?;
     if cfg.shared_qk && p.q_len != p.kv_len {
@@ -153,9 +156,15 @@ fn check_keep(name: &str, keep: &KeepMask, p: &Qkv, query: bool) -> OpResult<()>
 /// queries -1, padding keys i32::MAX, padded to the busiest (b, h)), Q/K/V
 /// gathered, the `QkDrop` kernel run (causal on positions), and O and LSE
 /// scattered back. Dropped queries get output 0 and LSE −inf.
-pub fn scfa_qk_drop_attention(
+///
+/// `kernel`: one kernel, or one per key-length class
+/// ([`crate::KernelByLength`], what [`MethodPattern::compile_by_length`]
+/// builds): the compacted length is known only after the count read-back,
+/// and the tiles that suit it change with it (short-row tiles up to 4K
+/// keys, long-row ones past it).
+pub fn scfa_qk_drop_attention<K: KernelForKeys + ?Sized>(
     gpu: &Gpu,
-    kernel: &AttentionKernel,
+    kernel: &K,
     q: &DeviceTensor,
     k: &DeviceTensor,
     v: &DeviceTensor,
@@ -163,7 +172,9 @@ pub fn scfa_qk_drop_attention(
     k_keep: &KeepMask,
 ) -> OpResult<MethodOutput> {
     let p = check_qkv(q, k, v)?;
-    check_kernel(gpu, kernel, "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
+    // Every class implements the same pattern; the one for the full length
+    // is checked before any GPU work, the one picked again below.
+    check_kernel(gpu, kernel.for_keys(p.kv_len), "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
     check_keep("the query keep mask", q_keep, &p, true)?;
     check_keep("the key keep mask", k_keep, &p, false)?;
     let ops = GpuOps::for_gpu(gpu)?;
@@ -174,6 +185,8 @@ pub fn scfa_qk_drop_attention(
         Ok(t.to_host_i32()?.into_iter().max().unwrap_or(0).max(1) as usize)
     };
     let (mq, mk) = (busiest(&q_counts)?, busiest(&k_counts)?);
+    let kernel = kernel.for_keys(mk);
+    check_kernel(gpu, kernel, "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
     let q_pos = ops.compact_into(q_keep, mq, -1)?;
     let k_pos = ops.compact_into(k_keep, mk, i32::MAX)?;
 

@@ -17,7 +17,7 @@ use npyz::NpyHeader;
 use crate::commands::mask::bind_inputs;
 use crate::error::CliError;
 use crate::commands::compile::PlanOverrides;
-use crate::gpu::{load_kernel_with, load_method_kernel, DeviceInputs};
+use crate::gpu::{load_kernel_with, load_method_kernels, DeviceInputs};
 use crate::RunArgs;
 
 /// Element type of an attention operand file.
@@ -447,7 +447,9 @@ mod pipeline {
         };
 
         let gpu = Gpu::new(0)?;
-        let (_, kernel) = load_method_kernel(&gpu, pattern, d as u32, kernel_dtype, None, None)?;
+        // A kernel per key-length class: QK-drop's compacted length is known
+        // only on the GPU.
+        let (_, kernel) = load_method_kernels(&gpu, pattern, d as u32, kernel_dtype, None, None)?;
         let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
         let (result, what) = match (method, masks) {
             (Method::Hash { buckets, seed, causal, shared_qk }, _) => {

@@ -22,12 +22,12 @@ use lacuna_ir::{analyze, Bindings, Dims, Dtype, InputValue, PatternIr, TileShape
 use lacuna_runtime::methods::{Causal, HashConfig, MethodPattern, MoaHead, MoaLayer, Projection, SparseKConfig, TokenScores};
 use lacuna_runtime::ops::BlockReduce;
 use lacuna_runtime::{
-    moa_attention, scfa_hash_attention, scfa_qk_drop_attention, sparsek_attention, AttentionKernel, DeviceTensor, ElemType,
+    moa_attention, scfa_hash_attention, scfa_qk_drop_attention, sparsek_attention, AttentionKernel, DeviceTensor, ElemType, KernelByLength, KernelForKeys,
     ForwardOptions, Gpu, GpuOps, KeepMask, OpError, PatternArgs,
 };
 use serde::Serialize;
 
-use super::{load_kernel, load_method_kernel, upload_rounded, KernelForPlan, Noise};
+use super::{load_kernel, load_method_kernel, load_method_kernels, upload_rounded, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -173,8 +173,10 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     let mut dense_kernels = KernelForPlan::default();
     // SCFA: the row-index kernel the pipelines run, and the plain one for the
     // gather → attention → scatter comparison.
-    let both = |method: MethodPattern| -> Result<(AttentionKernel, AttentionKernel), CliError> {
-        Ok((load_method_kernel(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?.1, compile(method.ir())?.1))
+    // Both pipelines take a kernel per key-length class (QK-drop's compacted
+    // length is known only after its count read-back).
+    let both = |method: MethodPattern| -> Result<(KernelByLength, AttentionKernel), CliError> {
+        Ok((load_method_kernels(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?.1, compile(method.ir())?.1))
     };
     let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket)?) } else { None };
     let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop)?) } else { None };
@@ -330,7 +332,7 @@ fn print_row(out: &mut dyn Write, r: &Row) -> Result<(), CliError> {
 /// reading and writing rows through the sort's permutation), and the same
 /// with an explicit gather and scatter around the plain kernel (separate
 /// hashing for keys, inclusive causality).
-fn bench_hash(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let cfg = HashConfig { buckets: nb, projection: Projection::Seed(7), shared_qk: false, causal: Causal::Inclusive };
@@ -364,7 +366,7 @@ fn bench_hash(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &Qkv
         .tensor("k_pos", &ko.perm);
     let (mut o, mut lse) = c.fresh_outputs(x.n)?;
     let attention = c.time(|| {
-        kernel.forward_rows_into(x.q, x.k, x.v, &qo.perm, &ko.perm, &args, &mut o, &mut lse, ForwardOptions::default())?;
+        kernel.for_keys(x.n).forward_rows_into(x.q, x.k, x.v, &qo.perm, &ko.perm, &args, &mut o, &mut lse, ForwardOptions::default())?;
         Ok(())
     })?;
     // Share of the causal (q, k) pairs that share a bucket: the attention's real work.
@@ -399,7 +401,7 @@ fn bucket_density(qb: &[i32], kb: &[i32], n: usize, nb: usize) -> f64 {
 
 /// SCFA QK-drop with random keep masks: `pct`% of queries and of keys dropped,
 /// independently per (b, h, token).
-fn bench_qk_drop(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let mut noise = Noise::new(0xd209 ^ (pct << 32) ^ x.n as u64);
@@ -438,8 +440,9 @@ fn bench_qk_drop(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &
     let k_pos = ops.compact_into(&km, mk, i32::MAX).map_err(op_error)?;
     let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", &k_pos);
     let (mut o, mut lse) = c.fresh_outputs(x.n)?;
+    let picked = kernel.for_keys(mk);
     let attention = c.time(|| {
-        kernel.forward_rows_into(x.q, x.k, x.v, &q_pos, &k_pos, &args, &mut o, &mut lse, ForwardOptions::default())?;
+        picked.forward_rows_into(x.q, x.k, x.v, &q_pos, &k_pos, &args, &mut o, &mut lse, ForwardOptions::default())?;
         Ok(())
     })?;
     let stages = vec![
@@ -453,6 +456,7 @@ fn bench_qk_drop(c: &Ctx<'_>, kernels: &(AttentionKernel, AttentionKernel), x: &
         "k_kept": k_kept,
         "padded_q": mq,
         "padded_k": mk,
+        "tiles": format!("{}x{}", picked.manifest().block_q, picked.manifest().block_k),
         "attention_speedup_vs_dense": dense_ms / ms_of(attention),
         "with_gather_and_scatter_ms": ms_of(unfused),
     })))
