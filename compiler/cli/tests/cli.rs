@@ -573,6 +573,14 @@ fn compile_shapes_tiles_for_the_key_length() {
     assert!(plan(&["--head-dim", "128", "--kv-len", "8192"]).contains("block_q 64 x block_k 48 (shaped for short rows)"));
     // An explicit row length wins over the key length.
     assert!(plan(&["--head-dim", "128", "--kv-len", "1024", "--rows", "long"]).contains("(shaped for long rows)"));
+    // Without a length, the plan lists what each length class would take.
+    let classes = plan(&["--head-dim", "64"]);
+    assert!(classes.contains("key-length classes (compile one kernel per class with --kv-len N):\n  1-4096 keys: 64x64 tiles, 4 warps, 2 stages (short rows)"), "{classes}");
+    assert!(classes.contains("  4097 keys and more: 128x64 tiles, 8 warps, 3 stages (long rows)"), "{classes}");
+    assert!(!plan(&["--head-dim", "64", "--kv-len", "4096"]).contains("key-length classes"));
+    // The SCFA QK-drop pipeline's kernel (rows through indices, long rows): short tiles up to 4K keys.
+    let o = lacuna(&["compile", "qk-drop", "--head-dim", "128", "--row-index", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--kv-len", "0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a key length"), "{}", stderr(&o));

@@ -35,7 +35,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
     };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
     let text = match args.emit {
-        Emit::Plan => format!("{}{}", kernel.plan, kernel.manifest),
+        Emit::Plan => format!("{}{}{}", kernel.plan, kernel.manifest, length_classes_text(&kernel.plan, &overrides)),
         Emit::Llvm => with_newline(kernel.llvm_ir.clone()),
         Emit::Ptx => ptx_file_text(&kernel),
     };
@@ -116,6 +116,29 @@ pub fn compile_kernel(
     let err = |source| CliError::Codegen { pattern: pattern.into(), head_dim, source };
     let plan = overrides.apply(KernelPlan::for_pattern(ir, head_dim, dtype, arch).map_err(err)?);
     lacuna_codegen::compile(ir, &plan).map_err(err)
+}
+
+/// For a plan no length was given for: the other tiles `--kv-len` would
+/// pick (`KernelPlan::length_classes`), so that an ahead-of-time build knows
+/// which kernels to make when its key lengths vary; empty when one plan
+/// serves every length.
+fn length_classes_text(plan: &KernelPlan, overrides: &PlanOverrides) -> String {
+    if overrides.kv_len.is_some() || overrides.rows.is_some() {
+        return String::new();
+    }
+    let classes = plan.length_classes();
+    if classes.len() < 2 {
+        return String::new();
+    }
+    let mut text = String::from("key-length classes (compile one kernel per class with --kv-len N):\n");
+    let mut from = 1;
+    for (bound, p) in &classes {
+        let keys = if *bound == usize::MAX { format!("{from} keys and more") } else { format!("{from}-{bound} keys") };
+        let rows = if p.rows == RowLength::Long { "long" } else { "short" };
+        text += &format!("  {keys}: {}x{} tiles, {} warps, {} stages ({rows} rows), {} grid\n", p.block_q, p.block_k, p.warps, p.stages, p.grid.name());
+        from = bound.saturating_add(1);
+    }
+    text
 }
 
 /// The PTX with its `// lacuna-manifest:` line first, which is what the
