@@ -125,8 +125,11 @@ if drops:
             r = rows.get("qkdrop%d" % d, {}).get(n)
             if r:
                 i = r["info"]
-                body.append([n, "%d%%" % d, f3(r["ms"]), stages_text(r), "%d / %d" % (i["padded_q"], i["padded_k"])])
-    table(["N", "drop", "total ms", "stages", "padded queries / keys"], body)
+                # busiest_*: kept tokens of the busiest (b, h); padded_*: the
+                # compacted length of pipelines that read the counts back.
+                kept = (i.get("busiest_q", i.get("padded_q")), i.get("busiest_k", i.get("padded_k")))
+                body.append([n, "%d%%" % d, f3(r["ms"]), stages_text(r), "%d / %d" % kept])
+    table(["N", "drop", "total ms", "stages", "busiest (b, h): kept queries / keys"], body)
 
 # ---- MoA
 if "moa50" in rows:

@@ -49,20 +49,22 @@ fn main() {
     let method = median_ms(&gpu, iters, || {
         ok(scfa_qk_drop_attention(&gpu, &kernel, &x.q, &x.k, &x.v, &qm, &km));
     });
-    // The attention kernel alone, given the compaction.
+    // The attention kernel alone, given the compaction (into the full
+    // length, as the pipeline makes it), and the class it picks for Nk.
     let ops = ok(GpuOps::for_gpu(&gpu));
-    let (qc, kc) = (ok(ops.compact(&qm, -1)), ok(ops.compact(&km, i32::MAX)));
-    let args = PatternArgs::new().tensor("q_pos", &qc.pos).tensor("k_pos", &kc.pos);
+    let (q_pos, k_pos) = (ok(ops.compact_into(&qm, s.n, -1)), ok(ops.compact_into(&km, s.n, i32::MAX)));
+    let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", &k_pos);
     let mut o = ok(DeviceTensor::zeros(&gpu, ElemType::Bf16, x.q.shape()));
     let mut lse = ok(DeviceTensor::zeros(&gpu, ElemType::F32, &x.q.shape()[..3]));
-    // The class the pipeline picked for this compacted length.
-    let picked = kernel.for_keys(kc.padded_len());
+    let picked = kernel.for_keys(s.n);
     let kernel_only = median_ms(&gpu, iters, || {
-        ok(picked.forward_rows_into(&x.q, &x.k, &x.v, &qc.pos, &kc.pos, &args, &mut o, &mut lse, ForwardOptions::default()));
+        ok(picked.forward_rows_into(&x.q, &x.k, &x.v, &q_pos, &k_pos, &args, &mut o, &mut lse, ForwardOptions::default()));
     });
+    // The busiest (b, h)'s kept tokens (the counts read back, for this print only).
+    let (qc, kc) = (ok(ops.compact(&qm, -1)), ok(ops.compact(&km, i32::MAX)));
     let dense = dense_causal_ms(&gpu, s, &x, iters);
     println!(
-        "dropping {drop_pct}% of queries and keys (independently per head): padded to {} queries, {} keys; \
+        "dropping {drop_pct}% of queries and keys (independently per head): the busiest head keeps {} queries, {} keys; \
          attention kernel alone {kernel_only:.3} ms",
         qc.padded_len(),
         kc.padded_len()

@@ -1,11 +1,10 @@
 //! One pattern compiled for several key-length classes, the kernel picked
-//! per launch by its key length: for pipelines that learn the length only
-//! on the GPU (SCFA's QK-drop sizes its compacted rows from the keep
-//! counts), where one kernel compiled ahead for one length would run the
-//! wrong tiles at the others. The classes come from the code generator's
-//! `KernelPlan::length_classes` (under the `jit` feature,
+//! per launch by its key length: for callers whose lengths vary from call
+//! to call (the SCFA pipelines), where one kernel compiled for one length
+//! would run the wrong tiles at the others. The classes come from the code
+//! generator's `KernelPlan::length_classes` (under the `jit` feature,
 //! [`KernelByLength::compile`]) or from PTX compiled per class ahead of time
-//! (`lacuna compile --kv-len N`).
+//! (`lacuna compile --kv-len N`; `--emit plan` lists the classes).
 
 use crate::error::Result;
 use crate::kernel::AttentionKernel;

@@ -218,7 +218,7 @@ pub fn arch_runs_on(arch: Arch, major: u32, minor: u32) -> std::result::Result<(
 
 /// cudarc allocates with `cuMemAllocAsync` from the device's default memory
 /// pool where the driver has pools. That pool's release threshold is 0: at
-/// every synchronisation (QK-drop reads its kept counts back once per call)
+/// every synchronisation (a read-back, a timing event)
 /// freed memory goes back to the driver, and the next call's large buffers
 /// (outputs of 100+ MB) are mapped again. Keeping freed memory in the pool,
 /// as PyTorch's caching allocator does, makes a repeated call allocate for

@@ -87,6 +87,12 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         self.call_void("llvm.nvvm.barrier.cta.sync.aligned.all", &[], &[self.i32(0).into()])
     }
 
+    /// `bar.red.or.pred 0`: `bar.sync 0` that also tells every thread
+    /// whether any thread's `pred` (i1) held.
+    pub fn barrier_or(&self, pred: IV<'ctx>) -> Result<IV<'ctx>> {
+        Ok(self.call_value("llvm.nvvm.barrier.cta.red.or.aligned.all", &[], &[self.i32(0).into(), pred.into()])?.into_int_value())
+    }
+
     /// `bar.warp.sync -1`: the warp's lanes, and their shared-memory writes.
     pub fn syncwarp(&self) -> Result<()> {
         self.call_void("llvm.nvvm.bar.warp.sync", &[], &[self.i32(-1).into()])

@@ -3,7 +3,7 @@
 //! Every step runs on the Gpu's stream (helper ops from [`crate::ops`], then
 //! the attention kernel of the method's standard pattern); the host only
 //! makes small parameters (the LSH projection from a seed, per-head MoA
-//! values) and, for QK-drop, reads the kept counts back to size the output.
+//! values) and reads nothing back.
 //!
 //! - [`scfa`]: SCFA hash buckets ([`scfa_hash_attention`]) and QK-drop
 //!   ([`scfa_qk_drop_attention`]).
@@ -92,9 +92,9 @@ impl MethodPattern {
 
     /// [`MethodPattern::compile`] for every key-length class of the
     /// method's plan (`KernelPlan::length_classes`), the kernel picked per
-    /// launch: what the SCFA pipelines take, since QK-drop learns its
-    /// compacted length only on the GPU (short-row tiles up to 4K keys,
-    /// long-row tiles past it).
+    /// launch by its key length: what the SCFA pipelines take when their
+    /// lengths vary (QK-drop: short-row tiles up to 4K keys, long-row tiles
+    /// past it).
     #[cfg(feature = "jit")]
     pub fn compile_by_length(self, gpu: &Gpu, head_dim: u32, dtype: lacuna_ir::Dtype) -> OpResult<crate::KernelByLength> {
         Ok(crate::KernelByLength::compile(gpu, &self.ir(), head_dim, dtype, self.regroups_rows(), self.long_rows())?)
@@ -111,7 +111,7 @@ impl MethodPattern {
     /// - QK-drop (scanned): the compacted rows stay causal on positions, so a
     ///   query sees about half of the kept keys; the long-row kernel is
     ///   faster from about 4K compacted keys (16K, 50% dropped: 1.87 vs
-    ///   2.04 ms). Below that short-row tiles are 4-10% faster (H200), which
+    ///   2.04 ms). Below that short-row tiles are 4-12% faster (H200), which
     ///   [`MethodPattern::compile_by_length`] gives.
     ///
     /// MoA took long rows too (v4: 2-9% faster from 8K on), until the

@@ -153,15 +153,19 @@ fn check_keep(name: &str, keep: &KeepMask, p: &Qkv, query: bool) -> OpResult<()>
 
 /// SCFA QK-dropping: keep masks for queries (B, H, Nq) and keys (B, H, Nk)
 /// or (B, Hkv, Nk) are compacted stably into original positions (padding
-/// queries -1, padding keys i32::MAX, padded to the busiest (b, h)), Q/K/V
-/// gathered, the `QkDrop` kernel run (causal on positions), and O and LSE
-/// scattered back. Dropped queries get output 0 and LSE −inf.
+/// queries -1, padding keys i32::MAX, padded to the full length), the
+/// `QkDrop` kernel run on the compacted rows (causal on positions), and O
+/// and LSE written back in original order. Dropped queries get output 0
+/// and LSE −inf.
+///
+/// Nothing is read back to the host, so the call does not wait for the GPU:
+/// the host goes on queueing work while it runs. The kernel's grid covers the full
+/// length; a row-index kernel's query blocks that hold only padding (most
+/// of the trailing ones at high drop rates) leave before their key scan.
 ///
 /// `kernel`: one kernel, or one per key-length class
 /// ([`crate::KernelByLength`], what [`MethodPattern::compile_by_length`]
-/// builds): the compacted length is known only after the count read-back,
-/// and the tiles that suit it change with it (short-row tiles up to 4K
-/// keys, long-row ones past it).
+/// builds), picked by the key length Nk.
 pub fn scfa_qk_drop_attention<K: KernelForKeys + ?Sized>(
     gpu: &Gpu,
     kernel: &K,
@@ -172,23 +176,13 @@ pub fn scfa_qk_drop_attention<K: KernelForKeys + ?Sized>(
     k_keep: &KeepMask,
 ) -> OpResult<MethodOutput> {
     let p = check_qkv(q, k, v)?;
-    // Every class implements the same pattern; the one for the full length
-    // is checked before any GPU work, the one picked again below.
-    check_kernel(gpu, kernel.for_keys(p.kv_len), "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
+    let kernel = kernel.for_keys(p.kv_len);
+    check_kernel(gpu, kernel, "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
     check_keep("the query keep mask", q_keep, &p, true)?;
     check_keep("the key keep mask", k_keep, &p, false)?;
     let ops = GpuOps::for_gpu(gpu)?;
-    // Both counts are queued before either is read: one wait, not two.
-    let q_counts = ops.keep_counts(q_keep)?;
-    let k_counts = ops.keep_counts(k_keep)?;
-    let busiest = |t: &DeviceTensor| -> OpResult<usize> {
-        Ok(t.to_host_i32()?.into_iter().max().unwrap_or(0).max(1) as usize)
-    };
-    let (mq, mk) = (busiest(&q_counts)?, busiest(&k_counts)?);
-    let kernel = kernel.for_keys(mk);
-    check_kernel(gpu, kernel, "scfa_qk_drop_attention", MethodPattern::QkDrop, &p)?;
-    let q_pos = ops.compact_into(q_keep, mq, -1)?;
-    let k_pos = ops.compact_into(k_keep, mk, i32::MAX)?;
+    let q_pos = ops.compact_into(q_keep, p.q_len, -1)?;
+    let k_pos = ops.compact_into(k_keep, p.kv_len, i32::MAX)?;
 
     let key_heads = k_keep.shape()[1];
     let expanded = if key_heads == p.heads { None } else { Some(ops.expand_heads(&k_pos, p.heads / key_heads)?) };

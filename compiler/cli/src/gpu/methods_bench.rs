@@ -173,8 +173,8 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     let mut dense_kernels = KernelForPlan::default();
     // SCFA: the row-index kernel the pipelines run, and the plain one for the
     // gather → attention → scatter comparison.
-    // Both pipelines take a kernel per key-length class (QK-drop's compacted
-    // length is known only after its count read-back).
+    // Both pipelines take a kernel per key-length class, picked by the
+    // length of the call.
     let both = |method: MethodPattern| -> Result<(KernelByLength, AttentionKernel), CliError> {
         Ok((load_method_kernels(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?.1, compile(method.ir())?.1))
     };
@@ -420,33 +420,24 @@ fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Q
         scfa_qk_drop_attention(gpu, plain, x.q, x.k, x.v, &qm, &km).map_err(op_error)?;
         Ok(())
     })?;
-    let busiest = |t: &DeviceTensor| -> Result<usize, CliError> { Ok(t.to_host_i32()?.into_iter().max().unwrap_or(0).max(1) as usize) };
-    // As in the pipeline: both counts queued, then read back (one host wait).
-    let count = c.time(|| {
-        let qc = ops.keep_counts(&qm).map_err(op_error)?;
-        let kc = ops.keep_counts(&km).map_err(op_error)?;
-        busiest(&qc)?;
-        busiest(&kc)?;
-        Ok(())
-    })?;
-    let mq = busiest(&ops.keep_counts(&qm).map_err(op_error)?)?;
-    let mk = busiest(&ops.keep_counts(&km).map_err(op_error)?)?;
+    // As in the pipeline: compaction into the full length, nothing read back.
     let compact = c.time(|| {
-        ops.compact_into(&qm, mq, -1).map_err(op_error)?;
-        ops.compact_into(&km, mk, i32::MAX).map_err(op_error)?;
+        ops.compact_into(&qm, x.n, -1).map_err(op_error)?;
+        ops.compact_into(&km, x.n, i32::MAX).map_err(op_error)?;
         Ok(())
     })?;
-    let q_pos = ops.compact_into(&qm, mq, -1).map_err(op_error)?;
-    let k_pos = ops.compact_into(&km, mk, i32::MAX).map_err(op_error)?;
+    let q_pos = ops.compact_into(&qm, x.n, -1).map_err(op_error)?;
+    let k_pos = ops.compact_into(&km, x.n, i32::MAX).map_err(op_error)?;
     let args = PatternArgs::new().tensor("q_pos", &q_pos).tensor("k_pos", &k_pos);
     let (mut o, mut lse) = c.fresh_outputs(x.n)?;
-    let picked = kernel.for_keys(mk);
+    let picked = kernel.for_keys(x.n);
     let attention = c.time(|| {
         picked.forward_rows_into(x.q, x.k, x.v, &q_pos, &k_pos, &args, &mut o, &mut lse, ForwardOptions::default())?;
         Ok(())
     })?;
+    // The busiest (b, h)'s kept tokens: the rows that hold work.
+    let busiest = |m: &[bool]| m.chunks(x.n).map(|row| row.iter().filter(|&&k| k).count()).max().unwrap_or(0);
     let stages = vec![
-        Stage { name: "count+readback", ms: ms_of(count) },
         Stage { name: "compact", ms: ms_of(compact) },
         Stage { name: "attention (rows through the compaction)", ms: ms_of(attention) },
     ];
@@ -454,8 +445,8 @@ fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Q
         "drop": drop as f64,
         "q_kept": q_kept,
         "k_kept": k_kept,
-        "padded_q": mq,
-        "padded_k": mk,
+        "busiest_q": busiest(&qk),
+        "busiest_k": busiest(&kk),
         "tiles": format!("{}x{}", picked.manifest().block_q, picked.manifest().block_k),
         "attention_speedup_vs_dense": dense_ms / ms_of(attention),
         "with_gather_and_scatter_ms": ms_of(unfused),

@@ -354,8 +354,10 @@ fn round_like(x: &[f32], dtype: Dtype) -> Vec<f32> {
 
 /// Source rows per regrouped row: the regrouped sequence of `n` rows takes
 /// distinct random rows of `src_len` (> n) source rows, every 7th entry
-/// padding (`pad`, outside the source rows).
-fn random_rows(noise: &mut Noise, n: usize, src_len: usize, pad: i32) -> Vec<i32> {
+/// padding (`pad`, outside the source rows), and the last `trailing` entries
+/// padding too (as SCFA's QK-drop compacts into the full length: whole
+/// query blocks of padding, which the kernel leaves early).
+fn random_rows(noise: &mut Noise, n: usize, src_len: usize, pad: i32, trailing: usize) -> Vec<i32> {
     let mut rows: Vec<i32> = (0..src_len as i32).collect();
     for i in (1..rows.len()).rev() {
         let j = ((noise.next() + 1.0) * 0.5 * (i + 1) as f32) as usize;
@@ -363,7 +365,7 @@ fn random_rows(noise: &mut Noise, n: usize, src_len: usize, pad: i32) -> Vec<i32
     }
     rows.truncate(n);
     for (i, r) in rows.iter_mut().enumerate() {
-        if i % 7 == 3 {
+        if i % 7 == 3 || i + trailing >= n {
             *r = pad;
         }
     }
@@ -399,8 +401,8 @@ fn run_row_index_case(
     let mut q_rows = Vec::with_capacity(b * h * nq);
     let mut kv_rows = Vec::with_capacity(b * h * nk);
     for _ in 0..b * h {
-        q_rows.extend(random_rows(&mut noise, nq, sq, -1));
-        kv_rows.extend(random_rows(&mut noise, nk, sk, i32::MAX));
+        q_rows.extend(random_rows(&mut noise, nq, sq, -1, nq / 3));
+        kv_rows.extend(random_rows(&mut noise, nk, sk, i32::MAX, 0));
     }
     let q_rows_dev = DeviceTensor::from_host_i32(gpu, &q_rows, &[b, h, nq])?;
     let kv_rows_dev = DeviceTensor::from_host_i32(gpu, &kv_rows, &[b, h, nk])?;

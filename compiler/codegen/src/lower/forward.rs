@@ -472,6 +472,23 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
         let q_index = rows.map(|(qr, _, qn, _)| index(qr, q_len, qn)).transpose()?;
         let kv_index = rows.map(|(_, kr, _, kn)| index(kr, kv_len, kn)).transpose()?;
+        if let Some(ix) = q_index {
+            // A query block of padding rows only writes nothing (padding rows
+            // are never stored), so it leaves before the key scan. SCFA's
+            // QK-drop compacts into the full length without reading the kept
+            // counts back, which leaves most trailing blocks all padding at
+            // high drop rates. First thing, while little is live (after the
+            // Q copy it made ptxas spill).
+            let row = cx.add(q0, tid)?;
+            let in_tile = cx.and(cx.icmp(IP::ULT, tid, cx.i32(bq))?, cx.icmp(IP::SLT, row, q_len)?)?;
+            let (_, real) = ix.source(cx, cx.select_int(in_tile, row, q0)?)?;
+            let any_real = cx.barrier_or(cx.and(in_tile, real)?)?;
+            let (rows, padding) = (cx.block("cta.rows"), cx.block("cta.padding"));
+            cx.cond_br(any_real, rows, padding)?;
+            cx.at(padding);
+            cx.ret_void()?;
+            cx.at(rows);
+        }
 
         // ---- the predicate's launch-uniform values, then the key-block candidates ----
         let inputs = p
