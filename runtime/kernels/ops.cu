@@ -45,35 +45,109 @@ __device__ __forceinline__ bool lacuna_better(float v, int i, float bv, int bi) 
 
 // ---------------------------------------------------------------------------
 // SCFA hash: LSH buckets. bucket = argmax(concat(x·R, -x·R)), R is (D, M)
-// row-major f32 with M = buckets / 2. One thread per token; the block's
-// tokens are staged in shared memory as f32 (rows padded to D + 1 floats so
-// the per-thread row reads do not collide on banks), and R passes through
-// shared memory LSH_COLS columns at a time, so each x value loaded serves
-// LSH_COLS fused multiply-adds. Every column still sums over c in order.
-// grid (ceil(N / blockDim), B * H);
-// dynamic shared (blockDim * (D + 1) + D * LSH_COLS) floats.
+// row-major f32 with M = buckets / 2. Each thread owns LSH_TOKENS tokens
+// (rows t and t + blockDim of the block's); the block's rows are staged in
+// shared memory as their raw 16-bit values (half the bytes of f32, so twice
+// the tokens fit; rows padded to an odd number of words so the per-thread
+// row reads do not collide on banks) and converted as they are used. R passes
+// through shared memory COLS columns at a time (4, 8 or 16: the fewest that
+// cover M, so hash-8 does not multiply zero columns), so one pass over a
+// token's D values serves COLS fused multiply-adds per value and token. Every
+// column still sums over c in order with fmaf: bit-exact with the CPU.
+// grid (ceil(N / (LSH_TOKENS * blockDim)), B * H);
+// dynamic shared: LSH_TOKENS * blockDim rows of lacuna_lsh_pitch(D) u16,
+// then D * COLS floats.
 // ---------------------------------------------------------------------------
-#define LSH_COLS 8
 #define LSH_LOADS 8
+#define LSH_TOKENS 2
 
+// u16 values per staged row: D rounded up to an odd number of 4-byte words.
+__device__ __forceinline__ int lacuna_lsh_pitch(int d) {
+    int words = (d + 1) / 2;
+    if ((words & 1) == 0) words += 1;
+    return 2 * words;
+}
+
+template <bool F16>
+__device__ __forceinline__ float lacuna_lsh_f32(u16 bits) {
+    if (F16) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(bits));
+        return f;
+    }
+    return __uint_as_float(((unsigned)bits) << 16);
+}
+
+// This thread's two tokens against every column of R, COLS at a time;
+// best / best_i: the running signed argmax of each token.
+template <int COLS, bool F16>
+__device__ __forceinline__ void lacuna_lsh_project(
+    const u16* __restrict__ xs, float* __restrict__ rt, int pitch, int d,
+    const float* __restrict__ r, int m, float* best, int* best_i)
+{
+    const u16* row0 = xs + threadIdx.x * pitch;
+    const u16* row1 = xs + (threadIdx.x + blockDim.x) * pitch;
+    for (int j0 = 0; j0 < m; j0 += COLS) {
+        __syncthreads();  // x staged (first tile); the previous tile consumed
+        for (int e = threadIdx.x; e < d * COLS; e += blockDim.x) {
+            const int c = e / COLS, u = e - c * COLS;
+            rt[e] = j0 + u < m ? __ldg(r + (i64)c * m + j0 + u) : 0.0f;
+        }
+        __syncthreads();
+        float a0[COLS], a1[COLS];
+#pragma unroll
+        for (int u = 0; u < COLS; ++u) { a0[u] = 0.0f; a1[u] = 0.0f; }
+        for (int c = 0; c < d; ++c) {
+            const float x0 = lacuna_lsh_f32<F16>(row0[c]);
+            const float x1 = lacuna_lsh_f32<F16>(row1[c]);
+#pragma unroll
+            for (int q = 0; q < COLS / 4; ++q) {
+                const float4 rv = *(const float4*)(rt + c * COLS + 4 * q);
+                a0[4 * q + 0] = fmaf(x0, rv.x, a0[4 * q + 0]);
+                a0[4 * q + 1] = fmaf(x0, rv.y, a0[4 * q + 1]);
+                a0[4 * q + 2] = fmaf(x0, rv.z, a0[4 * q + 2]);
+                a0[4 * q + 3] = fmaf(x0, rv.w, a0[4 * q + 3]);
+                a1[4 * q + 0] = fmaf(x1, rv.x, a1[4 * q + 0]);
+                a1[4 * q + 1] = fmaf(x1, rv.y, a1[4 * q + 1]);
+                a1[4 * q + 2] = fmaf(x1, rv.z, a1[4 * q + 2]);
+                a1[4 * q + 3] = fmaf(x1, rv.w, a1[4 * q + 3]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < COLS; ++u) {
+            const int j = j0 + u;
+            if (j < m) {
+                if (lacuna_better(a0[u], j, best[0], best_i[0])) { best[0] = a0[u]; best_i[0] = j; }
+                if (lacuna_better(-a0[u], j + m, best[0], best_i[0])) { best[0] = -a0[u]; best_i[0] = j + m; }
+                if (lacuna_better(a1[u], j, best[1], best_i[1])) { best[1] = a1[u]; best_i[1] = j; }
+                if (lacuna_better(-a1[u], j + m, best[1], best_i[1])) { best[1] = -a1[u]; best_i[1] = j + m; }
+            }
+        }
+    }
+}
+
+// `cols`: 4, 8 or 16 (the host's choice; it sized the shared memory).
 extern "C" __global__ void lacuna_lsh_bucket(
     const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
-    const float* __restrict__ r, int m, int* __restrict__ out)
+    const float* __restrict__ r, int m, int cols, int* __restrict__ out)
 {
-    extern __shared__ __align__(16) float xs[];
+    extern __shared__ __align__(16) float smem[];
     const int bh = blockIdx.y;
     const int b = bh / heads, h = bh % heads;
-    const int t0 = blockIdx.x * blockDim.x;
-    const int rows = blockDim.x;
-    const int pitch = d + 1;
-    float* rt = xs + rows * pitch;  // [d][LSH_COLS]
+    const int rows = LSH_TOKENS * blockDim.x;
+    const int t0 = blockIdx.x * rows;
+    const int pitch = lacuna_lsh_pitch(d);
+    u16* xs = (u16*)smem;
+    // rows * pitch u16 is a multiple of 8 bytes (rows is even, pitch even);
+    // the projection tile's float4 reads need 16: round up.
+    float* rt = smem + ((rows * pitch / 2 + 3) & ~3);  // [d][cols]
     const u16* xbh = x + b * sb + h * sh;
     if (d % 8 == 0 && sn % 8 == 0 && ((unsigned long long)xbh & 15) == 0) {
         // 16-byte loads: 8 values per thread and step (2-byte loads ran the
         // staging at a tenth of the memory bandwidth), LSH_LOADS of them
-        // issued before any is converted: with one load in flight per
-        // thread the staging ran at ~0.8 TB/s (too few bytes in flight to
-        // cover the latency at 3 blocks per SM; perf log, LSH op).
+        // issued before any is stored: with one load in flight per thread
+        // the staging ran at ~0.8 TB/s (perf log, LSH op). Rows start on
+        // 4-byte boundaries (pitch is even), so each lands as 4 words.
         const int per_row = d / 8;
         const int total = rows * per_row;
         for (int e0 = threadIdx.x; e0 < total; e0 += LSH_LOADS * blockDim.x) {
@@ -90,9 +164,8 @@ extern "C" __global__ void lacuna_lsh_bucket(
                 const int e = e0 + k * blockDim.x;
                 if (e < total) {
                     const int t = e / per_row, c8 = e - t * per_row;
-                    const u16* h8 = (const u16*)&v[k];
-#pragma unroll
-                    for (int u = 0; u < 8; ++u) xs[t * pitch + c8 * 8 + u] = lacuna_to_f32(h8[u], is_f16);
+                    unsigned* w = (unsigned*)(xs + t * pitch + c8 * 8);
+                    w[0] = v[k].x; w[1] = v[k].y; w[2] = v[k].z; w[3] = v[k].w;
                 }
             }
         }
@@ -100,46 +173,25 @@ extern "C" __global__ void lacuna_lsh_bucket(
         for (int e = threadIdx.x; e < rows * d; e += blockDim.x) {
             const int t = e / d, c = e - t * d;
             const int tok = t0 + t;
-            xs[t * pitch + c] = tok < n ? lacuna_to_f32(xbh[(i64)tok * sn + c], is_f16) : 0.0f;
+            xs[t * pitch + c] = tok < n ? xbh[(i64)tok * sn + c] : (u16)0;
         }
     }
-    const int tok = t0 + threadIdx.x;
-    const float* row = xs + threadIdx.x * pitch;
-    float best = -__int_as_float(0x7f800000);
-    int best_i = INT_MAX_;
-    for (int j0 = 0; j0 < m; j0 += LSH_COLS) {
-        __syncthreads();  // x staged (first tile); previous tile consumed
-        for (int e = threadIdx.x; e < d * LSH_COLS; e += blockDim.x) {
-            const int c = e / LSH_COLS, u = e - c * LSH_COLS;
-            rt[e] = j0 + u < m ? __ldg(r + (i64)c * m + j0 + u) : 0.0f;
-        }
-        __syncthreads();
-        float acc[LSH_COLS];
-#pragma unroll
-        for (int u = 0; u < LSH_COLS; ++u) acc[u] = 0.0f;
-        for (int c = 0; c < d; ++c) {
-            const float xv = row[c];
-            const float4 ra = *(const float4*)(rt + c * LSH_COLS);
-            const float4 rb = *(const float4*)(rt + c * LSH_COLS + 4);
-            acc[0] = fmaf(xv, ra.x, acc[0]);
-            acc[1] = fmaf(xv, ra.y, acc[1]);
-            acc[2] = fmaf(xv, ra.z, acc[2]);
-            acc[3] = fmaf(xv, ra.w, acc[3]);
-            acc[4] = fmaf(xv, rb.x, acc[4]);
-            acc[5] = fmaf(xv, rb.y, acc[5]);
-            acc[6] = fmaf(xv, rb.z, acc[6]);
-            acc[7] = fmaf(xv, rb.w, acc[7]);
-        }
-#pragma unroll
-        for (int u = 0; u < LSH_COLS; ++u) {
-            const int j = j0 + u;
-            if (j < m) {
-                if (lacuna_better(acc[u], j, best, best_i)) { best = acc[u]; best_i = j; }
-                if (lacuna_better(-acc[u], j + m, best, best_i)) { best = -acc[u]; best_i = j + m; }
-            }
-        }
+    float best[LSH_TOKENS] = {-__int_as_float(0x7f800000), -__int_as_float(0x7f800000)};
+    int best_i[LSH_TOKENS] = {INT_MAX_, INT_MAX_};
+    if (is_f16) {
+        if (cols == 4) lacuna_lsh_project<4, true>(xs, rt, pitch, d, r, m, best, best_i);
+        else if (cols == 8) lacuna_lsh_project<8, true>(xs, rt, pitch, d, r, m, best, best_i);
+        else lacuna_lsh_project<16, true>(xs, rt, pitch, d, r, m, best, best_i);
+    } else {
+        if (cols == 4) lacuna_lsh_project<4, false>(xs, rt, pitch, d, r, m, best, best_i);
+        else if (cols == 8) lacuna_lsh_project<8, false>(xs, rt, pitch, d, r, m, best, best_i);
+        else lacuna_lsh_project<16, false>(xs, rt, pitch, d, r, m, best, best_i);
     }
-    if (tok < n) out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
+#pragma unroll
+    for (int k = 0; k < LSH_TOKENS; ++k) {
+        const int tok = t0 + threadIdx.x + k * blockDim.x;
+        if (tok < n) out[(i64)bh * n + tok] = best_i[k] == INT_MAX_ ? 0 : best_i[k];
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -71,9 +71,15 @@ impl GpuOps {
         check_same_gpu("x", x, ord)?;
         check_same_gpu("the projection R", r, ord)?;
         let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
+        // Two tokens per thread; their rows staged as raw 16-bit values, each
+        // padded to an odd number of words (`lacuna_lsh_pitch`), then one
+        // tile of `cols` projection columns: under the 48 KB a launch gets
+        // without opting in (D=64: 21 KB, D=128: 41 KB, D=256: 41 KB).
         let threads: usize = if d <= 128 { 64 } else { 32 };
-        // Staged rows (padded to D + 1) and one tile of 8 projection columns.
-        let shared = (threads * (d + 1) + d * 8) * 4;
+        let cols: usize = if m <= 4 { 4 } else if m <= 8 || d > 128 { 8 } else { 16 };
+        let words = d.div_ceil(2) | 1;
+        let x_floats = (2 * threads * words).next_multiple_of(4);
+        let shared = (x_floats + d * cols) * 4;
         let st = x.strides();
         let args = [
             Ptr(x.device_ptr()),
@@ -86,9 +92,10 @@ impl GpuOps {
             I32(is_f16 as i32),
             Ptr(r.device_ptr()),
             I32(m as i32),
+            I32(cols as i32),
             Ptr(out.device_ptr()),
         ];
-        let grid = (blocks_for(n, threads)?, (b * h) as u32, 1);
+        let grid = (blocks_for(n, 2 * threads)?, (b * h) as u32, 1);
         self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared as u32)?;
         Ok(out)
     }
