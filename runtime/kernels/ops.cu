@@ -46,17 +46,20 @@ __device__ __forceinline__ bool lacuna_better(float v, int i, float bv, int bi) 
 // ---------------------------------------------------------------------------
 // SCFA hash: LSH buckets. bucket = argmax(concat(x·R, -x·R)), R is (D, M)
 // row-major f32 with M = buckets / 2. Each thread owns LSH_TOKENS tokens
-// (rows t and t + blockDim of the block's); the block's rows are staged in
-// shared memory as their raw 16-bit values (half the bytes of f32, so twice
-// the tokens fit; rows padded to an odd number of words so the per-thread
+// (rows t and t + blockDim of the block's); the
+// block's rows are staged in shared memory as their raw 16-bit values (half
+// the bytes of f32; rows padded to an odd number of words so the per-thread
 // row reads do not collide on banks) and converted as they are used. R passes
 // through shared memory COLS columns at a time (4, 8 or 16: the fewest that
-// cover M, so hash-8 does not multiply zero columns), so one pass over a
-// token's D values serves COLS fused multiply-adds per value and token. Every
-// column still sums over c in order with fmaf: bit-exact with the CPU.
+// cover M, so hash-8 does not multiply zero columns); each R value read from
+// shared memory serves one fused multiply-add per token. Every column still
+// sums over c in order with fmaf: bit-exact with the CPU.
+// Four tokens per thread (so each R value read served 4 multiply-adds) ran
+// 33% slower at D=64: at 96 registers and one warp per block, too few warps
+// hid the shared-memory latency (perf log, LSH op).
 // grid (ceil(N / (LSH_TOKENS * blockDim)), B * H);
-// dynamic shared: LSH_TOKENS * blockDim rows of lacuna_lsh_pitch(D) u16,
-// then D * COLS floats.
+// dynamic shared: LSH_TOKENS * blockDim rows of lacuna_lsh_pitch(D) u16 (rounded
+// up to 16 bytes), then D * COLS floats.
 // ---------------------------------------------------------------------------
 #define LSH_LOADS 8
 #define LSH_TOKENS 2
@@ -78,15 +81,16 @@ __device__ __forceinline__ float lacuna_lsh_f32(u16 bits) {
     return __uint_as_float(((unsigned)bits) << 16);
 }
 
-// This thread's two tokens against every column of R, COLS at a time;
+// This thread's TOK tokens against every column of R, COLS at a time;
 // best / best_i: the running signed argmax of each token.
-template <int COLS, bool F16>
+template <int COLS, bool F16, int TOK>
 __device__ __forceinline__ void lacuna_lsh_project(
     const u16* __restrict__ xs, float* __restrict__ rt, int pitch, int d,
     const float* __restrict__ r, int m, float* best, int* best_i)
 {
-    const u16* row0 = xs + threadIdx.x * pitch;
-    const u16* row1 = xs + (threadIdx.x + blockDim.x) * pitch;
+    const u16* row[TOK];
+#pragma unroll
+    for (int k = 0; k < TOK; ++k) row[k] = xs + (threadIdx.x + k * blockDim.x) * pitch;
     for (int j0 = 0; j0 < m; j0 += COLS) {
         __syncthreads();  // x staged (first tile); the previous tile consumed
         for (int e = threadIdx.x; e < d * COLS; e += blockDim.x) {
@@ -94,39 +98,47 @@ __device__ __forceinline__ void lacuna_lsh_project(
             rt[e] = j0 + u < m ? __ldg(r + (i64)c * m + j0 + u) : 0.0f;
         }
         __syncthreads();
-        float a0[COLS], a1[COLS];
+        float a[TOK][COLS];
 #pragma unroll
-        for (int u = 0; u < COLS; ++u) { a0[u] = 0.0f; a1[u] = 0.0f; }
+        for (int k = 0; k < TOK; ++k)
+#pragma unroll
+            for (int u = 0; u < COLS; ++u) a[k][u] = 0.0f;
         for (int c = 0; c < d; ++c) {
-            const float x0 = lacuna_lsh_f32<F16>(row0[c]);
-            const float x1 = lacuna_lsh_f32<F16>(row1[c]);
+            float xv[TOK];
+#pragma unroll
+            for (int k = 0; k < TOK; ++k) xv[k] = lacuna_lsh_f32<F16>(row[k][c]);
 #pragma unroll
             for (int q = 0; q < COLS / 4; ++q) {
                 const float4 rv = *(const float4*)(rt + c * COLS + 4 * q);
-                a0[4 * q + 0] = fmaf(x0, rv.x, a0[4 * q + 0]);
-                a0[4 * q + 1] = fmaf(x0, rv.y, a0[4 * q + 1]);
-                a0[4 * q + 2] = fmaf(x0, rv.z, a0[4 * q + 2]);
-                a0[4 * q + 3] = fmaf(x0, rv.w, a0[4 * q + 3]);
-                a1[4 * q + 0] = fmaf(x1, rv.x, a1[4 * q + 0]);
-                a1[4 * q + 1] = fmaf(x1, rv.y, a1[4 * q + 1]);
-                a1[4 * q + 2] = fmaf(x1, rv.z, a1[4 * q + 2]);
-                a1[4 * q + 3] = fmaf(x1, rv.w, a1[4 * q + 3]);
+#pragma unroll
+                for (int k = 0; k < TOK; ++k) {
+                    a[k][4 * q + 0] = fmaf(xv[k], rv.x, a[k][4 * q + 0]);
+                    a[k][4 * q + 1] = fmaf(xv[k], rv.y, a[k][4 * q + 1]);
+                    a[k][4 * q + 2] = fmaf(xv[k], rv.z, a[k][4 * q + 2]);
+                    a[k][4 * q + 3] = fmaf(xv[k], rv.w, a[k][4 * q + 3]);
+                }
             }
         }
+        // Column j's better half: (v, j) when v >= 0 (a tie goes to the
+        // lower index), (-v, j + m) when v < 0; NaN stays NaN and never
+        // wins. The argmax over these equals the one over both halves.
 #pragma unroll
         for (int u = 0; u < COLS; ++u) {
             const int j = j0 + u;
             if (j < m) {
-                if (lacuna_better(a0[u], j, best[0], best_i[0])) { best[0] = a0[u]; best_i[0] = j; }
-                if (lacuna_better(-a0[u], j + m, best[0], best_i[0])) { best[0] = -a0[u]; best_i[0] = j + m; }
-                if (lacuna_better(a1[u], j, best[1], best_i[1])) { best[1] = a1[u]; best_i[1] = j; }
-                if (lacuna_better(-a1[u], j + m, best[1], best_i[1])) { best[1] = -a1[u]; best_i[1] = j + m; }
+#pragma unroll
+                for (int k = 0; k < TOK; ++k) {
+                    const float v = a[k][u];
+                    const int i = v < 0.0f ? j + m : j;
+                    const float av = fabsf(v);
+                    if (lacuna_better(av, i, best[k], best_i[k])) { best[k] = av; best_i[k] = i; }
+                }
             }
         }
     }
 }
 
-// `cols`: 4, 8 or 16 (the host's choice; it sized the shared memory).
+// `cols`: 4, 8 or 16, the host's choice; it sized the shared memory.
 extern "C" __global__ void lacuna_lsh_bucket(
     const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
     const float* __restrict__ r, int m, int cols, int* __restrict__ out)
@@ -138,8 +150,7 @@ extern "C" __global__ void lacuna_lsh_bucket(
     const int t0 = blockIdx.x * rows;
     const int pitch = lacuna_lsh_pitch(d);
     u16* xs = (u16*)smem;
-    // rows * pitch u16 is a multiple of 8 bytes (rows is even, pitch even);
-    // the projection tile's float4 reads need 16: round up.
+    // The projection tile's float4 reads need 16-byte alignment: round up.
     float* rt = smem + ((rows * pitch / 2 + 3) & ~3);  // [d][cols]
     const u16* xbh = x + b * sb + h * sh;
     if (d % 8 == 0 && sn % 8 == 0 && ((unsigned long long)xbh & 15) == 0) {
@@ -176,16 +187,18 @@ extern "C" __global__ void lacuna_lsh_bucket(
             xs[t * pitch + c] = tok < n ? xbh[(i64)tok * sn + c] : (u16)0;
         }
     }
-    float best[LSH_TOKENS] = {-__int_as_float(0x7f800000), -__int_as_float(0x7f800000)};
-    int best_i[LSH_TOKENS] = {INT_MAX_, INT_MAX_};
+    float best[LSH_TOKENS];
+    int best_i[LSH_TOKENS];
+#pragma unroll
+    for (int k = 0; k < LSH_TOKENS; ++k) { best[k] = -__int_as_float(0x7f800000); best_i[k] = INT_MAX_; }
     if (is_f16) {
-        if (cols == 4) lacuna_lsh_project<4, true>(xs, rt, pitch, d, r, m, best, best_i);
-        else if (cols == 8) lacuna_lsh_project<8, true>(xs, rt, pitch, d, r, m, best, best_i);
-        else lacuna_lsh_project<16, true>(xs, rt, pitch, d, r, m, best, best_i);
+        if (cols == 4) lacuna_lsh_project<4, true, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
+        else if (cols == 8) lacuna_lsh_project<8, true, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
+        else lacuna_lsh_project<16, true, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
     } else {
-        if (cols == 4) lacuna_lsh_project<4, false>(xs, rt, pitch, d, r, m, best, best_i);
-        else if (cols == 8) lacuna_lsh_project<8, false>(xs, rt, pitch, d, r, m, best, best_i);
-        else lacuna_lsh_project<16, false>(xs, rt, pitch, d, r, m, best, best_i);
+        if (cols == 4) lacuna_lsh_project<4, false, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
+        else if (cols == 8) lacuna_lsh_project<8, false, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
+        else lacuna_lsh_project<16, false, LSH_TOKENS>(xs, rt, pitch, d, r, m, best, best_i);
     }
 #pragma unroll
     for (int k = 0; k < LSH_TOKENS; ++k) {

@@ -103,13 +103,17 @@ fn lsh_buckets_match_the_cpu_bit_for_bit() {
         ([1, 2, 200, 128], Dt::F16, true, 8),
         ([1, 2, 150, 256], Dt::Bf16, false, 1024),
         ([1, 1, 70, 48], Dt::Bf16, false, 2),
-        // 16-column passes (D <= 128, more than 8 columns left): 16 then 4.
+        // 16-column passes (D <= 128, more than 8 columns): 16 then 4.
         ([1, 2, 130, 128], Dt::Bf16, false, 40),
         // Two 16-column passes, a D that is not a power of two.
         ([1, 1, 90, 72], Dt::F16, true, 64),
         // A D that is not a multiple of 4 (or 8): 2-byte staging, the
         // scalar tail of the projection.
         ([1, 1, 40, 50], Dt::Bf16, false, 20),
+        // D = 64 with 16 columns per pass and 16-byte staging: one pass
+        // (hash-32), two passes (hash-64, fp16, strided).
+        ([2, 2, 300, 64], Dt::Bf16, false, 32),
+        ([1, 2, 257, 64], Dt::F16, true, 64),
     ] {
         let [b, h, n, d] = shape;
         let (x, xr) = upload(&gpu, &noise.vec(b * h * n * d), shape, dt, bnhd);

@@ -555,11 +555,15 @@ impl KernelPlan {
     /// 2-5% faster (H200, perf log v5.2). The two-warpgroup 128x64 kernels
     /// estimate 96 and keep two CTAs (ptxas caps them at 128; the row-index
     /// QK-drop one uses 125-128). The D=128 64x48 ones estimate 116: ptxas
-    /// fits them in 126 at four CTAs.
+    /// fits them in 126 at four CTAs. Row-index kernels hold the next key
+    /// block's index entries across the loop: 8 more, so the D=64 short ones
+    /// run 4 CTAs per SM (at 5, capped at 96 registers, ptxas spilled the
+    /// hash and top-k ones: 36 and 28 bytes; at 4 none spills).
     pub fn register_estimate(&self) -> u32 {
+        let index_entries = if self.row_index { 8 } else { 0 };
         match self.mma {
             Mma::Sync => 255,
-            Mma::Wgmma => self.block_k / 2 + self.head_dim / 2 + self.block_k / 4 + 16,
+            Mma::Wgmma => self.block_k / 2 + self.head_dim / 2 + self.block_k / 4 + 16 + index_entries,
         }
     }
 

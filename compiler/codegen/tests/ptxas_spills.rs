@@ -4,12 +4,17 @@
 
 mod common;
 
-use lacuna_codegen::{compile, ptxas, Arch, Dtype, KernelPlan};
+use lacuna_codegen::{compile, ptxas, Arch, Dtype, KernelPlan, RowLength};
 use lacuna_ir::PatternIr;
 
 fn assert_no_spills(p: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> u32 {
     let plan = KernelPlan::for_pattern(p, head_dim, dtype, arch).expect("plan");
-    let k = compile(p, &plan).unwrap_or_else(|e| panic!("{} d{head_dim}: {e}", p.name()));
+    assert_plan_without_spills(p, &plan)
+}
+
+fn assert_plan_without_spills(p: &PatternIr, plan: &KernelPlan) -> u32 {
+    let (head_dim, arch) = (plan.head_dim, plan.arch);
+    let k = compile(p, plan).unwrap_or_else(|e| panic!("{} d{head_dim}: {e}", p.name()));
     let report = match ptxas::assemble(&k.ptx, arch) {
         Ok(r) => r,
         Err(e @ ptxas::PtxasError::NotFound { .. }) => panic!("this test needs ptxas: {e}"),
@@ -60,5 +65,24 @@ fn large_head_dims_assemble_without_spills() {
     for d in [192, 256] {
         assert_no_spills(&common::moa(), d, Dtype::Bf16, Arch::Sm90a);
         assert_no_spills(&common::hash_bucket(), d, Dtype::Bf16, Arch::Sm80);
+    }
+}
+
+/// The SCFA pipelines' kernels (rows through index arrays; QK-drop on long
+/// rows, as `MethodPattern::long_rows` asks), in every key-length class.
+#[test]
+fn method_pipeline_kernels_assemble_without_spills() {
+    for (name, long_rows) in [("hash-bucket", false), ("hash-bucket-strict", false), ("qk-drop", true)] {
+        let p = (lacuna_patterns::find(name).expect("standard pattern").ir)();
+        for d in [64, 128] {
+            let mut plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+            plan.row_index = true;
+            if long_rows {
+                plan = plan.with_row_length(RowLength::Long);
+            }
+            for (_, class) in plan.length_classes() {
+                assert_plan_without_spills(&p, &class);
+            }
+        }
     }
 }

@@ -75,10 +75,11 @@ impl GpuOps {
         // padded to an odd number of words (`lacuna_lsh_pitch`), then one
         // tile of `cols` projection columns: under the 48 KB a launch gets
         // without opting in (D=64: 21 KB, D=128: 41 KB, D=256: 41 KB).
-        let threads: usize = if d <= 128 { 64 } else { 32 };
         let cols: usize = if m <= 4 { 4 } else if m <= 8 || d > 128 { 8 } else { 16 };
+        let rows: usize = if d <= 128 { 128 } else { 64 };
+        let threads = rows / 2;
         let words = d.div_ceil(2) | 1;
-        let x_floats = (2 * threads * words).next_multiple_of(4);
+        let x_floats = (rows * words).next_multiple_of(4);
         let shared = (x_floats + d * cols) * 4;
         let st = x.strides();
         let args = [
@@ -95,7 +96,7 @@ impl GpuOps {
             I32(cols as i32),
             Ptr(out.device_ptr()),
         ];
-        let grid = (blocks_for(n, 2 * threads)?, (b * h) as u32, 1);
+        let grid = (blocks_for(n, rows)?, (b * h) as u32, 1);
         self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared as u32)?;
         Ok(out)
     }
