@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn random_rows_are_distinct_source_rows_with_padding() {
         let mut noise = Noise::new(3);
-        let rows = random_rows(&mut noise, 300, 337, -1);
+        let rows = random_rows(&mut noise, 300, 337, -1, 0);
         assert_eq!(rows.len(), 300);
         let real: Vec<i32> = rows.iter().copied().filter(|&r| r >= 0).collect();
         assert!(real.iter().all(|&r| (r as usize) < 337));
@@ -481,5 +481,9 @@ mod tests {
         assert_eq!(rows.iter().filter(|&&r| r == -1).count(), (0..300).filter(|i| i % 7 == 3).count());
         // Not the identity: the kernel must really read through the index.
         assert!(rows.iter().enumerate().filter(|(i, &r)| r == *i as i32).count() < 30);
+        // A trailing run of padding: whole padding blocks at the end.
+        let rows = random_rows(&mut noise, 300, 337, -1, 100);
+        assert!(rows[200..].iter().all(|&r| r == -1));
+        assert_eq!(rows[..200].iter().filter(|&&r| r == -1).count(), (0..200).filter(|i| i % 7 == 3).count());
     }
 }
