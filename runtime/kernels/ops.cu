@@ -423,38 +423,51 @@ extern "C" __global__ void lacuna_keep_count(const void* __restrict__ keep, int 
 }
 
 // Stable compaction: pos[row, j] = original index of the j-th kept token,
-// then `pad` up to m. One block of exactly 1024 threads per row.
+// then `pad` up to m. One block of exactly 1024 threads per row; each thread
+// takes KEEP_PER_THREAD consecutive tokens of a chunk of 1024 *
+// KEEP_PER_THREAD, so a 4K-token row is one chunk (two barriers) instead of
+// four (one token per thread: 16 barriers, and the compaction was a third of
+// QK-drop's pipeline at 4K; perf log).
+#define KEEP_PER_THREAD 4
 extern "C" __global__ void lacuna_keep_compact(
     const void* __restrict__ keep, int is_u8, int n, int m, int pad, int* __restrict__ pos)
 {
     __shared__ int warp_sums[32];
     __shared__ int chunk_total;
-    __shared__ int base;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const i64 row = blockIdx.x;
     int* out = pos + row * m;
-    if (tid == 0) base = 0;
-    __syncthreads();
-    for (int c0 = 0; c0 < n; c0 += 1024) {
-        const int i = c0 + tid;
-        const bool k = i < n && lacuna_kept(keep, is_u8, row * n + i);
-        const unsigned ballot = __ballot_sync(FULL_MASK, k);
-        const int before = __popc(ballot & ((1u << lane) - 1u));
-        if (lane == 0) warp_sums[warp] = __popc(ballot);
+    int base = 0;  // the same in every thread: kept tokens of the chunks before
+    for (int c0 = 0; c0 < n; c0 += 1024 * KEEP_PER_THREAD) {
+        const int i0 = c0 + tid * KEEP_PER_THREAD;
+        bool k[KEEP_PER_THREAD];
+        int mine = 0;
+#pragma unroll
+        for (int u = 0; u < KEEP_PER_THREAD; ++u) {
+            k[u] = i0 + u < n && lacuna_kept(keep, is_u8, row * n + i0 + u);
+            mine += k[u] ? 1 : 0;
+        }
+        // Exclusive prefix of `mine` over the block: lanes, then warps.
+        const int incl = lacuna_warp_inclusive_scan(mine, lane);
+        if (lane == 31) warp_sums[warp] = incl;
         __syncthreads();
         if (warp == 0) {
             const int v = warp_sums[lane];
-            const int incl = lacuna_warp_inclusive_scan(v, lane);
-            warp_sums[lane] = incl - v;
-            if (lane == 31) chunk_total = incl;
+            const int wincl = lacuna_warp_inclusive_scan(v, lane);
+            warp_sums[lane] = wincl - v;
+            if (lane == 31) chunk_total = wincl;
         }
         __syncthreads();
-        if (k) {
-            const int at = base + warp_sums[warp] + before;
-            if (at < m) out[at] = i;
+        int at = base + warp_sums[warp] + incl - mine;
+#pragma unroll
+        for (int u = 0; u < KEEP_PER_THREAD; ++u) {
+            if (k[u]) {
+                if (at < m) out[at] = i0 + u;
+                ++at;
+            }
         }
-        __syncthreads();
-        if (tid == 0) base += chunk_total;
+        base += chunk_total;
+        // warp_sums and chunk_total are rewritten by the next chunk.
         __syncthreads();
     }
     for (int j = base + tid; j < m; j += 1024) out[j] = pad;

@@ -204,7 +204,8 @@ fn gather_and_scatter_move_rows_and_pad() {
 fn compaction_is_stable_and_pads() {
     let Some((gpu, ops)) = setup("compaction_is_stable_and_pads") else { return };
     let mut noise = Noise::new(14);
-    for (b, h, n, keep_pct, bytes) in [(2, 3, 2500, 50, true), (1, 4, 1000, 20, false), (1, 2, 3000, 0, true), (1, 1, 5, 100, false)] {
+    // 9001 tokens: three chunks of 4096, the last ragged.
+    for (b, h, n, keep_pct, bytes) in [(2, 3, 2500, 50, true), (1, 4, 1000, 20, false), (1, 2, 3000, 0, true), (1, 1, 5, 100, false), (1, 2, 9001, 30, true)] {
         let mut keep: Vec<bool> = (0..b * h * n).map(|_| noise.below(100) < keep_pct).collect();
         if keep_pct > 0 && keep_pct < 100 {
             // One row all dropped, one all kept.
@@ -223,6 +224,12 @@ fn compaction_is_stable_and_pads() {
         assert_eq!(c.counts, want_counts);
         assert_eq!(m, want_counts.iter().copied().max().unwrap_or(0).max(1) as usize);
         assert_eq!(ok(c.pos.to_host_i32()), want_pos, "B{b} H{h} N{n} keep {keep_pct}% bytes={bytes}");
+        // Into the full length (what the QK-drop pipeline does), and cut short.
+        let full = ok(ops.compact_into(&mask, n, -1));
+        assert_eq!(ok(full.to_host_i32()), cpu::compact(&keep, n, n, -1).0, "full length, B{b} H{h} N{n}");
+        let cut = (n / 3).max(1);
+        let short = ok(ops.compact_into(&mask, cut, -1));
+        assert_eq!(ok(short.to_host_i32()), cpu::compact(&keep, n, cut, -1).0, "cut to {cut}, B{b} H{h} N{n}");
         eprintln!("compact B{b} H{h} N{n} keep {keep_pct}% bytes={bytes}: padded to {m}, identical");
     }
 }

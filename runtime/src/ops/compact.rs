@@ -101,7 +101,8 @@ impl GpuOps {
         if padded == 0 || padded > i32::MAX as usize {
             return Err(invalid("the padded length", format!("is {padded}; it must be in 1..=i32::MAX")));
         }
-        let pos = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, padded])?;
+        // Every entry is written: a kept token's position or the padding.
+        let pos = DeviceTensor::uninit(self.gpu(), ElemType::I32, &[b, h, padded])?;
         let args = [
             Ptr(keep.tensor.device_ptr()),
             I32(keep.bytes as i32),
