@@ -6,7 +6,7 @@
 //! [`KernelByLength::compile`]) or from PTX compiled per class ahead of time
 //! (`lacuna compile --kv-len N`; `--emit plan` lists the classes).
 
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::kernel::AttentionKernel;
 use crate::validate::validate_length_classes;
 
@@ -28,7 +28,10 @@ impl KernelForKeys for AttentionKernel {
 /// key lengths up to its bound (ascending; the last takes every length).
 #[derive(Debug)]
 pub struct KernelByLength {
-    classes: Vec<(usize, AttentionKernel)>,
+    /// Every class but the last, with its bound.
+    bounded: Vec<(usize, AttentionKernel)>,
+    /// The last class: every longer length.
+    longest: (usize, AttentionKernel),
 }
 
 impl KernelByLength {
@@ -36,21 +39,23 @@ impl KernelByLength {
     /// the last serves every longer length too, whatever its bound says.
     /// They must implement the same pattern for the same head dim, dtype
     /// and row mode on the same GPU: only their tiles may differ.
-    pub fn new(classes: Vec<(usize, AttentionKernel)>) -> Result<Self> {
+    pub fn new(mut classes: Vec<(usize, AttentionKernel)>) -> Result<Self> {
         let described: Vec<_> = classes.iter().map(|(bound, k)| (*bound, k.manifest(), k.gpu().ordinal())).collect();
         validate_length_classes(&described)?;
-        Ok(Self { classes })
+        match classes.pop() {
+            Some(longest) => Ok(Self { bounded: classes, longest }),
+            None => Err(RuntimeError::Internal { what: "validate_length_classes passed an empty list".into() }),
+        }
     }
 
     /// The classes: the largest key length each serves, and its kernel.
     pub fn classes(&self) -> impl Iterator<Item = (usize, &AttentionKernel)> {
-        self.classes.iter().map(|(bound, kernel)| (*bound, kernel))
+        self.bounded.iter().chain(std::iter::once(&self.longest)).map(|(bound, kernel)| (*bound, kernel))
     }
 }
 
 impl KernelForKeys for KernelByLength {
     fn for_keys(&self, kv_len: usize) -> &AttentionKernel {
-        let (_, last) = self.classes.last().expect("new() refuses an empty list");
-        self.classes.iter().find(|(bound, _)| kv_len <= *bound).map_or(last, |(_, kernel)| kernel)
+        self.bounded.iter().find(|(bound, _)| kv_len <= *bound).map_or(&self.longest.1, |(_, kernel)| kernel)
     }
 }
