@@ -238,6 +238,15 @@ fn compaction_is_stable_and_pads() {
 fn sparsek_scores_and_topk_match_the_cpu() {
     let Some((gpu, ops)) = setup("sparsek_scores_and_topk_match_the_cpu") else { return };
     let mut noise = Noise::new(15);
+    // Token scores off the 16-byte path: D = 200 (more than 64 values, in
+    // two load rounds), fp16 through a strided view, and D = 50 (2-byte loads).
+    for (shape, dt, bnhd) in [([1, 2, 300, 200], Dt::Bf16, false), ([1, 2, 129, 72], Dt::F16, true), ([1, 1, 100, 50], Dt::Bf16, false)] {
+        let [b, hkv, n, d] = shape;
+        let (k, kr) = upload(&gpu, &noise.vec(b * hkv * n * d), shape, dt, bnhd);
+        let w = noise.vec(d);
+        let u = ok(ops.token_scores(&k, &ok(DeviceTensor::from_host_f32(&gpu, &w, &[d]))));
+        assert_eq!(ok(u.to_host_f32()), cpu::token_scores(&kr, d, &w), "token scores {shape:?} {dt:?} bnhd={bnhd}");
+    }
     for (b, h, hkv, n, nq, d, topk, window) in
         [(2, 4, 2, 1000, 1000, 64, 4, 0), (1, 2, 1, 700, 500, 128, 3, 100), (1, 1, 1, 64, 64, 64, 2, 0), (1, 3, 3, 2100, 2100, 64, 40, 256)]
     {
