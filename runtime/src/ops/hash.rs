@@ -36,6 +36,34 @@ fn vec8_ok(d: usize, strides: &[usize], ptrs: &[u64]) -> bool {
     d % 8 == 0 && strides.iter().all(|s| s % 8 == 0) && ptrs.iter().all(|p| p % 16 == 0)
 }
 
+/// How `lacuna_lsh_bucket` is launched for head dim `d` and `m` = buckets/2
+/// projection columns (runtime/kernels/ops.cu): two tokens per thread; the
+/// block's rows staged as raw 16-bit values, each padded to an odd number of
+/// 4-byte words (`lacuna_lsh_pitch`), then one tile of `cols` projection
+/// columns, all under the 48 KB of shared memory a launch gets without
+/// opting in (D=64: 21 KB, D=128: 41 KB, D=256: 41 KB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LshLaunch {
+    /// Tokens per block.
+    rows: usize,
+    threads: usize,
+    /// Projection columns per pass: 4, 8 or 16, the fewest that cover `m`
+    /// (8 at most above D=128, where 16 would not fit).
+    cols: usize,
+    shared_bytes: usize,
+}
+
+impl LshLaunch {
+    fn new(d: usize, m: usize) -> Self {
+        let cols = if m <= 4 { 4 } else if m <= 8 || d > 128 { 8 } else { 16 };
+        let rows = if d <= 128 { 128 } else { 64 };
+        let words = d.div_ceil(2) | 1;
+        // The projection tile starts on a 16-byte boundary (float4 reads).
+        let x_floats = (rows * words).next_multiple_of(4);
+        LshLaunch { rows, threads: rows / 2, cols, shared_bytes: (x_floats + d * cols) * 4 }
+    }
+}
+
 impl GpuOps {
     /// Uploads an LSH projection R (D, buckets/2), row-major f32.
     pub fn upload_projection(&self, r: &[f32], head_dim: usize, buckets: usize) -> OpResult<DeviceTensor> {
@@ -71,16 +99,7 @@ impl GpuOps {
         check_same_gpu("x", x, ord)?;
         check_same_gpu("the projection R", r, ord)?;
         let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
-        // Two tokens per thread; their rows staged as raw 16-bit values, each
-        // padded to an odd number of words (`lacuna_lsh_pitch`), then one
-        // tile of `cols` projection columns: under the 48 KB a launch gets
-        // without opting in (D=64: 21 KB, D=128: 41 KB, D=256: 41 KB).
-        let cols: usize = if m <= 4 { 4 } else if m <= 8 || d > 128 { 8 } else { 16 };
-        let rows: usize = if d <= 128 { 128 } else { 64 };
-        let threads = rows / 2;
-        let words = d.div_ceil(2) | 1;
-        let x_floats = (rows * words).next_multiple_of(4);
-        let shared = (x_floats + d * cols) * 4;
+        let LshLaunch { rows, threads, cols, shared_bytes } = LshLaunch::new(d, m);
         let st = x.strides();
         let args = [
             Ptr(x.device_ptr()),
@@ -97,7 +116,7 @@ impl GpuOps {
             Ptr(out.device_ptr()),
         ];
         let grid = (blocks_for(n, rows)?, (b * h) as u32, 1);
-        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared as u32)?;
+        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared_bytes as u32)?;
         Ok(out)
     }
 
@@ -257,5 +276,24 @@ impl GpuOps {
         ];
         self.launch("lacuna_expand_heads", &args, (blocks_for(total, 256)?, 1, 1), 256, 0)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsh_launches_fit_the_default_shared_memory() {
+        for d in 1..=super::super::MAX_HEAD_DIM {
+            for m in [1, 2, 4, 5, 8, 9, 16, 17, 512] {
+                let l = LshLaunch::new(d, m);
+                assert!(l.shared_bytes <= 48 * 1024, "D={d} m={m}: {l:?}");
+                assert_eq!(l.rows, 2 * l.threads);
+                assert!(l.cols >= m.min(8) && [4, 8, 16].contains(&l.cols), "D={d} m={m}: {l:?}");
+            }
+        }
+        assert_eq!(LshLaunch::new(64, 16), LshLaunch { rows: 128, threads: 64, cols: 16, shared_bytes: (128 * 33 + 64 * 16) * 4 });
+        assert_eq!(LshLaunch::new(64, 4).cols, 4, "hash-8 multiplies no zero columns");
     }
 }
