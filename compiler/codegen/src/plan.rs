@@ -160,6 +160,16 @@ pub const SINGLE_V_SLOT_CTAS: u32 = 4;
 /// ([`KernelPlan::for_length`]).
 pub const RANK_MAJOR_BANDS_BELOW: usize = 4096;
 
+/// Bytes of the shared-memory regions whose size depends on
+/// [`KernelPlan::single_v_slot`] (see `KernelPlan::sizes`).
+struct SharedSizes {
+    q_tile: u32,
+    stage: u32,
+    v_and_staged: u32,
+    key_list_rounds: u32,
+    key_list: u32,
+}
+
 impl KernelPlan {
     /// Tuned defaults. Errors when `head_dim` is not a multiple of 16 in 16..=256.
     pub fn for_pattern(p: &PatternIr, head_dim: u32, dtype: Dtype, arch: Arch) -> Result<Self> {
@@ -323,7 +333,7 @@ impl KernelPlan {
     pub fn length_classes(&self) -> Vec<(usize, KernelPlan)> {
         // for_length's rules are all `kv_len <= bound`, so a class can only
         // end at one of these bounds.
-        let mut bounds = [
+        let mut bounds = vec![
             SHORT_BELOW_D64,
             SHORT_BELOW_D128,
             SHORT_BELOW_SCANNED,
@@ -332,11 +342,11 @@ impl KernelPlan {
             RANK_MAJOR_BANDS_BELOW,
         ];
         bounds.sort_unstable();
+        bounds.dedup();
         let mut classes = Vec::new();
         for bound in bounds {
             let plan = self.clone().for_length(bound);
-            let ends_here = plan != self.clone().for_length(bound + 1);
-            if ends_here && classes.last().is_none_or(|(b, _)| *b != bound) {
+            if plan != self.clone().for_length(bound + 1) {
                 classes.push((bound, plan));
             }
         }
@@ -396,42 +406,22 @@ impl KernelPlan {
     }
 
     /// The Q tile and its staged query-tensor values (with
-    /// [`Self::single_v_slot`] the values sit in [`Self::staged_region_bytes`]).
+    /// [`Self::single_v_slot`] the values sit in [`Self::v_and_staged_bytes`]).
     pub fn q_tile_bytes(&self) -> u32 {
-        self.q_tile_bytes_with(self.single_v_slot())
-    }
-
-    fn q_tile_bytes_with(&self, single_v: bool) -> u32 {
-        self.tile_bytes(self.block_q) + if single_v { 0 } else { self.staged_bytes(self.block_q) }
+        self.sizes(self.single_v_slot()).q_tile
     }
 
     /// One pipeline stage: a K tile, a V tile, the K rows' staged values;
     /// with [`Self::single_v_slot`], the K tile alone.
     pub fn stage_bytes(&self) -> u32 {
-        self.stage_bytes_with(self.single_v_slot())
-    }
-
-    fn stage_bytes_with(&self, single_v: bool) -> u32 {
-        if single_v {
-            self.tile_bytes(self.block_k)
-        } else {
-            2 * self.tile_bytes(self.block_k) + self.staged_bytes(self.block_k)
-        }
+        self.sizes(self.single_v_slot()).stage
     }
 
     /// With [`Self::single_v_slot`]: the V tile after the stages, then the
     /// staged values of the Q rows and of each stage's K rows, packed (not
     /// rounded up to the swizzle's 1024 bytes: nothing after them is a tile).
     pub fn v_and_staged_bytes(&self) -> u32 {
-        self.v_and_staged_bytes_with(self.single_v_slot())
-    }
-
-    fn v_and_staged_bytes_with(&self, single_v: bool) -> u32 {
-        if single_v {
-            self.tile_bytes(self.block_k) + (self.block_q + self.stages * self.block_k) * STAGED_ROW_BYTES
-        } else {
-            0
-        }
+        self.sizes(self.single_v_slot()).v_and_staged
     }
 
     /// Rounds of one candidate per thread that make a chunk of the key-block
@@ -441,16 +431,7 @@ impl KernelPlan {
     /// [`Self::single_v_slot`], 2 rounds (256 blocks): the third round's 528
     /// bytes are what keeps a fourth CTA per SM out otherwise.
     pub fn key_list_rounds(&self) -> u32 {
-        self.key_list_rounds_with(self.single_v_slot())
-    }
-
-    fn key_list_rounds_with(&self, single_v: bool) -> u32 {
-        let rounds = (16384 / self.block_k.max(1)).div_ceil(self.threads()).max(1);
-        if single_v {
-            rounds.min(2)
-        } else {
-            rounds
-        }
+        self.sizes(self.single_v_slot()).key_list_rounds
     }
 
     /// Candidate key blocks classified together (the list's capacity).
@@ -462,12 +443,34 @@ impl KernelPlan {
     /// chunk and an end marker), one count per (round, warp) and the next
     /// chunk's first block.
     pub fn key_list_bytes(&self) -> u32 {
-        self.key_list_bytes_with(self.single_v_slot())
+        self.sizes(self.single_v_slot()).key_list
     }
 
-    fn key_list_bytes_with(&self, single_v: bool) -> u32 {
-        let rounds = self.key_list_rounds_with(single_v);
-        (4 * (rounds * self.threads() + 1 + rounds * self.warps + 1)).next_multiple_of(16)
+    /// The layout's sizes with or without [`Self::single_v_slot`] (which
+    /// itself asks what each choice leaves room for, so it cannot be read
+    /// from here).
+    fn sizes(&self, single_v: bool) -> SharedSizes {
+        let k_tile = self.tile_bytes(self.block_k);
+        let rounds = (16384 / self.block_k.max(1)).div_ceil(self.threads()).max(1);
+        let key_list_rounds = if single_v { rounds.min(2) } else { rounds };
+        let key_list = (4 * (key_list_rounds * self.threads() + 1 + key_list_rounds * self.warps + 1)).next_multiple_of(16);
+        if single_v {
+            SharedSizes {
+                q_tile: self.tile_bytes(self.block_q),
+                stage: k_tile,
+                v_and_staged: k_tile + (self.block_q + self.stages * self.block_k) * STAGED_ROW_BYTES,
+                key_list_rounds,
+                key_list,
+            }
+        } else {
+            SharedSizes {
+                q_tile: self.tile_bytes(self.block_q) + self.staged_bytes(self.block_q),
+                stage: 2 * k_tile + self.staged_bytes(self.block_k),
+                v_and_staged: 0,
+                key_list_rounds,
+                key_list,
+            }
+        }
     }
 
     /// The online-softmax state (row max and partial row sum of each of a
@@ -621,12 +624,8 @@ impl KernelPlan {
     }
 
     fn shared_bytes_with(&self, single_v: bool) -> u32 {
-        self.q_tile_bytes_with(single_v)
-            + self.stages * self.stage_bytes_with(single_v)
-            + self.v_and_staged_bytes_with(single_v)
-            + self.key_list_bytes_with(single_v)
-            + self.softmax_state_bytes()
-            + self.barrier_bytes()
+        let z = self.sizes(single_v);
+        z.q_tile + self.stages * z.stage + z.v_and_staged + z.key_list + self.softmax_state_bytes() + self.barrier_bytes()
     }
 
     /// Shared memory the hardware reserves for each CTA on an SM (outside

@@ -449,7 +449,7 @@ mod pipeline {
         let gpu = Gpu::new(0)?;
         // A kernel per key-length class: QK-drop's compacted length is known
         // only on the GPU.
-        let (_, kernel) = load_method_kernels(&gpu, pattern, d as u32, kernel_dtype, None, None)?;
+        let kernel = load_method_kernels(&gpu, pattern, d as u32, kernel_dtype, None, None)?;
         let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
         let (result, what) = match (method, masks) {
             (Method::Hash { buckets, seed, causal, shared_qk }, _) => {

@@ -176,7 +176,7 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     // Both pipelines take a kernel per key-length class, picked by the
     // length of the call.
     let both = |method: MethodPattern| -> Result<(KernelByLength, AttentionKernel), CliError> {
-        Ok((load_method_kernels(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?.1, compile(method.ir())?.1))
+        Ok((load_method_kernels(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?, compile(method.ir())?.1))
     };
     let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket)?) } else { None };
     let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop)?) } else { None };

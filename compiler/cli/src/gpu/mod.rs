@@ -33,16 +33,14 @@ pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype
 
 /// [`load_method_kernel`] for every key-length class of the method's plan
 /// (`KernelPlan::length_classes`), as `MethodPattern::compile_by_length`
-/// builds them; with `rows` given, that one plan serves every length. With
-/// each class's plan, for the caller to print.
-pub fn load_method_kernels(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype: Dtype, mma: Option<Mma>, rows: Option<RowLength>) -> Result<(Vec<KernelPlan>, KernelByLength), CliError> {
+/// builds them; with `rows` given, that one plan serves every length.
+pub fn load_method_kernels(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype: Dtype, mma: Option<Mma>, rows: Option<RowLength>) -> Result<KernelByLength, CliError> {
     let ir = method.ir();
     let long_rows = rows.is_none() && method.long_rows();
     let plan = plan_for(gpu, &ir, head_dim, dtype, &PlanOverrides { mma, rows, long_rows, row_index: method.regroups_rows(), ..PlanOverrides::default() })?;
     let classes = if rows.is_some() { vec![(usize::MAX, plan)] } else { plan.length_classes() };
-    let plans = classes.iter().map(|(_, plan)| plan.clone()).collect();
     let kernels = classes.into_iter().map(|(bound, plan)| Ok((bound, load_plan(gpu, &ir, &plan)?))).collect::<Result<_, CliError>>()?;
-    Ok((plans, KernelByLength::new(kernels)?))
+    Ok(KernelByLength::new(kernels)?)
 }
 
 /// [`load_kernel`] with any plan overrides (as `lacuna compile` takes them);
