@@ -45,6 +45,10 @@ pub enum RuntimeError {
     #[error("the kernel needs {needed} {what} but device {device} allows at most {max}; \
              compile a smaller tile configuration")]
     KernelTooBig { what: &'static str, needed: u32, max: u32, device: String },
+    #[error("with {kv_len} keys the block lists' bitmaps take the kernel to {needed} bytes of shared memory \
+             per block, but device {device} allows at most {max}; split the keys into shorter launches \
+             or list coarser key blocks (a larger N in `Blocks<N>`)")]
+    ListBitmapsTooBig { kv_len: usize, needed: u32, max: u32, device: String },
     #[error("the PTX text {problem}; pass the file exactly as `lacuna compile --emit ptx` wrote it")]
     BadPtx { problem: String },
 

@@ -266,17 +266,15 @@ impl AttentionKernel {
             }
             None => None,
         };
-        if manifest.shared_bytes > DEFAULT_SHARED_LIMIT {
+        // Block-list bitmaps grow with the key length (`shared_bytes_for`),
+        // so such kernels may use all the device allows; a launch checks its
+        // own size against that.
+        let allowed = if manifest.list_bitmaps.is_empty() { manifest.shared_bytes } else { gpu.max_shared_bytes().max(manifest.shared_bytes) };
+        if allowed > DEFAULT_SHARED_LIMIT {
             gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
             forward
-                .set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    manifest.shared_bytes as i32,
-                )
-                .map_err(RuntimeError::driver(format!(
-                    "allowing {} bytes of dynamic shared memory for `{}`",
-                    manifest.shared_bytes, manifest.entry
-                )))?;
+                .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allowed as i32)
+                .map_err(RuntimeError::driver(format!("allowing {allowed} bytes of dynamic shared memory for `{}`", manifest.entry)))?;
         }
         Ok(AttentionKernel {
             gpu: gpu.clone(),
@@ -495,6 +493,9 @@ impl AttentionKernel {
             all.push(KernelArg::TensorMap(tensor_map(v, &vd, m.block_k)?));
         }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
+        if shared_mem_bytes > self.gpu.max_shared_bytes().max(DEFAULT_SHARED_LIMIT) {
+            return Err(RuntimeError::ListBitmapsTooBig { kv_len: p.kv_len, needed: shared_mem_bytes, max: self.gpu.max_shared_bytes(), device: self.gpu.name().into() });
+        }
         let cfg = LaunchConfig { grid_dim, block_dim, shared_mem_bytes };
         // Right behind the summary launch, the kernel's prologue may overlap
         // it: the kernel waits for the summaries before reading them.

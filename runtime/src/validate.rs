@@ -721,10 +721,12 @@ pub fn forward_args(
     a
 }
 
-/// (grid, block, dynamic shared bytes) of the forward kernel.
+/// (grid, block, dynamic shared bytes) of the forward kernel; the bytes grow
+/// with the key length when the pattern has block lists.
 pub fn forward_launch(m: &KernelManifest, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32), u32) {
     let q_blocks = p.q_len.div_ceil(m.block_q as usize) as u32;
-    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32), (m.threads, 1, 1), m.shared_bytes)
+    let shared = u32::try_from(m.shared_bytes_for(p.kv_len)).unwrap_or(u32::MAX);
+    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32), (m.threads, 1, 1), shared)
 }
 
 /// One launch of the summary kernel over a run of rows.
@@ -843,6 +845,7 @@ mod tests {
             summaries_entry: None,
             tensor_maps: false,
             dependent_launch: false,
+            list_bitmaps: Vec::new(),
         }
     }
 

@@ -181,6 +181,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         summaries_entry: None,
         tensor_maps: false,
         dependent_launch: false,
+        list_bitmaps: Vec::new(),
     }
 }
 

@@ -244,6 +244,24 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         name: &str,
         body: impl FnOnce(&Self, IV<'ctx>, &[BV<'ctx>]) -> Result<Vec<BV<'ctx>>>,
     ) -> Result<Vec<BV<'ctx>>> {
+        self.for_range_by(start, end, self.i32(1), init, name, body)
+    }
+
+    /// `for (i = start; i < end; i += step)` (i32) with nothing carried.
+    pub fn for_range_step(&self, start: IV<'ctx>, end: IV<'ctx>, step: IV<'ctx>, name: &str, body: impl FnOnce(&Self, IV<'ctx>) -> Result<()>) -> Result<()> {
+        self.for_range_by(start, end, step, Vec::new(), name, |cx, i, _| body(cx, i).map(|()| Vec::new()))?;
+        Ok(())
+    }
+
+    fn for_range_by(
+        &self,
+        start: IV<'ctx>,
+        end: IV<'ctx>,
+        step: IV<'ctx>,
+        init: Vec<BV<'ctx>>,
+        name: &str,
+        body: impl FnOnce(&Self, IV<'ctx>, &[BV<'ctx>]) -> Result<Vec<BV<'ctx>>>,
+    ) -> Result<Vec<BV<'ctx>>> {
         let pre = self.current();
         let (head, bodyb, exit) = (self.block(name), self.block(&format!("{name}.body")), self.block(&format!("{name}.end")));
         self.br(head)?;
@@ -260,7 +278,7 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         self.at(bodyb);
         let carried: Vec<BV<'ctx>> = phis.iter().map(|p| p.as_basic_value()).collect();
         let next = body(self, iv, &carried)?;
-        let next_i = self.add(iv, self.i32(1))?;
+        let next_i = self.add(iv, step)?;
         let latch = self.current();
         self.br(head)?;
         i.add_incoming(&[(&next_i, latch)]);
@@ -269,6 +287,13 @@ impl<'a, 'ctx> Cx<'a, 'ctx> {
         }
         self.at(exit);
         Ok(carried)
+    }
+
+    /// `*ptr |= v` as one atomic operation (i32; `atom.shared.or` on a
+    /// shared-memory pointer), ordered with nothing else: a barrier orders it.
+    pub fn atomic_or(&self, ptr: PointerValue<'ctx>, v: IV<'ctx>) -> Result<()> {
+        self.b.build_atomicrmw(inkwell::AtomicRMWBinOp::Or, ptr, v, inkwell::AtomicOrdering::Monotonic)?;
+        Ok(())
     }
 
     pub fn phi(&self, ty: impl BasicType<'ctx>, incoming: &[(BV<'ctx>, BasicBlock<'ctx>)]) -> Result<BV<'ctx>> {

@@ -41,7 +41,7 @@ pub const FINGERPRINT: &str = env!("LACUNA_CODEGEN_FINGERPRINT");
 pub use error::CodegenError;
 pub use plan::{KernelPlan, Mma, RowLength};
 
-use lacuna_ir::PatternIr;
+use lacuna_ir::{InputKind, ListBitmap, PatternIr};
 
 /// One compiled pattern: the module holds the forward kernel
 /// (`manifest.entry`) and the summary kernels (`manifest.summary_entry`,
@@ -89,6 +89,14 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
         summaries_entry: (!lower::summary::tensor_inputs(p).is_empty()).then(|| FUSED_SUMMARY_ENTRY.to_string()),
         tensor_maps: plan.tma(),
         dependent_launch: lower::dependent_launch(p, plan),
+        list_bitmaps: p
+            .inputs()
+            .iter()
+            .filter_map(|d| match d.kind {
+                InputKind::BlockList { block } => Some(ListBitmap { block, rows: predicate::list_rows_per_tile(plan.block_q, block) }),
+                _ => None,
+            })
+            .collect(),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

@@ -27,8 +27,36 @@ pub(crate) enum InputArg<'ctx> {
     /// `(H,)` values.
     HeadScalar(PointerValue<'ctx>),
     LaunchScalar(BV<'ctx>),
-    /// `(B, H, ceil(Nq / block), width)` listed key blocks, -1 = unused.
-    BlockList { list: PointerValue<'ctx>, width: IV<'ctx>, block: u32 },
+    /// `(B, H, ceil(Nq / block), width)` listed key blocks, -1 = unused,
+    /// and where the CTA's rows of it are kept as bitmaps ([`ListBitmap`]).
+    BlockList { list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, bitmap: ListBitmap<'ctx> },
+}
+
+/// A block list's rows for this CTA's query tile, as bitmaps in shared
+/// memory (`lacuna_ir::ListBitmap`): list row `lq` is row `lq % rows`, and
+/// bit `j` of its `words` i32 words is set when key list-block `j` is
+/// listed. Built once per CTA ([`Predicate::build_list_bitmaps`]), so the
+/// classifier and the element test read two shared words where they
+/// would otherwise loop over the list's width in global memory.
+#[derive(Clone, Copy)]
+pub(crate) struct ListBitmap<'ctx> {
+    pub base: PointerValue<'ctx>,
+    /// Words per row: `lacuna_ir::list_bitmap_words(kv_len, block)`.
+    pub words: IV<'ctx>,
+    pub rows: u32,
+}
+
+/// List rows a query tile of `block_q` rows (starting at a multiple of
+/// `block_q`) can overlap with list blocks of `block` queries.
+pub(crate) fn list_rows_per_tile(block_q: u32, block: u32) -> u32 {
+    let block = block.max(1);
+    (0..block).map(|m| (m * block_q + block_q - 1) / block - (m * block_q) / block + 1).max().unwrap_or(1)
+}
+
+/// `lacuna_ir::list_bitmap_words` in the kernel: `ceil(ceil(kv_len / block) / 32) + 1`.
+pub(crate) fn list_bitmap_words<'ctx>(cx: &Cx<'_, 'ctx>, kv_len: IV<'ctx>, block: u32) -> Result<IV<'ctx>> {
+    let blocks = cx.udiv(cx.add(kv_len, cx.i32(block as i32 - 1))?, cx.i32(block as i32))?;
+    cx.add(cx.lshr(cx.add(blocks, cx.i32(31))?, cx.i32(5))?, cx.i32(1))
 }
 
 /// Launch values the predicate reads besides its inputs.
@@ -204,12 +232,52 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         self.block_lists().next().is_some()
     }
 
-    /// The block-list inputs: (input index, list, width, list block size).
-    fn block_lists(&self) -> impl Iterator<Item = (usize, PointerValue<'ctx>, IV<'ctx>, u32)> + '_ {
+    /// The block-list inputs: (input index, list, width, list block size, bitmap).
+    fn block_lists(&self) -> impl Iterator<Item = (usize, PointerValue<'ctx>, IV<'ctx>, u32, ListBitmap<'ctx>)> + '_ {
         self.env.inputs.iter().enumerate().filter_map(|(i, a)| match *a {
-            InputArg::BlockList { list, width, block } => Some((i, list, width, block)),
+            InputArg::BlockList { list, width, block, bitmap } => Some((i, list, width, block, bitmap)),
             _ => None,
         })
+    }
+
+    /// Fills every block list's bitmaps with the rows that query rows
+    /// `q0..=q1` (clipped to `q_len`) read: zero them, a barrier, each
+    /// thread ORs in some list entries, a barrier. Every thread of the CTA
+    /// calls it once, before the first tile is classified.
+    pub fn build_list_bitmaps(&self, cx: &Cx<'_, 'ctx>, tid: IV<'ctx>, threads: u32, q0: IV<'ctx>, q1: IV<'ctx>) -> Result<()> {
+        let lists: Vec<_> = self.block_lists().collect();
+        if lists.is_empty() {
+            return Ok(());
+        }
+        let step = cx.i32(threads as i32);
+        for &(_, _, _, _, bm) in &lists {
+            let n = cx.mul(bm.words, cx.i32(bm.rows as i32))?;
+            cx.for_range_step(tid, n, step, "bitmap.zero", |cx, w| cx.store(cx.gep(cx.i32t(), bm.base, w)?, cx.i32(0)))?;
+        }
+        cx.barrier()?;
+        for &(_, list, width, block, bm) in &lists {
+            let lb = cx.i32(block as i32);
+            let n_lq = cx.udiv(cx.add(self.env.q_len, cx.i32(block as i32 - 1))?, lb)?;
+            let lq0 = cx.udiv(q0, lb)?;
+            let rows = cx.add(cx.sub(cx.udiv(cx.smin(q1, cx.sub(self.env.q_len, cx.i32(1))?)?, lb)?, lq0)?, cx.i32(1))?;
+            let n_lk = cx.udiv(cx.add(self.env.kv_len, cx.i32(block as i32 - 1))?, lb)?;
+            let entries = cx.mul(rows, width)?;
+            cx.for_range_step(tid, entries, step, "bitmap.set", |cx, i| {
+                let r = cx.udiv(i, width)?;
+                let lq = cx.add(lq0, r)?;
+                let at = cx.add(cx.mul(cx.add(cx.mul(self.bh(), cx.sext64(n_lq)?)?, cx.sext64(lq)?)?, cx.sext64(width)?)?, cx.sext64(cx.sub(i, cx.mul(r, width)?)?)?)?;
+                let entry = cx.load_i32(cx.gep(cx.i32t(), list, at)?)?;
+                // Unused slots (-1) and blocks past the keys set nothing.
+                let listed = cx.and(cx.icmp(IP::SGE, entry, cx.i32(0))?, cx.icmp(IP::SLT, entry, n_lk)?)?;
+                cx.if_then(listed, "bitmap.or", |cx| {
+                    let row = cx.urem(lq, cx.i32(bm.rows as i32))?;
+                    let word = cx.add(cx.mul(row, bm.words)?, cx.lshr(entry, cx.i32(5))?)?;
+                    let bit = cx.shl(cx.i32(1), cx.and(entry, cx.i32(31))?)?;
+                    cx.atomic_or(cx.gep(cx.i32t(), bm.base, word)?, bit)
+                })
+            })?;
+        }
+        cx.barrier()
     }
 
     fn scalar_input(&self, cx: &Cx<'_, 'ctx>, input: usize, ty: ScalarType) -> Result<Val<'ctx>> {
@@ -320,10 +388,10 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         let q_clamped = cx.smin(q, cx.sub(self.env.q_len, cx.i32(1))?)?;
         let vals = self.one_side(cx, Coord::Q, q, q_clamped, self.env.q_len, staged)?;
         let mut list_mask = vec![None; self.env.inputs.len()];
-        for (i, list, width, block) in self.block_lists() {
+        for (i, _, _, block, bitmap) in self.block_lists() {
             let lq = cx.udiv(q_clamped, cx.i32(block as i32))?;
             let (lk0, nk) = list_key_span(cx, k, block)?;
-            list_mask[i] = Some(self.list_row_mask(cx, list, width, block, lq, lk0, nk)?);
+            list_mask[i] = Some(list_row_mask(cx, bitmap, lq, lk0, nk)?);
         }
         Ok(RowVals { vals, list_mask })
     }
@@ -333,7 +401,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         let k_clamped = cx.smin(k, cx.sub(self.env.kv_len, cx.i32(1))?)?;
         let vals = self.one_side(cx, Coord::K, k, k_clamped, self.env.kv_len, staged)?;
         let mut list_bit = vec![None; self.env.inputs.len()];
-        for (i, _, _, block) in self.block_lists() {
+        for (i, _, _, block, _) in self.block_lists() {
             let (lk0, _) = list_key_span(cx, tile, block)?;
             let lk = cx.udiv(k, cx.i32(block as i32))?;
             list_bit[i] = Some(cx.sub(lk, lk0)?);
@@ -414,25 +482,6 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         cx.load_i32(cx.gep(cx.i32t(), values, at)?)
     }
 
-    /// Bit `j` set when key list-block `lk0 + j` (j < nk) is listed for query list-block `lq`.
-    #[allow(clippy::too_many_arguments)]
-    fn list_row_mask(&self, cx: &Cx<'_, 'ctx>, list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, lq: IV<'ctx>, lk0: IV<'ctx>, nk: IV<'ctx>) -> Result<IV<'ctx>> {
-        // Row (b, h, lq) of the (B, H, ceil(q_len / block), width) list.
-        let n_lq = cx.udiv(cx.add(self.env.q_len, cx.i32(block as i32 - 1))?, cx.i32(block as i32))?;
-        let rows = cx.add(cx.mul(self.bh(), cx.sext64(n_lq)?)?, cx.sext64(lq)?)?;
-        let row = cx.gep(cx.i32t(), list, cx.mul(rows, cx.sext64(width)?)?)?;
-        let masks = cx.for_range(cx.i32(0), width, vec![cx.i32(0).into()], "list", |cx, w, carried| {
-            let entry = cx.load_i32(cx.gep(cx.i32t(), row, cx.sext64(w)?)?)?;
-            // Unused slots (-1) and blocks outside the tile fall outside [0, nk).
-            let j = cx.sub(entry, lk0)?;
-            let inside = cx.and(cx.icmp(IP::SGE, j, cx.i32(0))?, cx.icmp(IP::SLT, j, nk)?)?;
-            let bit = cx.shl(cx.i32(1), cx.select_int(inside, j, cx.i32(0))?)?;
-            let bit = cx.select_int(inside, bit, cx.i32(0))?;
-            Ok(vec![cx.or(carried[0].into_int_value(), bit)?.into()])
-        })?;
-        Ok(masks[0].into_int_value())
-    }
-
     // ------------------------------------------------------------------
     // The tile classifier: interval evaluation (interval.rs) on the GPU.
     // ------------------------------------------------------------------
@@ -455,7 +504,7 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
                     let read = |w: i64| -> Result<IV<'ctx>> { cx.load_i32(cx.gep(cx.i32t(), summary, cx.add(at, cx.i64(w))?)?) };
                     words = Some((0..n as i64).map(read).collect::<Result<Vec<_>>>()?);
                 }
-                InputArg::BlockList { list: ptr, width, block } => list = Some(self.list_tile(cx, ptr, width, block, q, k)?),
+                InputArg::BlockList { block, bitmap, .. } => list = Some(list_tile(cx, bitmap, block, q, k)?),
                 InputArg::HeadScalar(_) | InputArg::LaunchScalar(_) => {}
             }
             summaries.push(words);
@@ -554,25 +603,39 @@ impl<'p, 'ctx> Predicate<'p, 'ctx> {
         }
         Ok(vals)
     }
+}
 
-    /// `sel[q, k]` over a tile: True when every (list q-block, list k-block)
-    /// pair under it is listed, False when none is, else Unknown.
-    fn list_tile(&self, cx: &Cx<'_, 'ctx>, list: PointerValue<'ctx>, width: IV<'ctx>, block: u32, q: &TileRange<'ctx>, k: &TileRange<'ctx>) -> Result<Abs<'ctx>> {
-        let lb = cx.i32(block as i32);
-        let (lq0, lq1) = (cx.udiv(q.lo, lb)?, cx.add(cx.udiv(q.hi, lb)?, cx.i32(1))?);
-        let (lk0, nk) = list_key_span(cx, k, block)?;
-        let all_bits = cx.sub(cx.shl(cx.i32(1), nk)?, cx.i32(1))?;
-        let init = vec![cx.bool(false).into(), cx.bool(true).into()];
-        let out = cx.for_range(lq0, lq1, init, "listq", |cx, lq, c| {
-            let mask = self.list_row_mask(cx, list, width, block, lq, lk0, nk)?;
-            let any = cx.or(c[0].into_int_value(), cx.icmp(IP::NE, mask, cx.i32(0))?)?;
-            let all = cx.and(c[1].into_int_value(), cx.icmp(IP::EQ, mask, all_bits)?)?;
-            Ok(vec![any.into(), all.into()])
-        })?;
-        let (any, all) = (out[0].into_int_value(), out[1].into_int_value());
-        // True: (1, 0); False: (0, 1); Unknown: (1, 1).
-        Ok(Abs::Tri { t: any, f: cx.not(all)? })
+/// Bit `j` set when key list-block `lk0 + j` (j < nk) is listed for query
+/// list-block `lq`: two shared words of its bitmap row, shifted.
+fn list_row_mask<'ctx>(cx: &Cx<'_, 'ctx>, bm: ListBitmap<'ctx>, lq: IV<'ctx>, lk0: IV<'ctx>, nk: IV<'ctx>) -> Result<IV<'ctx>> {
+    let row = cx.urem(lq, cx.i32(bm.rows as i32))?;
+    let word = cx.add(cx.mul(row, bm.words)?, cx.lshr(lk0, cx.i32(5))?)?;
+    let lo = cx.load_i32(cx.gep(cx.i32t(), bm.base, word)?)?;
+    // The row's last word is a zero pad, so this read stays in the row.
+    let hi = cx.load_i32(cx.gep(cx.i32t(), bm.base, cx.add(word, cx.i32(1))?)?)?;
+    let pair = cx.or(cx.zext(lo, cx.i64t())?, cx.shl(cx.zext(hi, cx.i64t())?, cx.i64(32))?)?;
+    let bits = cx.trunc(cx.lshr(pair, cx.zext(cx.and(lk0, cx.i32(31))?, cx.i64t())?)?, cx.i32t())?;
+    cx.and(bits, cx.sub(cx.shl(cx.i32(1), nk)?, cx.i32(1))?)
+}
+
+/// `sel[q, k]` over a tile: True when every (list q-block, list k-block)
+/// pair under it is listed, False when none is, else Unknown. The tile's
+/// list rows are at most `bm.rows`, so the walk over them is unrolled.
+fn list_tile<'ctx>(cx: &Cx<'_, 'ctx>, bm: ListBitmap<'ctx>, block: u32, q: &TileRange<'ctx>, k: &TileRange<'ctx>) -> Result<Abs<'ctx>> {
+    let lb = cx.i32(block as i32);
+    let (lq0, lq1) = (cx.udiv(q.lo, lb)?, cx.udiv(q.hi, lb)?);
+    let (lk0, nk) = list_key_span(cx, k, block)?;
+    let all_bits = cx.sub(cx.shl(cx.i32(1), nk)?, cx.i32(1))?;
+    let (mut any, mut all) = (cx.bool(false), cx.bool(true));
+    for r in 0..bm.rows {
+        let lq = cx.add(lq0, cx.i32(r as i32))?;
+        let mask = list_row_mask(cx, bm, lq, lk0, nk)?;
+        let inside = cx.icmp(IP::ULE, lq, lq1)?;
+        any = cx.or(any, cx.and(inside, cx.icmp(IP::NE, mask, cx.i32(0))?)?)?;
+        all = cx.and(all, cx.or(cx.not(inside)?, cx.icmp(IP::EQ, mask, all_bits)?)?)?;
     }
+    // True: (1, 0); False: (0, 1); Unknown: (1, 1).
+    Ok(Abs::Tri { t: any, f: cx.not(all)? })
 }
 
 /// Conjuncts the classifier reports on separately, at most: each adds an
@@ -1048,6 +1111,22 @@ fn float_arith<'ctx>(cx: &Cx<'_, 'ctx>, op: BinaryOp, a: (FV<'ctx>, FV<'ctx>), b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_rows_per_tile_counts_every_list_row_a_tile_can_touch() {
+        assert_eq!(list_rows_per_tile(64, 64), 1);
+        assert_eq!(list_rows_per_tile(128, 64), 2);
+        assert_eq!(list_rows_per_tile(64, 128), 1, "a 64-row tile sits inside one 128-row list block");
+        // 48-row tiles against 64-row list blocks: rows 48..=95 span two.
+        assert_eq!(list_rows_per_tile(48, 64), 2);
+        assert_eq!(list_rows_per_tile(64, 48), 2, "rows 64..=127 hit list rows 1 and 2");
+        // Brute force: the most distinct list rows over any tile's rows.
+        for (bq, b) in [(64u32, 64u32), (128, 64), (64, 32), (64, 48), (96, 64), (16, 64), (128, 48)] {
+            let rows = |t: u32| (t * bq..(t + 1) * bq).map(|r| r / b).collect::<std::collections::BTreeSet<_>>().len() as u32;
+            let most = (0..4 * b).map(rows).max().unwrap();
+            assert_eq!(list_rows_per_tile(bq, b), most, "block_q {bq}, list block {b}");
+        }
+    }
 
     fn split(name: &str) -> Vec<String> {
         let ir = (lacuna_patterns::find(name).expect("standard pattern").ir)();

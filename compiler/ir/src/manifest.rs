@@ -216,6 +216,31 @@ pub struct KernelManifest {
     /// ordinary launch is also correct (the wait is then a no-op).
     #[serde(default)]
     pub dependent_launch: bool,
+    /// One per block-list input, in input order: the kernel keeps a bitmap
+    /// of each list's rows in dynamic shared memory after `shared_bytes`,
+    /// sized by the launch's key length ([`KernelManifest::shared_bytes_for`]).
+    /// Empty for patterns without block lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub list_bitmaps: Vec<ListBitmap>,
+}
+
+/// The shared-memory bitmap of one block-list input: for each of the
+/// `rows` list rows a CTA's query tile can span, bit `j` of word `j / 32`
+/// is set when key list-block `j` is listed. A row takes
+/// [`list_bitmap_words`] words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListBitmap {
+    /// Keys per list block (the input's `Blocks<block>`).
+    pub block: u32,
+    /// List rows per CTA (query list-blocks a query tile can overlap).
+    pub rows: u32,
+}
+
+/// i32 words of one list row's bitmap at key length `kv_len`: a bit per key
+/// list-block, plus one zero word so a 64-bit read at the last word stays
+/// inside the row. The kernel computes the same (codegen's `predicate.rs`).
+pub fn list_bitmap_words(kv_len: usize, block: u32) -> usize {
+    kv_len.div_ceil(block.max(1) as usize).div_ceil(32) + 1
 }
 
 /// The summaries with bucket runs: each listed input's summary is
@@ -287,6 +312,13 @@ impl fmt::Display for KernelManifest {
         if self.dependent_launch {
             writeln!(f, "  launch: programmatically dependent on the summary launch (prologue overlaps it; griddepcontrol.wait before the key scan)")?;
         }
+        for b in &self.list_bitmaps {
+            writeln!(
+                f,
+                "  block list: a bitmap of {} list row(s) in shared memory after the {} bytes, a bit per {}-key block (ceil(Nk / {}) bits, sized at launch)",
+                b.rows, self.shared_bytes, b.block, b.block
+            )?;
+        }
         Ok(())
     }
 }
@@ -303,6 +335,13 @@ pub enum ManifestError {
 }
 
 impl KernelManifest {
+    /// Dynamic shared memory of a launch with `kv_len` keys: `shared_bytes`
+    /// plus the block-list bitmaps, which grow with the key length.
+    pub fn shared_bytes_for(&self, kv_len: usize) -> usize {
+        let bitmaps: usize = self.list_bitmaps.iter().map(|b| 4 * b.rows as usize * list_bitmap_words(kv_len, b.block)).sum();
+        self.shared_bytes as usize + bitmaps
+    }
+
     /// Prepends the manifest to PTX text, so one file carries both.
     pub fn attach_to_ptx(&self, ptx: &str) -> String {
         let json = serde_json::to_string(self).unwrap_or_default();
@@ -319,6 +358,22 @@ impl KernelManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_bitmaps_grow_the_launch_shared_memory_with_the_keys() {
+        let mut m = manifest(GridOrder::HeadMajor);
+        assert_eq!(m.shared_bytes_for(1 << 20), m.shared_bytes as usize, "no block lists, no bitmaps");
+        m.list_bitmaps = vec![ListBitmap { block: 64, rows: 2 }];
+        // 4096 keys: 64 list blocks, two words and the pad word per row.
+        assert_eq!(m.shared_bytes_for(4096), m.shared_bytes as usize + 4 * 2 * 3);
+        assert_eq!(m.shared_bytes_for(4097), m.shared_bytes as usize + 4 * 2 * 4);
+        assert_eq!(list_bitmap_words(1, 64), 2);
+        assert_eq!(list_bitmap_words(32 * 128, 128), 2);
+        m.list_bitmaps.push(ListBitmap { block: 128, rows: 1 });
+        assert_eq!(m.shared_bytes_for(4096), m.shared_bytes as usize + 4 * 2 * 3 + 4 * 2);
+        let text = m.to_string();
+        assert!(text.contains("block list: a bitmap of 2 list row(s) in shared memory"), "{text}");
+    }
 
     fn manifest(grid: GridOrder) -> KernelManifest {
         KernelManifest {
@@ -342,6 +397,7 @@ mod tests {
             summaries_entry: None,
             tensor_maps: false,
             dependent_launch: false,
+            list_bitmaps: Vec::new(),
         }
     }
 

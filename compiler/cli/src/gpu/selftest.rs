@@ -97,6 +97,13 @@ fn cases(quick: bool) -> Vec<Case> {
     // Short scanned rows at D=128 on 64x64 tiles (QK-drop's compacted rows).
     out.push(Case { pattern: "qk-drop", params: &[("drop", "0.5")], batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, by_length: true, ..base.clone() });
     out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 700, kv_len: 700, by_length: true, ..base.clone() });
+    // Block lists on short-row tiles, and past 2048 keys: bitmap rows of
+    // more than one word, and (64x48 at D=128) key tiles whose two list
+    // blocks straddle a word.
+    let c = Case { pattern: "topk", params: &[("topk", "4"), ("W", "64")], heads: 2, kv_heads: 2, q_len: 2200, kv_len: 2200, by_length: true, ..base.clone() };
+    out.push(c.clone());
+    out.push(Case { head_dim: 128, ..c });
+    out.push(Case { pattern: "topk", params: &[("topk", "3"), ("W", "64")], batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, by_length: true, ..base.clone() });
     // Short band problems run heaviest first (rank-major grid; MoA with its head order).
     out.push(Case { pattern: "moa", params: &[("alpha", "64,128,192,256"), ("sink", "16")], batch: 2, q_len: 450, kv_len: 450, by_length: true, ..base.clone() });
     out.push(Case { pattern: "sliding-window", params: &[("W", "300"), ("sink", "70")], head_dim: 128, q_len: 333, kv_len: 333, by_length: true, ..base.clone() });

@@ -40,7 +40,7 @@ use crate::lower::pipeline::{align_dynamic_smem, chunk_dst, copy_from, copy_tile
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
-use crate::predicate::{InputArg, PredEnv, Predicate, Staged, TileRange};
+use crate::predicate::{list_bitmap_words, list_rows_per_tile, InputArg, ListBitmap, PredEnv, Predicate, Staged, TileRange};
 
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
@@ -491,21 +491,29 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         }
 
         // ---- the predicate's launch-uniform values, then the key-block candidates ----
-        let inputs = p
-            .inputs()
-            .iter()
-            .zip(&abi.input_start)
-            .enumerate()
-            .map(|(input, (d, &i))| match d.kind {
+        let smem = dynamic_smem(cx);
+        // Block lists' bitmaps sit after the plan's shared memory, one after
+        // another in input order, sized by the key length (the manifest's
+        // `shared_bytes_for` adds the same bytes at launch).
+        let mut bitmap_at = cx.i32(plan.shared_bytes() as i32);
+        let mut inputs = Vec::with_capacity(p.inputs().len());
+        for (input, (d, &i)) in p.inputs().iter().zip(&abi.input_start).enumerate() {
+            inputs.push(match d.kind {
                 InputKind::QueryTensor | InputKind::KeyTensor => {
                     let words = summary_words(p, InputId(input as u32)) as u32;
                     InputArg::Tensor { values: ptr(i), summary: ptr(i + 1), words }
                 }
                 InputKind::HeadScalar(_) => InputArg::HeadScalar(ptr(i)),
                 InputKind::LaunchScalar(_) => InputArg::LaunchScalar(param(i)),
-                InputKind::BlockList { block } => InputArg::BlockList { list: ptr(i), width: int(i + 1), block },
-            })
-            .collect();
+                InputKind::BlockList { block } => {
+                    let rows = list_rows_per_tile(plan.block_q, block);
+                    let words = list_bitmap_words(cx, kv_len, block)?;
+                    let bitmap = ListBitmap { base: cx.byte_gep(smem, bitmap_at)?, words, rows };
+                    bitmap_at = cx.add(bitmap_at, cx.mul(words, cx.i32(4 * rows as i32))?)?;
+                    InputArg::BlockList { list: ptr(i), width: int(i + 1), block, bitmap }
+                }
+            });
+        }
         let env = PredEnv { b, h, bh, q_len, kv_len, q_blocks, k_blocks, inputs };
         // Element-test variants per undecided conjunct: on the wgmma path,
         // where they were measured. mma.sync kernels at D=128 sit at 255
@@ -514,7 +522,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let qtile = TileRange { lo: q0, hi: q1, block: qb };
         let keys = KeyBlocks::new(cx, p, plan, &pred, &qtile, q_len, kv_len, k_blocks)?;
 
-        let smem = dynamic_smem(cx);
         if plan.swizzled() {
             align_dynamic_smem(cx, SWIZZLE_ALIGN);
         }
@@ -616,6 +623,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             // this one was launched behind may still be writing.
             cx.griddepcontrol_wait()?;
         }
+        this.pred.build_list_bitmaps(cx, tid, plan.threads(), q0, q1)?;
         let mut cursor = this.keys.start(cx, &this.list)?;
         let mut pending = Vec::new();
         for slot in 0..plan.stages - 1 {
