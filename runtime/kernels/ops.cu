@@ -591,6 +591,98 @@ extern "C" __global__ void lacuna_topk_blocks(
     }
 }
 
+// The same selection for k <= 32 and at most TOPK_ORDER_MAX key blocks, in
+// two launches that share work across query blocks: the scores do not
+// depend on the query block, so every query block's k - 1 picks are the
+// first k - 1 blocks of ONE order (score descending, then index ascending)
+// that fall inside its candidate prefix [0, p) (causal blocks before the
+// diagonal and before the window). lacuna_topk_order sorts each (b, hk)
+// row once; lacuna_topk_pick walks that order 32 blocks at a time per
+// query block, about 15 (nkb / p) / 32 loads of 32 instead of k - 1 scans
+// of the whole prefix.
+#define TOPK_ORDER_MAX 4096
+
+// A u32 that sorts ascending as scores sort descending: NaN ranks as -inf
+// and -0 as +0 (the CPU reference compares them equal; the index decides).
+__device__ __forceinline__ unsigned lacuna_descending_key(float v) {
+    if (v != v) v = -__int_as_float(0x7f800000);
+    if (v == 0.0f) v = 0.0f;
+    unsigned u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ~u;
+}
+
+// One block per (b, hk) row of scores (B, Hkv, nkb), nkb <= TOPK_ORDER_MAX:
+// order (B, Hkv, nkb) lists the row's key blocks best first. A bitonic sort
+// of (key << 32 | index) in shared memory, padded to a power of two with
+// keys that sort last.
+extern "C" __global__ void lacuna_topk_order(const float* __restrict__ scores, int nkb, int* __restrict__ order)
+{
+    __shared__ unsigned long long keys[TOPK_ORDER_MAX];
+    const i64 row = blockIdx.x;
+    const float* s = scores + row * nkb;
+    int n2 = 1;
+    while (n2 < nkb) n2 <<= 1;
+    for (int i = threadIdx.x; i < n2; i += blockDim.x)
+        keys[i] = i < nkb ? ((unsigned long long)lacuna_descending_key(s[i]) << 32) | (unsigned)i : ~0ull;
+    __syncthreads();
+    for (int size = 2; size <= n2; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < n2; i += blockDim.x) {
+                const int j = i ^ stride;
+                if (j > i) {
+                    const unsigned long long a = keys[i], b = keys[j];
+                    if ((a > b) == ((i & size) == 0)) { keys[i] = b; keys[j] = a; }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = threadIdx.x; i < nkb; i += blockDim.x) order[row * nkb + i] = (int)(keys[i] & 0xffffffffull);
+}
+
+// One warp per (b, h, query block of 64), k <= 32: lacuna_topk_blocks'
+// output from the row's order. Lane l holds output entry l.
+extern "C" __global__ void lacuna_topk_pick(
+    const int* __restrict__ order, int heads, int kv_heads, int nkb, int nq, int nqb,
+    int k, int window, i64 total, int* __restrict__ sel)
+{
+    __shared__ int picked[8][32];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i64 wid = (i64)blockIdx.x * (blockDim.x >> 5) + w;
+    if (wid >= total) return;
+    const i64 bh = wid / nqb;
+    const int qb = (int)(wid - bh * nqb);
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    const int hk = h / (heads / kv_heads);
+    const int* ord = order + ((i64)b * kv_heads + hk) * nkb;
+    const int last_q = min(qb * 64 + 63, nq - 1);
+    const int diag = min(last_q / 64, nkb - 1);
+    // Candidates: kb < diag, and (with a window) last_q - 64 kb >= window.
+    int p = diag;
+    if (window > 0) p = last_q >= window ? min(p, (last_q - window) / 64 + 1) : 0;
+    const int want = min(k - 1, p);
+    if (lane == 0) picked[w][0] = diag;
+    for (int c = 0, taken = 0; taken < want && c < nkb; c += 32) {
+        const int j = c + lane;
+        const int kb = j < nkb ? ord[j] : INT_MAX_;
+        const bool hit = kb < p;
+        const unsigned m = __ballot_sync(FULL_MASK, hit);
+        const int at = taken + __popc(m & ((1u << lane) - 1));
+        if (hit && at < want) picked[w][1 + at] = kb;
+        taken += __popc(m);
+    }
+    __syncwarp();
+    const int count = 1 + want;
+    const int v = lane < count ? picked[w][lane] : INT_MAX_;
+    // Ascending: each entry's place is how many entries are smaller (they are distinct).
+    int place = 0;
+    for (int o = 0; o < 32; ++o) place += __shfl_sync(FULL_MASK, v, o) < v;
+    int* out = sel + wid * k;
+    if (lane < count) out[place] = v;
+    else if (lane < k) out[lane] = -1;
+}
+
 // ---------------------------------------------------------------------------
 // SPARSEK operator (forward): per row of u (rows, n), tau with
 // sum_j clamp(u_j - tau, 0, 1) = k, by bisection on [min u - 1, max u] and

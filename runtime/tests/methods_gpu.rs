@@ -273,6 +273,39 @@ fn sparsek_scores_and_topk_match_the_cpu() {
     }
 }
 
+/// Both top-k paths against the CPU: one sorted order per (b, hk) row for
+/// k <= 32 and up to 4096 key blocks, the scan per query block past either
+/// limit. Block scores made directly, with NaN, -inf, -0 and +0 among
+/// ties, at and just past each limit, and query lengths shorter than the keys.
+#[test]
+fn topk_paths_match_the_cpu() {
+    let Some((gpu, ops)) = setup("topk_paths_match_the_cpu") else { return };
+    let mut noise = Noise::new(17);
+    for (b, h, hkv, nkb, nq, topk, window) in [
+        (1, 2, 1, 4096, 38_400, 32, 0),
+        (1, 1, 1, 4097, 38_400, 16, 512),
+        (2, 4, 2, 300, 300 * 64, 1, 0),
+        (1, 2, 2, 77, 5000, 33, 128),
+        (1, 3, 1, 1000, 64_000, 17, 1000),
+        (1, 2, 1, 64, 4000, 31, 65),
+    ] {
+        let scores: Vec<f32> = (0..b * hkv * nkb)
+            .map(|_| match noise.below(12) {
+                0 => f32::NAN,
+                1 => -0.0,
+                2 => 0.0,
+                3 => f32::NEG_INFINITY,
+                _ => noise.below(6) as f32 - 2.5,
+            })
+            .collect();
+        let bs = ok(DeviceTensor::from_host_f32(&gpu, &scores, &[b, hkv, nkb]));
+        let sel = ok(ops.topk_blocks(&bs, h, nq, topk, window));
+        let want = cpu::topk_blocks(&scores, b, h, hkv, nkb, nq, topk, window);
+        assert_eq!(ok(sel.to_host_i32()), want, "top-k B{b} H{h}/{hkv} nkb {nkb} Nq {nq} k {topk} W {window}");
+        eprintln!("top-k B{b} H{h}/{hkv} nkb {nkb} Nq {nq} k {topk} W {window}: identical");
+    }
+}
+
 #[test]
 fn sparsek_tau_matches_the_cpu() {
     let Some((gpu, ops)) = setup("sparsek_tau_matches_the_cpu") else { return };

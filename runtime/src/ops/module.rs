@@ -34,6 +34,8 @@ pub const OPS_ENTRIES: &[&str] = &[
     "lacuna_token_scores",
     "lacuna_block_scores",
     "lacuna_topk_blocks",
+    "lacuna_topk_order",
+    "lacuna_topk_pick",
     "lacuna_sparsek_tau",
 ];
 

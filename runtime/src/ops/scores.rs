@@ -23,6 +23,14 @@ pub enum BlockReduce {
 /// Largest top-k width (selected key blocks per query block).
 pub const MAX_TOPK: usize = 4096;
 
+/// Top-k selection from one sorted order per row (`lacuna_topk_order` +
+/// `lacuna_topk_pick`) up to this width (a warp's lanes hold the picks) and
+/// [`TOPK_ORDER_MAX`] key blocks (the sort's shared memory); past either,
+/// the scan per query block (`lacuna_topk_blocks`).
+const TOPK_PICK_MAX: usize = 32;
+/// `TOPK_ORDER_MAX` in ops.cu: key blocks one row's sort holds (256K keys).
+const TOPK_ORDER_MAX: usize = 4096;
+
 impl GpuOps {
     /// `u[b, h, j] = x[b, h, j, :] · w`: x (B, H, N, D) bf16/fp16 (the keys),
     /// `w` f32 (D). Returns f32 (B, H, N). Bit-exact with [`super::cpu::token_scores`].
@@ -115,6 +123,28 @@ impl GpuOps {
         let nqb = q_len.div_ceil(TOPK_BLOCK);
         let sel = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, heads, nqb, topk])?;
         let total = b * heads * nqb;
+        if topk <= TOPK_PICK_MAX && nkb <= TOPK_ORDER_MAX {
+            // Each (b, hk) row's blocks sorted once, then every query block
+            // takes the first picks inside its prefix (ops.cu explains).
+            let order = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, hkv, nkb])?;
+            let order_args = [Ptr(block_scores.device_ptr()), I32(nkb as i32), Ptr(order.device_ptr())];
+            let threads = nkb.next_power_of_two().clamp(32, 1024) as u32;
+            self.launch("lacuna_topk_order", &order_args, (blocks_for(b * hkv, 1)?, 1, 1), threads, 0)?;
+            let pick_args = [
+                Ptr(order.device_ptr()),
+                I32(heads as i32),
+                I32(hkv as i32),
+                I32(nkb as i32),
+                I32(q_len as i32),
+                I32(nqb as i32),
+                I32(topk as i32),
+                I32(window),
+                I64(total as i64),
+                Ptr(sel.device_ptr()),
+            ];
+            self.launch("lacuna_topk_pick", &pick_args, (blocks_for(total, 8)?, 1, 1), 256, 0)?;
+            return Ok(sel);
+        }
         let args = [
             Ptr(block_scores.device_ptr()),
             I32(heads as i32),
