@@ -207,6 +207,88 @@ extern "C" __global__ void lacuna_lsh_bucket(
     }
 }
 
+// The same buckets with no staging, for rows of x on 16-byte boundaries
+// (D a multiple of 8): a thread owns one token and reads its row 8 values
+// (16 bytes) at a time straight from global memory, the next 8 loaded
+// while these are used; shared memory holds only the projection tile,
+// which every lane reads at the same address (a broadcast). 60 registers
+// and 4-8 KB of shared memory per 128 threads, so an SM runs 32 warps
+// where the staged kernel runs 20. Every column still sums over c in
+// order with fmaf: bit-exact with the CPU. Faster only for one pass of 16
+// columns (the host's LshLaunch says where it runs, and why).
+// grid (ceil(N / blockDim), B * H); dynamic shared: D * COLS floats.
+template <int COLS, bool F16>
+__device__ __forceinline__ void lacuna_lsh_direct(
+    const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d,
+    const float* __restrict__ r, int m, int* __restrict__ out, float* rt)
+{
+    const int bh = blockIdx.y;
+    const int b = bh / heads, h = bh % heads;
+    const int tok = blockIdx.x * blockDim.x + threadIdx.x;
+    const uint4* src = (const uint4*)(x + b * sb + h * sh + (i64)min(tok, n - 1) * sn);
+    float best = -__int_as_float(0x7f800000);
+    int best_i = INT_MAX_;
+    for (int j0 = 0; j0 < m; j0 += COLS) {
+        __syncthreads();  // the previous tile consumed
+        for (int e = threadIdx.x; e < d * COLS; e += blockDim.x) {
+            const int c = e / COLS, u = e - c * COLS;
+            rt[e] = j0 + u < m ? __ldg(r + (i64)c * m + j0 + u) : 0.0f;
+        }
+        __syncthreads();
+        float a[COLS];
+#pragma unroll
+        for (int u = 0; u < COLS; ++u) a[u] = 0.0f;
+        uint4 next = __ldg(src);
+        for (int c0 = 0; c0 < d; c0 += 8) {
+            const uint4 v = next;
+            if (c0 + 8 < d) next = __ldg(src + (c0 + 8) / 8);
+            const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                const float xv = lacuna_lsh_f32<F16>((u16)((t & 1) ? w[t / 2] >> 16 : w[t / 2] & 0xffffu));
+                const float* rc = rt + (c0 + t) * COLS;
+#pragma unroll
+                for (int q = 0; q < COLS / 4; ++q) {
+                    const float4 rv = *(const float4*)(rc + 4 * q);
+                    a[4 * q + 0] = fmaf(xv, rv.x, a[4 * q + 0]);
+                    a[4 * q + 1] = fmaf(xv, rv.y, a[4 * q + 1]);
+                    a[4 * q + 2] = fmaf(xv, rv.z, a[4 * q + 2]);
+                    a[4 * q + 3] = fmaf(xv, rv.w, a[4 * q + 3]);
+                }
+            }
+        }
+        // As lacuna_lsh_project: column j's better half, ties to the lower index.
+#pragma unroll
+        for (int u = 0; u < COLS; ++u) {
+            const int j = j0 + u;
+            if (j < m) {
+                const float v = a[u];
+                const int i = v < 0.0f ? j + m : j;
+                const float av = fabsf(v);
+                if (lacuna_better(av, i, best, best_i)) { best = av; best_i = i; }
+            }
+        }
+    }
+    if (tok < n) out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
+}
+
+// `cols`: 4, 8 or 16 (the host's choice; it sized the shared memory).
+extern "C" __global__ void lacuna_lsh_bucket_direct(
+    const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
+    const float* __restrict__ r, int m, int cols, int* __restrict__ out)
+{
+    extern __shared__ __align__(16) float rt[];
+    if (is_f16) {
+        if (cols == 4) lacuna_lsh_direct<4, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+        else if (cols == 8) lacuna_lsh_direct<8, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+        else lacuna_lsh_direct<16, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+    } else {
+        if (cols == 4) lacuna_lsh_direct<4, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+        else if (cols == 8) lacuna_lsh_direct<8, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+        else lacuna_lsh_direct<16, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Stable counting sort of each (b, h) row of buckets in [0, nb) (values
 // outside are clamped), in three passes so that long rows use many blocks:

@@ -107,13 +107,20 @@ fn lsh_buckets_match_the_cpu_bit_for_bit() {
         ([1, 2, 130, 128], Dt::Bf16, false, 40),
         // Two 16-column passes, a D that is not a power of two.
         ([1, 1, 90, 72], Dt::F16, true, 64),
-        // A D that is not a multiple of 4 (or 8): 2-byte staging, the
-        // scalar tail of the projection.
+        // A D that is not a multiple of 4 (or 8): the staged kernel with
+        // 2-byte staging, the scalar tail of the projection.
         ([1, 1, 40, 50], Dt::Bf16, false, 20),
         // D = 64 with 16 columns per pass and 16-byte staging: one pass
         // (hash-32), two passes (hash-64, fp16, strided).
         ([2, 2, 300, 64], Dt::Bf16, false, 32),
         ([1, 2, 257, 64], Dt::F16, true, 64),
+        // Rows read directly (16-byte aligned, 9 to 16 columns; the
+        // [2, 2, 300, 64] hash-32 case above too): fp16 through a strided
+        // view with 6 zero columns in the pass, and D = 48 at 9 columns.
+        ([1, 2, 200, 128], Dt::F16, true, 20),
+        ([1, 1, 77, 48], Dt::Bf16, false, 18),
+        // A hash-32-sized pass on rows off 16-byte boundaries: staged.
+        ([1, 2, 150, 100], Dt::Bf16, false, 32),
     ] {
         let [b, h, n, d] = shape;
         let (x, xr) = upload(&gpu, &noise.vec(b * h * n * d), shape, dt, bnhd);

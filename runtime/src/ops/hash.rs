@@ -36,31 +36,43 @@ fn vec8_ok(d: usize, strides: &[usize], ptrs: &[u64]) -> bool {
     d % 8 == 0 && strides.iter().all(|s| s % 8 == 0) && ptrs.iter().all(|p| p % 16 == 0)
 }
 
-/// How `lacuna_lsh_bucket` is launched for head dim `d` and `m` = buckets/2
-/// projection columns (runtime/kernels/ops.cu): two tokens per thread; the
-/// block's rows staged as raw 16-bit values, each padded to an odd number of
-/// 4-byte words (`lacuna_lsh_pitch`), then one tile of `cols` projection
-/// columns, all under the 48 KB of shared memory a launch gets without
-/// opting in (D=64: 21 KB, D=128: 41 KB, D=256: 41 KB).
+/// How the LSH op is launched for head dim `d`, `m` = buckets/2 projection
+/// columns, and whether every row of x starts on a 16-byte boundary
+/// (runtime/kernels/ops.cu). Both kernels pass the projection through shared
+/// memory `cols` columns at a time: 4, 8 or 16, the fewest that cover `m`.
+/// - Aligned rows and 9 to 16 columns (hash-18 to hash-32): one pass of 16
+///   columns in `lacuna_lsh_bucket_direct`, one token per thread reading its
+///   row from global memory, shared memory for the projection tile only
+///   (D=64: 4 KB per 128 threads). H200, against the staged kernel, same
+///   call: hash-32's LSH -11% / -14% / -11% / -6% at 4K / 8K / 16K / 32K;
+///   but hash-64 (two passes, the row read twice) +3% to +11% past 8K and
+///   hash-2 to hash-8 (4 columns, where the loads dominate and the staged
+///   kernel's are coalesced) up to +12%, so those stay staged.
+/// - Otherwise `lacuna_lsh_bucket`: two tokens per thread, the block's rows
+///   staged as raw 16-bit values, each padded to an odd number of 4-byte
+///   words (`lacuna_lsh_pitch`), then the tile (8 columns at most above
+///   D=128), under the 48 KB a launch gets without opting in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LshLaunch {
+    entry: &'static str,
     /// Tokens per block.
     rows: usize,
     threads: usize,
-    /// Projection columns per pass: 4, 8 or 16, the fewest that cover `m`
-    /// (8 at most above D=128, where 16 would not fit).
     cols: usize,
     shared_bytes: usize,
 }
 
 impl LshLaunch {
-    fn new(d: usize, m: usize) -> Self {
+    fn new(d: usize, m: usize, aligned_rows: bool) -> Self {
+        if aligned_rows && (9..=16).contains(&m) {
+            return LshLaunch { entry: "lacuna_lsh_bucket_direct", rows: 128, threads: 128, cols: 16, shared_bytes: d * 16 * 4 };
+        }
         let cols = if m <= 4 { 4 } else if m <= 8 || d > 128 { 8 } else { 16 };
         let rows = if d <= 128 { 128 } else { 64 };
         let words = d.div_ceil(2) | 1;
         // The projection tile starts on a 16-byte boundary (float4 reads).
         let x_floats = (rows * words).next_multiple_of(4);
-        LshLaunch { rows, threads: rows / 2, cols, shared_bytes: (x_floats + d * cols) * 4 }
+        LshLaunch { entry: "lacuna_lsh_bucket", rows, threads: rows / 2, cols, shared_bytes: (x_floats + d * cols) * 4 }
     }
 }
 
@@ -99,8 +111,9 @@ impl GpuOps {
         check_same_gpu("x", x, ord)?;
         check_same_gpu("the projection R", r, ord)?;
         let out = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, h, n])?;
-        let LshLaunch { rows, threads, cols, shared_bytes } = LshLaunch::new(d, m);
         let st = x.strides();
+        let aligned_rows = vec8_ok(d, &st[..3], &[x.device_ptr()]);
+        let LshLaunch { entry, rows, threads, cols, shared_bytes } = LshLaunch::new(d, m, aligned_rows);
         let args = [
             Ptr(x.device_ptr()),
             I64(st[0] as i64),
@@ -116,7 +129,7 @@ impl GpuOps {
             Ptr(out.device_ptr()),
         ];
         let grid = (blocks_for(n, rows)?, (b * h) as u32, 1);
-        self.launch("lacuna_lsh_bucket", &args, grid, threads as u32, shared_bytes as u32)?;
+        self.launch(entry, &args, grid, threads as u32, shared_bytes as u32)?;
         Ok(out)
     }
 
@@ -287,13 +300,24 @@ mod tests {
     fn lsh_launches_fit_the_default_shared_memory() {
         for d in 1..=super::super::MAX_HEAD_DIM {
             for m in [1, 2, 4, 5, 8, 9, 16, 17, 512] {
-                let l = LshLaunch::new(d, m);
-                assert!(l.shared_bytes <= 48 * 1024, "D={d} m={m}: {l:?}");
-                assert_eq!(l.rows, 2 * l.threads);
-                assert!(l.cols >= m.min(8) && [4, 8, 16].contains(&l.cols), "D={d} m={m}: {l:?}");
+                for aligned in [false, true] {
+                    let l = LshLaunch::new(d, m, aligned);
+                    assert!(l.shared_bytes <= 48 * 1024, "D={d} m={m}: {l:?}");
+                    let direct = l.entry == "lacuna_lsh_bucket_direct";
+                    assert_eq!(direct, aligned && (9..=16).contains(&m), "D={d} m={m}: {l:?}");
+                    assert_eq!(l.rows, if direct { l.threads } else { 2 * l.threads }, "D={d} m={m}: {l:?}");
+                    assert!(l.cols >= m.min(8) && [4, 8, 16].contains(&l.cols), "D={d} m={m}: {l:?}");
+                }
             }
         }
-        assert_eq!(LshLaunch::new(64, 16), LshLaunch { rows: 128, threads: 64, cols: 16, shared_bytes: (128 * 33 + 64 * 16) * 4 });
-        assert_eq!(LshLaunch::new(64, 4).cols, 4, "hash-8 multiplies no zero columns");
+        assert_eq!(
+            LshLaunch::new(64, 16, false),
+            LshLaunch { entry: "lacuna_lsh_bucket", rows: 128, threads: 64, cols: 16, shared_bytes: (128 * 33 + 64 * 16) * 4 }
+        );
+        assert_eq!(LshLaunch::new(64, 16, true), LshLaunch { entry: "lacuna_lsh_bucket_direct", rows: 128, threads: 128, cols: 16, shared_bytes: 64 * 16 * 4 });
+        assert_eq!(LshLaunch::new(64, 4, false).cols, 4, "hash-8 multiplies no zero columns");
+        assert_eq!(LshLaunch::new(64, 4, true), LshLaunch::new(64, 4, false), "hash-8 stays staged");
+        assert_eq!(LshLaunch::new(64, 32, true), LshLaunch::new(64, 32, false), "hash-64 stays staged");
     }
+
 }

@@ -23,6 +23,7 @@ pub const OPS_SOURCE: &str = include_str!("../../kernels/ops.cu");
 /// so a missing one is reported at once.
 pub const OPS_ENTRIES: &[&str] = &[
     "lacuna_lsh_bucket",
+    "lacuna_lsh_bucket_direct",
     "lacuna_bucket_hist",
     "lacuna_bucket_offsets",
     "lacuna_bucket_place",
