@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use lacuna_ir::{analyze, Bindings, Dims, Dtype, InputValue, PatternIr, TileShape};
+use lacuna_ir::{analyze, Bindings, Dims, Dtype, InputValue, TileShape};
 use lacuna_runtime::methods::{Causal, HashConfig, MethodPattern, MoaHead, MoaLayer, Projection, SparseKConfig, TokenScores};
 use lacuna_runtime::ops::BlockReduce;
 use lacuna_runtime::{
@@ -27,7 +27,7 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_kernel, load_method_kernel, load_method_kernels, upload_rounded, KernelForPlan, Noise};
+use super::{load_method_kernel, load_method_kernels_with, upload_rounded, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -164,7 +164,6 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     w(out, format!("{:<11} {:>6} {:>9} {:>9}  {}", "method", "N", "ms", "vs dense", "stages (ms, each timed alone) | facts"))?;
 
     let d = HEAD_DIM as u32;
-    let compile = |ir: PatternIr| load_kernel(&gpu, &ir, d, Dtype::Bf16, args.mma);
     // The dense baseline is always timed: every ratio needs it. Its tiles
     // follow the length (`KernelPlan::for_length`), so each ratio is against
     // the dense kernel a user would run at that length.
@@ -175,8 +174,9 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     // gather → attention → scatter comparison.
     // Both pipelines take a kernel per key-length class, picked by the
     // length of the call.
-    let both = |method: MethodPattern| -> Result<(KernelByLength, AttentionKernel), CliError> {
-        Ok((load_method_kernels(&gpu, method, d, Dtype::Bf16, args.mma, args.rows)?, compile(method.ir())?.1))
+    let both = |method: MethodPattern| -> Result<(KernelByLength, KernelByLength), CliError> {
+        let with = |row_index| load_method_kernels_with(&gpu, method, d, Dtype::Bf16, args.mma, args.rows, row_index);
+        Ok((with(method.regroups_rows())?, with(false)?))
     };
     let hash_kernel = if wants("hash") { Some(both(MethodPattern::HashBucket)?) } else { None };
     let drop_kernel = if wants("qkdrop") { Some(both(MethodPattern::QkDrop)?) } else { None };
@@ -332,7 +332,7 @@ fn print_row(out: &mut dyn Write, r: &Row) -> Result<(), CliError> {
 /// reading and writing rows through the sort's permutation), and the same
 /// with an explicit gather and scatter around the plain kernel (separate
 /// hashing for keys, inclusive causality).
-fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let cfg = HashConfig { buckets: nb, projection: Projection::Seed(7), shared_qk: false, causal: Causal::Inclusive };
@@ -401,7 +401,7 @@ fn bucket_density(qb: &[i32], kb: &[i32], n: usize, nb: usize) -> f64 {
 
 /// SCFA QK-drop with random keep masks: `pct`% of queries and of keys dropped,
 /// independently per (b, h, token).
-fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, AttentionKernel), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let mut noise = Noise::new(0xd209 ^ (pct << 32) ^ x.n as u64);

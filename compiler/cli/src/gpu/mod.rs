@@ -17,12 +17,6 @@ use lacuna_runtime::{AttentionKernel, DeviceTensor, Gpu, KernelByLength, Pattern
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
-/// Compiles `ir` for this GPU and loads it; `mma` forces a tensor-core path
-/// where this GPU and `head_dim` allow it (else the planner's choice stands).
-pub fn load_kernel(gpu: &Gpu, ir: &PatternIr, head_dim: u32, dtype: Dtype, mma: Option<Mma>) -> Result<(KernelPlan, AttentionKernel), CliError> {
-    load_kernel_with(gpu, ir, head_dim, dtype, &PlanOverrides { mma, ..PlanOverrides::default() })
-}
-
 /// The kernel a seed method's pipeline runs, shaped as
 /// `MethodPattern::compile` shapes it (row indices where `regroups_rows`,
 /// long-row tiles where `long_rows`); `rows` overrides the row length.
@@ -35,9 +29,23 @@ pub fn load_method_kernel(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype
 /// (`KernelPlan::length_classes`), as `MethodPattern::compile_by_length`
 /// builds them; with `rows` given, that one plan serves every length.
 pub fn load_method_kernels(gpu: &Gpu, method: MethodPattern, head_dim: u32, dtype: Dtype, mma: Option<Mma>, rows: Option<RowLength>) -> Result<KernelByLength, CliError> {
+    load_method_kernels_with(gpu, method, head_dim, dtype, mma, rows, method.regroups_rows())
+}
+
+/// [`load_method_kernels`] with or without row indices: without, the SCFA
+/// pipelines gather the regrouped rows, run the kernel and scatter O back.
+pub fn load_method_kernels_with(
+    gpu: &Gpu,
+    method: MethodPattern,
+    head_dim: u32,
+    dtype: Dtype,
+    mma: Option<Mma>,
+    rows: Option<RowLength>,
+    row_index: bool,
+) -> Result<KernelByLength, CliError> {
     let ir = method.ir();
     let long_rows = rows.is_none() && method.long_rows();
-    let plan = plan_for(gpu, &ir, head_dim, dtype, &PlanOverrides { mma, rows, long_rows, row_index: method.regroups_rows(), ..PlanOverrides::default() })?;
+    let plan = plan_for(gpu, &ir, head_dim, dtype, &PlanOverrides { mma, rows, long_rows, row_index, ..PlanOverrides::default() })?;
     let classes = if rows.is_some() { vec![(usize::MAX, plan)] } else { plan.length_classes() };
     let kernels = classes.into_iter().map(|(bound, plan)| Ok((bound, load_plan(gpu, &ir, &plan)?))).collect::<Result<_, CliError>>()?;
     Ok(KernelByLength::new(kernels)?)
