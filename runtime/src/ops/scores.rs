@@ -123,30 +123,26 @@ impl GpuOps {
         let nqb = q_len.div_ceil(TOPK_BLOCK);
         let sel = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, heads, nqb, topk])?;
         let total = b * heads * nqb;
-        if topk <= TOPK_PICK_MAX && nkb <= TOPK_ORDER_MAX {
-            // Each (b, hk) row's blocks sorted once, then every query block
-            // takes the first picks inside its prefix (ops.cu explains).
-            let order = DeviceTensor::zeros(self.gpu(), ElemType::I32, &[b, hkv, nkb])?;
+        // Up to the limits each (b, hk) row's blocks are sorted once, and a
+        // warp per query block takes the first picks of that order inside
+        // its prefix; past them a warp per query block scans its prefix
+        // topk - 1 times (ops.cu explains both).
+        let order = if topk <= TOPK_PICK_MAX && nkb <= TOPK_ORDER_MAX {
+            // Every entry is written by the sort.
+            let order = DeviceTensor::uninit(self.gpu(), ElemType::I32, &[b, hkv, nkb])?;
             let order_args = [Ptr(block_scores.device_ptr()), I32(nkb as i32), Ptr(order.device_ptr())];
             let threads = nkb.next_power_of_two().clamp(32, 1024) as u32;
             self.launch("lacuna_topk_order", &order_args, (blocks_for(b * hkv, 1)?, 1, 1), threads, 0)?;
-            let pick_args = [
-                Ptr(order.device_ptr()),
-                I32(heads as i32),
-                I32(hkv as i32),
-                I32(nkb as i32),
-                I32(q_len as i32),
-                I32(nqb as i32),
-                I32(topk as i32),
-                I32(window),
-                I64(total as i64),
-                Ptr(sel.device_ptr()),
-            ];
-            self.launch("lacuna_topk_pick", &pick_args, (blocks_for(total, 8)?, 1, 1), 256, 0)?;
-            return Ok(sel);
-        }
+            Some(order)
+        } else {
+            None
+        };
+        let (entry, source) = match &order {
+            Some(order) => ("lacuna_topk_pick", order.device_ptr()),
+            None => ("lacuna_topk_blocks", block_scores.device_ptr()),
+        };
         let args = [
-            Ptr(block_scores.device_ptr()),
+            Ptr(source),
             I32(heads as i32),
             I32(hkv as i32),
             I32(nkb as i32),
@@ -157,7 +153,7 @@ impl GpuOps {
             I64(total as i64),
             Ptr(sel.device_ptr()),
         ];
-        self.launch("lacuna_topk_blocks", &args, (blocks_for(total, 8)?, 1, 1), 256, 0)?;
+        self.launch(entry, &args, (blocks_for(total, 8)?, 1, 1), 256, 0)?;
         Ok(sel)
     }
 
