@@ -1462,6 +1462,18 @@ mod tests {
     }
 
     #[test]
+    fn block_list_bitmaps_grow_the_launch_with_the_keys() {
+        let mut m = manifest_for(&AllKinds::ir());
+        m.list_bitmaps = vec![lacuna_ir::ListBitmap { block: 64, rows: 2 }];
+        let p = problem();
+        // ceil(Nk / 64) bits in words, plus the pad word, per row.
+        let words = p.kv_len.div_ceil(64).div_ceil(32) + 1;
+        assert_eq!(forward_launch(&m, &p).2 as usize, 96 * 1024 + 4 * 2 * words);
+        let longer = Problem { kv_len: 1 << 20, ..p };
+        assert_eq!(forward_launch(&m, &longer).2 as usize, 96 * 1024 + 4 * 2 * ((1 << 14) / 32 + 1));
+    }
+
+    #[test]
     fn bucket_runs_must_name_the_patterns_tensors() {
         let p = Bucketed::ir();
         let mut m = manifest_for(&p);

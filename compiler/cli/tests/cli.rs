@@ -587,6 +587,21 @@ fn compile_shapes_tiles_for_the_key_length() {
 }
 
 #[test]
+fn block_lists_plan_short_rows_and_a_shared_bitmap() {
+    // Top-k: a bounded number of listed blocks per query block, so short
+    // rows at every length, and the list read through a bitmap in shared
+    // memory sized at launch.
+    let o = lacuna(&["compile", "topk", "--head-dim", "64", "--emit", "plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan = stdout(&o);
+    assert!(plan.contains("block_q 64 x block_k 64 (shaped for short rows)"), "{plan}");
+    assert!(plan.contains("block list: a bitmap of 1 list row(s) in shared memory after the"), "{plan}");
+    assert!(!plan.contains("(long rows)"), "{plan}");
+    let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan"]);
+    assert!(!stdout(&o).contains("block list"), "{}", stdout(&o));
+}
+
+#[test]
 fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
     let o = lacuna(&["compile", "moa", "--head-dim", "64", "--grid", "heaviest-first", "--emit", "plan"]);
     assert!(o.status.success(), "{}", stderr(&o));
