@@ -272,21 +272,16 @@ __device__ __forceinline__ void lacuna_lsh_direct(
     if (tok < n) out[(i64)bh * n + tok] = best_i == INT_MAX_ ? 0 : best_i;
 }
 
-// `cols`: 4, 8 or 16 (the host's choice; it sized the shared memory).
+// The host runs this kernel for 9 to 16 projection columns only, one pass
+// of 16 (LshLaunch in ops/hash.rs); `cols` (16) is there so both LSH
+// kernels take one argument list.
 extern "C" __global__ void lacuna_lsh_bucket_direct(
     const u16* __restrict__ x, i64 sb, i64 sh, i64 sn, int heads, int n, int d, int is_f16,
     const float* __restrict__ r, int m, int cols, int* __restrict__ out)
 {
     extern __shared__ __align__(16) float rt[];
-    if (is_f16) {
-        if (cols == 4) lacuna_lsh_direct<4, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-        else if (cols == 8) lacuna_lsh_direct<8, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-        else lacuna_lsh_direct<16, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-    } else {
-        if (cols == 4) lacuna_lsh_direct<4, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-        else if (cols == 8) lacuna_lsh_direct<8, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-        else lacuna_lsh_direct<16, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
-    }
+    if (is_f16) lacuna_lsh_direct<16, true>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
+    else lacuna_lsh_direct<16, false>(x, sb, sh, sn, heads, n, d, r, m, out, rt);
 }
 
 // ---------------------------------------------------------------------------
@@ -616,6 +611,19 @@ extern "C" __global__ void lacuna_block_scores(
     out[e] = mode == 0 ? acc : acc / (float)(hi - lo);
 }
 
+// The query block of top-k warp `wid` (b, h, query block, row-major):
+// where its (b, kv head) row of block scores starts, its last query, and
+// its diagonal key block. Both selection kernels start from this.
+struct LacunaTopkBlock { i64 scores_row; int last_q; int diag; };
+__device__ __forceinline__ LacunaTopkBlock lacuna_topk_block(i64 wid, int heads, int kv_heads, int nkb, int nq, int nqb) {
+    const i64 bh = wid / nqb;
+    const int qb = (int)(wid - bh * nqb);
+    const int b = (int)(bh / heads), h = (int)(bh % heads);
+    const int hk = h / (heads / kv_heads);
+    const int last_q = min(qb * 64 + 63, nq - 1);
+    return LacunaTopkBlock{((i64)b * kv_heads + hk) * nkb, last_q, min(last_q / 64, nkb - 1)};
+}
+
 // Causal top-k key-block selection, one warp per (b, h, query block of 64):
 // the diagonal key block always, then the `k - 1` best-scored earlier key
 // blocks (score descending, then index ascending; blocks the causal window W
@@ -628,14 +636,10 @@ extern "C" __global__ void lacuna_topk_blocks(
     const i64 wid = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (wid >= total) return;
-    const i64 bh = wid / nqb;
-    const int qb = (int)(wid - bh * nqb);
-    const int b = (int)(bh / heads), h = (int)(bh % heads);
-    const int hk = h / (heads / kv_heads);
-    const float* s = scores + ((i64)b * kv_heads + hk) * nkb;
+    const LacunaTopkBlock q = lacuna_topk_block(wid, heads, kv_heads, nkb, nq, nqb);
+    const float* s = scores + q.scores_row;
     int* out = sel + wid * k;
-    const int last_q = min(qb * 64 + 63, nq - 1);
-    const int diag = min(last_q / 64, nkb - 1);
+    const int last_q = q.last_q, diag = q.diag;
     const float ninf = -__int_as_float(0x7f800000);
     float pv = __int_as_float(0x7f800000);
     int pi = -1;
@@ -729,17 +733,13 @@ extern "C" __global__ void lacuna_topk_pick(
     const int* __restrict__ order, int heads, int kv_heads, int nkb, int nq, int nqb,
     int k, int window, i64 total, int* __restrict__ sel)
 {
-    __shared__ int picked[8][32];
+    __shared__ int picked[8][32];  // 8 warps: the host launches 256 threads
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 wid = (i64)blockIdx.x * (blockDim.x >> 5) + w;
     if (wid >= total) return;
-    const i64 bh = wid / nqb;
-    const int qb = (int)(wid - bh * nqb);
-    const int b = (int)(bh / heads), h = (int)(bh % heads);
-    const int hk = h / (heads / kv_heads);
-    const int* ord = order + ((i64)b * kv_heads + hk) * nkb;
-    const int last_q = min(qb * 64 + 63, nq - 1);
-    const int diag = min(last_q / 64, nkb - 1);
+    const LacunaTopkBlock q = lacuna_topk_block(wid, heads, kv_heads, nkb, nq, nqb);
+    const int* ord = order + q.scores_row;
+    const int last_q = q.last_q, diag = q.diag;
     // Candidates: kb < diag, and (with a window) last_q - 64 kb >= window.
     int p = diag;
     if (window > 0) p = last_q >= window ? min(p, (last_q - window) / 64 + 1) : 0;
