@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Lacuna checks and times on a GPU, in one go (one device call):
-#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers] [methods] [methods-run] [methods-peers] [profile]
+#   bench/gpu.sh [selftest] [sanitize] [run] [bench] [peers] [decode] [methods] [methods-run] [methods-peers] [profile]
 #   (default: all but profile)
+#   decode:        `lacuna bench --q-len 1` (causal-decode, moa-decode; split-KV) and bench/peers_decode.py
 #   methods:       `lacuna bench-methods` (the seed methods end to end; METHODS_ARGS, e.g. "--ns 8192,16384")
 #   methods-run:   `lacuna run hash-bucket / qk-drop` pipelines from raw Q/K/V against a float64 reference
 #   methods-peers: bench/peers_methods.py (SDPA flash/cuDNN, FlexAttention hash and QK-drop; METHODS_PEERS_ARGS)
@@ -21,7 +22,7 @@ bin="${LACUNA_BIN:-./.gpu/lacuna}"
 if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
   xz -d -c "$bin.xz" > "$bin" && chmod +x "$bin"
 fi
-steps="${*:-selftest sanitize run bench peers methods methods-run methods-peers}"
+steps="${*:-selftest sanitize run bench peers decode methods methods-run methods-peers}"
 export LACUNA_CACHE="$out/cache"
 # NVRTC (the seed methods' helper ops are compiled at first use).
 export LD_LIBRARY_PATH="/usr/local/cuda-13.0/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -39,6 +40,9 @@ for step in $steps; do
       done ;;
     bench)
       $bin bench ${BENCH_ARGS:-} --json "$out/bench.json" 2>&1 | tee "$out/bench.log" ;;
+    decode)
+      $bin bench --q-len 1 ${DECODE_ARGS:-} --json "$out/decode.json" 2>&1 | tee "$out/decode.log"
+      PYTHONUNBUFFERED=1 python3 bench/peers_decode.py --out "$out/peers_decode.json" 2>&1 | grep -v Warning | tee "$out/peers_decode.log" ;;
     run)
       python3 bench/check_run.py $bin "$out/run-check" 2>&1 | tee "$out/run-check.log" || status=1 ;;
     peers)

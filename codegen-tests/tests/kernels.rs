@@ -109,6 +109,19 @@ fn summary_kernel_llvm_ir_and_ptx() {
     assert!(k.manifest.summaries_entry.is_none() && !k.ptx.contains(all.as_str()));
 }
 
+/// Split-KV's combine kernel (`lower/combine.rs`): a warp per output row
+/// merges the splits' f32 partial rows by their base-2 LSEs into O (bf16
+/// here) and the natural-log LSE.
+#[test]
+fn split_kv_combine_kernel_llvm_ir_and_ptx() {
+    let ir = (find("causal").expect("standard pattern").ir)();
+    let plan = KernelPlan::for_pattern(&ir, 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let k = compile(&ir, &plan).expect("compiles");
+    let combine = &k.manifest.split_kv.as_ref().expect("a split entry").combine_entry;
+    insta::assert_snapshot!("combine_llvm_ir", one_entry(&k.llvm_ir, &format!("define ptx_kernel void @{combine}(")));
+    insta::assert_snapshot!("combine_ptx", one_entry(&k.ptx, &format!(".entry {combine}(")));
+}
+
 /// The kernel SCFA's hash pipeline runs: rows through index arrays.
 #[test]
 fn row_index_kernel_plan_ir_and_ptx() {

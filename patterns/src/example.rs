@@ -112,7 +112,9 @@ fn default_scalar(pattern: &str, name: &str, dims: Dims) -> Option<InputValue> {
         ("sliding-window", "W") => Some(InputValue::I32(256)),
         ("sliding-window", "sink") => Some(InputValue::I32(0)),
         ("topk", "W") => Some(InputValue::I32(0)),
-        ("moa", "N") => Some(InputValue::I32(dims.kv_len as i32)),
+        ("moa" | "moa-decode", "N") => Some(InputValue::I32(dims.kv_len as i32)),
+        // The queries are the last Nq of the Nk tokens.
+        ("causal-decode" | "moa-decode", "past") => Some(InputValue::I32(dims.kv_len.saturating_sub(dims.q_len) as i32)),
         _ => None,
     }
 }
@@ -121,9 +123,9 @@ fn default_scalar(pattern: &str, name: &str, dims: Dims) -> Option<InputValue> {
 fn default_heads(pattern: &str, name: &str, heads: usize) -> Option<InputValue> {
     let ints = |f: fn(usize) -> i32| InputValue::I32Array { shape: vec![heads], data: (0..heads).map(f).collect() };
     match (pattern, name) {
-        ("moa", "alpha") => Some(ints(|h| 128 * (1 + (h % 4) as i32))),
-        ("moa", "sink") => Some(ints(|_| 64)),
-        ("moa", "beta") => Some(InputValue::F32Array {
+        ("moa" | "moa-decode", "alpha") => Some(ints(|h| 128 * (1 + (h % 4) as i32))),
+        ("moa" | "moa-decode", "sink") => Some(ints(|_| 64)),
+        ("moa" | "moa-decode", "beta") => Some(InputValue::F32Array {
             shape: vec![heads],
             data: (0..heads).map(|h| [0.0, 0.125, 0.25, 0.5][h % 4]).collect(),
         }),

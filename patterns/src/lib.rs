@@ -48,6 +48,17 @@ pattern! {
     /// `alpha[h] + beta[h] * N` keys at length `N`, plus the first `sink[h]` keys.
     pub Moa(alpha: H<i32>, beta: H<f32>, sink: H<i32>, N: i32) =
         k <= q && (q - k < alpha[h] + (beta[h] * N as f32) as i32 || k < sink[h]);
+
+    /// Inclusive causal attention aligned bottom-right, for decoding with a
+    /// KV cache: query row `q` is token `past + q` (`past` = Nk - Nq when
+    /// the queries are the sequence's last tokens), and sees every key up
+    /// to itself.
+    pub CausalDecode(past: i32) = k <= q + past;
+
+    /// MoA's elastic band (as `Moa`) while decoding: query row `q` is token
+    /// `past + q` of a sequence of `N` tokens (the band's length term).
+    pub MoaDecode(alpha: H<i32>, beta: H<f32>, sink: H<i32>, N: i32, past: i32) =
+        k <= q + past && (q + past - k < alpha[h] + (beta[h] * N as f32) as i32 || k < sink[h]);
 }
 
 /// A standard pattern with its command-line name.
@@ -117,6 +128,20 @@ static STANDARD: &[StandardPattern] = &[
         summary: "MoA: per-head band alpha_h + beta_h*N plus sink_h leading keys, causal",
         paper: "Fu et al., 2024 (MoA)",
         ir: Moa::ir,
+        knobs: &[],
+    },
+    StandardPattern {
+        name: "causal-decode",
+        summary: "causal aligned bottom-right: query q is token past + q (decoding with a KV cache)",
+        paper: "the KV-cache form of Vaswani et al., 2017",
+        ir: CausalDecode::ir,
+        knobs: &[],
+    },
+    StandardPattern {
+        name: "moa-decode",
+        summary: "MoA's per-head band while decoding: query q is token past + q of N",
+        paper: "Fu et al., 2024 (MoA)",
+        ir: MoaDecode::ir,
         knobs: &[],
     },
 ];

@@ -102,6 +102,9 @@ pub enum RuntimeError {
     #[error("head_order for kernel `{entry}`: {problem}")]
     HeadOrder { entry: String, problem: String },
 
+    #[error("kv_splits for kernel `{entry}`: {problem}")]
+    KvSplits { entry: String, problem: String },
+
     #[error("kernels by key length: {problem}")]
     LengthClasses { problem: String },
 

@@ -18,7 +18,7 @@ use crate::error::{Result, RuntimeError};
 use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
-    check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
+    auto_kv_splits, check_kv_splits, check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, tensor_map_request, ForwardPointers, KernelArg, Problem,
     TensorDesc, TensorMapBytes, SUMMARY_THREADS,
 };
@@ -135,6 +135,11 @@ pub struct ForwardOptions<'a> {
     /// order to launch them, heaviest first, a permutation of 0..H. `None`
     /// launches them in index order. Kernels without `head_order` refuse it.
     pub head_order: Option<&'a [i32]>,
+    /// How many CTAs share each query block's key blocks (split-KV, merged
+    /// by a second launch). `None` lets the runtime choose
+    /// ([`crate::validate::auto_kv_splits`]: only grids that do not fill
+    /// the GPU, such as decoding, are split); `Some(1)` never splits.
+    pub kv_splits: Option<usize>,
 }
 
 /// Device buffers the kernel keeps between launches, one slot per manifest
@@ -196,6 +201,8 @@ pub struct AttentionKernel {
     runs: Option<(CudaFunction, String)>,
     /// `manifest.summaries_entry`: every tensor input's summary in one launch.
     all_summaries: Option<CudaFunction>,
+    /// `manifest.split_kv`: the split-KV entry and its combine kernel.
+    split: Option<(CudaFunction, CudaFunction)>,
     scratch: Mutex<Scratch>,
 }
 
@@ -266,15 +273,24 @@ impl AttentionKernel {
             }
             None => None,
         };
+        let split = match &manifest.split_kv {
+            Some(sp) => {
+                no_nul("the split-KV entry names", &format!("{}{}", sp.entry, sp.combine_entry))?;
+                Some((function(&sp.entry)?, function(&sp.combine_entry)?))
+            }
+            None => None,
+        };
         // Block-list bitmaps grow with the key length (`shared_bytes_for`),
         // so such kernels may use all the device allows; a launch checks its
         // own size against that.
         let allowed = if manifest.list_bitmaps.is_empty() { manifest.shared_bytes } else { gpu.max_shared_bytes().max(manifest.shared_bytes) };
         if allowed > DEFAULT_SHARED_LIMIT {
             gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
-            forward
-                .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allowed as i32)
-                .map_err(RuntimeError::driver(format!("allowing {allowed} bytes of dynamic shared memory for `{}`", manifest.entry)))?;
+            let entries = std::iter::once((&forward, &manifest.entry)).chain(split.as_ref().zip(manifest.split_kv.as_ref()).map(|((f, _), sp)| (f, &sp.entry)));
+            for (f, name) in entries {
+                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allowed as i32)
+                    .map_err(RuntimeError::driver(format!("allowing {allowed} bytes of dynamic shared memory for `{name}`")))?;
+            }
         }
         Ok(AttentionKernel {
             gpu: gpu.clone(),
@@ -285,6 +301,7 @@ impl AttentionKernel {
             summary,
             runs,
             all_summaries,
+            split,
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -492,7 +509,21 @@ impl AttentionKernel {
             all.push(KernelArg::TensorMap(tensor_map(k, &kd, m.block_k)?));
             all.push(KernelArg::TensorMap(tensor_map(v, &vd, m.block_k)?));
         }
-        let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p);
+        let kv_splits = self.kv_splits(&p, opts.kv_splits)?;
+        let split = match (kv_splits, &self.split) {
+            (1, _) => None,
+            (_, Some(fns)) => Some(fns),
+            (_, None) => return Err(internal("a split count passed its check without a split entry")),
+        };
+        let mut partials = (0, 0);
+        if split.is_some() {
+            // [kv_splits, B, H, Nq, D] and [kv_splits, B, H, Nq] f32, in scratch
+            // slots after the inputs' and the head order's.
+            let rows = kv_splits * p.batch * p.heads * p.q_len;
+            partials = (scratch.slot(&self.gpu, m.params.len() + 1, rows * p.head_dim)?.1, scratch.slot(&self.gpu, m.params.len() + 2, rows)?.1);
+            all.extend([KernelArg::I32(kv_splits as i32), KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1)]);
+        }
+        let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p, kv_splits);
         if shared_mem_bytes > self.gpu.max_shared_bytes().max(DEFAULT_SHARED_LIMIT) {
             return Err(RuntimeError::ListBitmapsTooBig { kv_len: p.kv_len, needed: shared_mem_bytes, max: self.gpu.max_shared_bytes(), device: self.gpu.name().into() });
         }
@@ -500,14 +531,63 @@ impl AttentionKernel {
         // Right behind the summary launch, the kernel's prologue may overlap
         // it: the kernel waits for the summaries before reading them.
         let dependent = m.dependent_launch && !summaries.is_empty();
-        self.launch_as(&self.forward, &all, cfg, dependent).map_err(RuntimeError::driver(format!(
-            "launching `{}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared) for {}",
-            m.entry,
+        let (function, entry) = match (split, &m.split_kv) {
+            (Some((f, _)), Some(sp)) => (f, &sp.entry),
+            _ => (&self.forward, &m.entry),
+        };
+        self.launch_as(function, &all, cfg, dependent).map_err(RuntimeError::driver(format!(
+            "launching `{entry}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared, {kv_splits} split(s)) for {}",
             block_dim.0,
             describe(&p)
         )))?;
+        if let (Some((_, combine)), Some(sp)) = (split, &m.split_kv) {
+            let [sb, sh, sn] = [0, 1, 2].map(|i| KernelArg::I64(o.strides()[i] as i64));
+            let mut args = vec![KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1), KernelArg::Ptr(o.device_ptr()), KernelArg::Ptr(lse.device_ptr()), sb, sh, sn];
+            args.extend([p.batch, p.heads, p.q_len, kv_splits].map(|x| KernelArg::I32(x as i32)));
+            let rows = p.batch * p.heads * p.q_len;
+            let grid = (rows.div_ceil(sp.combine_rows_per_cta.max(1) as usize) as u32, 1, 1);
+            let cfg = LaunchConfig { grid_dim: grid, block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            self.launch(combine, &args, cfg).map_err(RuntimeError::driver(format!("launching `{}` (grid {grid:?}) for {}", sp.combine_entry, describe(&p))))?;
+        }
         drop(scratch);
         Ok(())
+    }
+
+    /// How many CTAs a launch of `forward_into(q, k, v, ..)` with
+    /// `ForwardOptions::kv_splits` = `asked` gives each query block's key
+    /// blocks: `asked` once checked, else the runtime's choice.
+    pub fn kv_splits_for(&self, q: &DeviceTensor, k: &DeviceTensor, v: &DeviceTensor, asked: Option<usize>) -> Result<usize> {
+        let p = validate_forward(&self.manifest, self.gpu.ordinal(), &q.desc("q"), &k.desc("k"), &v.desc("v"), None)?;
+        self.kv_splits(&p, asked)
+    }
+
+    fn kv_splits(&self, p: &Problem, asked: Option<usize>) -> Result<usize> {
+        match asked {
+            Some(n) => check_kv_splits(&self.manifest, p, n),
+            None => self.auto_kv_splits(p),
+        }
+    }
+
+    /// The split count for a launch that names none ([`auto_kv_splits`]):
+    /// the grid's CTAs against what the GPU holds at once, from the driver's
+    /// occupancy for this kernel's block and shared-memory size.
+    fn auto_kv_splits(&self, p: &Problem) -> Result<usize> {
+        // Row-index kernels have no split entry.
+        if self.split.is_none() {
+            return Ok(1);
+        }
+        let m = &self.manifest;
+        let (grid, block, shared) = forward_launch(m, p, 1);
+        let ctas = grid.0 as usize * grid.1 as usize * grid.2 as usize;
+        self.gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
+        let per_sm = self
+            .forward
+            .occupancy_max_active_blocks_per_multiprocessor(block.0, shared as usize, None)
+            .map_err(RuntimeError::driver(format!("asking the driver how many `{}` CTAs fit on an SM", m.entry)))?;
+        let resident = self.gpu.sm_count() as usize * per_sm.max(1) as usize;
+        let splits = auto_kv_splits(ctas, resident, p.kv_len.div_ceil(m.block_k.max(1) as usize));
+        // Past the grid's limit (a huge batch): not split.
+        Ok(check_kv_splits(m, p, splits).unwrap_or(1))
     }
 
     /// The per-block `[min, max]` summary the forward kernel is given for a

@@ -721,12 +721,59 @@ pub fn forward_args(
     a
 }
 
-/// (grid, block, dynamic shared bytes) of the forward kernel; the bytes grow
-/// with the key length when the pattern has block lists.
-pub fn forward_launch(m: &KernelManifest, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+/// (grid, block, dynamic shared bytes) of the forward kernel, or with
+/// `kv_splits` > 1 of its split-KV entry (the batch axis runs over
+/// `batch · kv_splits`); the bytes grow with the key length when the
+/// pattern has block lists.
+pub fn forward_launch(m: &KernelManifest, p: &Problem, kv_splits: usize) -> ((u32, u32, u32), (u32, u32, u32), u32) {
     let q_blocks = p.q_len.div_ceil(m.block_q as usize) as u32;
     let shared = u32::try_from(m.shared_bytes_for(p.kv_len)).unwrap_or(u32::MAX);
-    (m.grid.grid(q_blocks, p.heads as u32, p.batch as u32), (m.threads, 1, 1), shared)
+    (m.grid.grid(q_blocks, p.heads as u32, (p.batch * kv_splits.max(1)) as u32), (m.threads, 1, 1), shared)
+}
+
+/// Most CTAs one query block's key blocks may be split among.
+pub const MAX_KV_SPLITS: usize = 64;
+/// Candidate key blocks the automatic choice leaves each split at least.
+const MIN_KEY_BLOCKS_PER_SPLIT: usize = 2;
+
+/// The split count a launch gets when the caller names none: where the
+/// grid's `ctas` (query blocks · H · B) fill less than the `resident` CTAs
+/// the GPU holds at once (SMs × CTAs per SM), each query block's key blocks
+/// go to as many CTAs as fill it (decoding: a handful of query rows over
+/// thousands of keys), each with at least two of the `key_blocks` blocks.
+/// A grid that fills the GPU is not split: splitting adds a CTA's fixed
+/// work and a combine pass for no more parallelism.
+pub fn auto_kv_splits(ctas: usize, resident: usize, key_blocks: usize) -> usize {
+    if ctas == 0 || ctas >= resident {
+        return 1;
+    }
+    (resident / ctas).min(key_blocks / MIN_KEY_BLOCKS_PER_SPLIT).clamp(1, MAX_KV_SPLITS)
+}
+
+/// Checks a split count the caller asked for (`ForwardOptions::kv_splits`)
+/// against the kernel and the problem: 1 always works; more needs the
+/// split-KV entry, at most [`MAX_KV_SPLITS`], and a batch axis of
+/// `batch · kv_splits` within the grid's limit where batch is a y or z
+/// dimension.
+pub fn check_kv_splits(m: &KernelManifest, p: &Problem, kv_splits: usize) -> Result<usize> {
+    let fail = |problem: String| Err(RuntimeError::KvSplits { entry: m.entry.clone(), problem });
+    if kv_splits == 0 {
+        return fail("0 splits; use 1 for the plain kernel, or leave it out for the automatic choice".into());
+    }
+    if kv_splits == 1 {
+        return Ok(1);
+    }
+    if m.split_kv.is_none() {
+        let why = if m.row_index { "kernels with row indices have no split-KV entry" } else { "this kernel was compiled without a split-KV entry (an older lacuna); recompile it" };
+        return fail(format!("{kv_splits} splits asked for, but {why}; use 1"));
+    }
+    if kv_splits > MAX_KV_SPLITS {
+        return fail(format!("{kv_splits} splits asked for; at most {MAX_KV_SPLITS}"));
+    }
+    if m.grid != GridOrder::HeaviestFirst && p.batch * kv_splits > MAX_GRID_YZ {
+        return fail(format!("batch {} x {kv_splits} splits is past the grid's limit of {MAX_GRID_YZ}; use at most {} splits", p.batch, MAX_GRID_YZ / p.batch.max(1)));
+    }
+    Ok(kv_splits)
 }
 
 /// One launch of the summary kernel over a run of rows.
@@ -846,6 +893,7 @@ mod tests {
             tensor_maps: false,
             dependent_launch: false,
             list_bitmaps: Vec::new(),
+            split_kv: None,
         }
     }
 
@@ -1451,14 +1499,58 @@ mod tests {
     fn forward_grid_follows_the_manifests_grid_order() {
         let mut m = manifest_for(&AllKinds::ir());
         m.grid = GridOrder::HeadMajor;
-        let (grid, block, smem) = forward_launch(&m, &problem());
+        let (grid, block, smem) = forward_launch(&m, &problem(), 1);
         assert_eq!(grid, (3, 8, 2)); // ceil(300 / 128) = 3 query blocks, 8 heads, batch 2
         m.grid = GridOrder::HeaviestFirst;
-        assert_eq!(forward_launch(&m, &problem()).0, (2 * 8, 3, 1));
+        assert_eq!(forward_launch(&m, &problem(), 1).0, (2 * 8, 3, 1));
         m.grid = GridOrder::RankMajor;
-        assert_eq!(forward_launch(&m, &problem()).0, (8, 2, 3));
+        assert_eq!(forward_launch(&m, &problem(), 1).0, (8, 2, 3));
         assert_eq!(block, (256, 1, 1));
         assert_eq!(smem, 96 * 1024);
+    }
+
+    #[test]
+    fn split_kv_grids_run_the_batch_axis_over_the_splits() {
+        let mut m = manifest_for(&AllKinds::ir());
+        for (grid, split) in [(GridOrder::HeadMajor, (3, 8, 2 * 5)), (GridOrder::HeaviestFirst, (2 * 5 * 8, 3, 1)), (GridOrder::RankMajor, (8, 2 * 5, 3))] {
+            m.grid = grid;
+            assert_eq!(forward_launch(&m, &problem(), 5).0, split, "{grid:?}");
+            assert_eq!(forward_launch(&m, &problem(), 1).0, forward_launch(&m, &problem(), 0).0, "{grid:?}");
+        }
+    }
+
+    #[test]
+    fn split_counts_are_checked_against_the_kernel() {
+        let mut m = manifest_for(&AllKinds::ir());
+        let p = problem();
+        assert_eq!(check_kv_splits(&m, &p, 1).expect("1 always works"), 1);
+        let err = check_kv_splits(&m, &p, 4).expect_err("no split entry").to_string();
+        assert!(err.contains("without a split-KV entry") && err.contains("use 1"), "{err}");
+        m.split_kv = Some(lacuna_ir::SplitKvEntries { entry: "f_split".into(), combine_entry: "f_combine".into(), combine_rows_per_cta: 4 });
+        assert_eq!(check_kv_splits(&m, &p, 4).expect("has the entry"), 4);
+        assert!(check_kv_splits(&m, &p, 0).expect_err("zero").to_string().contains("0 splits"));
+        assert!(check_kv_splits(&m, &p, MAX_KV_SPLITS + 1).expect_err("too many").to_string().contains("at most"));
+        m.grid = GridOrder::RankMajor;
+        let big = Problem { batch: 30_000, ..p };
+        let err = check_kv_splits(&m, &big, 4).expect_err("past the grid").to_string();
+        assert!(err.contains("at most 2 splits"), "{err}");
+        m.grid = GridOrder::HeaviestFirst;
+        assert_eq!(check_kv_splits(&m, &big, 4).expect("batch folds into x"), 4);
+    }
+
+    #[test]
+    fn automatic_splits_fill_one_wave_and_no_more() {
+        // A grid that fills the GPU is never split.
+        assert_eq!(auto_kv_splits(660, 660, 512), 1);
+        assert_eq!(auto_kv_splits(5000, 660, 512), 1);
+        // Decoding: 64 (b, h) rows of one query block over 32K keys.
+        assert_eq!(auto_kv_splits(64, 660, 512), 10);
+        // Short key rows cap the split at two blocks each.
+        assert_eq!(auto_kv_splits(64, 660, 8), 4);
+        assert_eq!(auto_kv_splits(64, 660, 1), 1);
+        // One CTA on a big GPU: capped.
+        assert_eq!(auto_kv_splits(1, 10_000, 100_000), MAX_KV_SPLITS);
+        assert_eq!(auto_kv_splits(0, 660, 512), 1);
     }
 
     #[test]
@@ -1468,9 +1560,9 @@ mod tests {
         let p = problem();
         // ceil(Nk / 64) bits in words, plus the pad word, per row.
         let words = p.kv_len.div_ceil(64).div_ceil(32) + 1;
-        assert_eq!(forward_launch(&m, &p).2 as usize, 96 * 1024 + 4 * 2 * words);
+        assert_eq!(forward_launch(&m, &p, 1).2 as usize, 96 * 1024 + 4 * 2 * words);
         let longer = Problem { kv_len: 1 << 20, ..p };
-        assert_eq!(forward_launch(&m, &longer).2 as usize, 96 * 1024 + 4 * 2 * ((1 << 14) / 32 + 1));
+        assert_eq!(forward_launch(&m, &longer, 1).2 as usize, 96 * 1024 + 4 * 2 * ((1 << 14) / 32 + 1));
     }
 
     #[test]

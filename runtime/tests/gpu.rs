@@ -182,6 +182,7 @@ fn probe_manifest(p: &PatternIr, shared_bytes: u32) -> KernelManifest {
         tensor_maps: false,
         dependent_launch: false,
         list_bitmaps: Vec::new(),
+        split_kv: None,
     }
 }
 

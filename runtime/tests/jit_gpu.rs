@@ -80,3 +80,50 @@ fn compile_cache_launch_and_match_the_reference() {
     assert!(lse_nat < 1e-3, "lse differs from the CPU reference by {lse_nat}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+pattern! {
+    /// Causal aligned bottom-right (decoding), as the standard `causal-decode`.
+    pub Decode(past: i32) = k <= q + past;
+}
+
+/// Split-KV through the public API: the same decoding problem with the
+/// plain entry, the runtime's split count and forced ones gives the same O
+/// and LSE; bad counts are errors that say what to do.
+#[test]
+fn split_kv_matches_the_plain_kernel_and_refuses_bad_counts() {
+    if !lacuna_runtime::gpu::driver_present() {
+        eprintln!("note: no libcuda on this machine; GPU test skipped");
+        return;
+    }
+    let gpu = Gpu::new(0).unwrap_or_else(|e| panic!("{e}"));
+    std::env::set_var("LACUNA_CACHE", std::env::temp_dir().join(format!("lacuna-jit-split-{}", std::process::id())));
+    let p = Decode::ir();
+    let (b, h, nq, nk, d) = (2, 4, 3, 3000, 128);
+    let kernel = AttentionKernel::compile(&gpu, &p, d as u32, Dtype::Bf16).unwrap_or_else(|e| panic!("{e}"));
+    assert!(kernel.manifest().split_kv.is_some());
+    let q = DeviceTensor::from_host_bf16(&gpu, &values(b * h * nq * d, 4), &[b, h, nq, d]).unwrap_or_else(|e| panic!("{e}"));
+    let k = DeviceTensor::from_host_bf16(&gpu, &values(b * h * nk * d, 5), &[b, h, nk, d]).unwrap_or_else(|e| panic!("{e}"));
+    let v = DeviceTensor::from_host_bf16(&gpu, &values(b * h * nk * d, 6), &[b, h, nk, d]).unwrap_or_else(|e| panic!("{e}"));
+    let past = (nk - nq) as i32;
+    let args = PatternArgs::new().i32("past", past);
+    let run = |kv_splits: Option<usize>| {
+        let (o, lse) = kernel.forward(&q, &k, &v, &args, ForwardOptions { kv_splits, ..ForwardOptions::default() }).unwrap_or_else(|e| panic!("{kv_splits:?}: {e}"));
+        (o.to_host_as_f32().unwrap_or_else(|e| panic!("{e}")), lse.to_host_f32().unwrap_or_else(|e| panic!("{e}")))
+    };
+    // 8 (b, h) query blocks: the runtime splits them.
+    let auto = kernel.kv_splits_for(&q, &k, &v, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(auto > 1, "a decoding grid of 8 CTAs is split ({auto})");
+    let (o1, l1) = run(Some(1));
+    for splits in [None, Some(2), Some(7), Some(64)] {
+        let (o, l) = run(splits);
+        let err = o.iter().zip(&o1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let lse_err = l.iter().zip(&l1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("kv_splits {splits:?}: max |o - plain| {err}, lse {lse_err}");
+        // bf16 output rounding of two f32 sums taken in different orders.
+        assert!(err < 1e-2 && lse_err < 1e-3, "kv_splits {splits:?}: o {err}, lse {lse_err}");
+    }
+    let e = kernel.forward(&q, &k, &v, &args, ForwardOptions { kv_splits: Some(0), ..ForwardOptions::default() }).expect_err("zero splits");
+    assert!(e.to_string().contains("0 splits"), "{e}");
+    let e = kernel.forward(&q, &k, &v, &args, ForwardOptions { kv_splits: Some(65), ..ForwardOptions::default() }).expect_err("too many");
+    assert!(e.to_string().contains("at most 64"), "{e}");
+}

@@ -149,6 +149,14 @@ pub struct BenchArgs {
     /// Grid order instead of the planner's: head-major, rank-major, or heaviest-first (rank-major's older form).
     #[arg(long, value_parser = parse_grid)]
     pub grid: Option<lacuna_ir::GridOrder>,
+    /// CTAs per query block's keys (split-KV, then a combine launch)
+    /// instead of the runtime's choice; 1 runs the plain kernel.
+    #[arg(long)]
+    pub kv_splits: Option<usize>,
+    /// Decoding: this many query rows per head (the last tokens of each N),
+    /// on the decoding patterns (decode, moa-decode) instead of the grid's.
+    #[arg(long)]
+    pub q_len: Option<usize>,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -354,6 +362,8 @@ where
                 tile: args.tile,
                 rows: args.rows,
                 grid: args.grid,
+                kv_splits: args.kv_splits,
+                q_len: args.q_len,
                 flush: !args.no_flush,
                 json_out: args.json.as_deref(),
             },

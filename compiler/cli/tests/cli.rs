@@ -230,7 +230,7 @@ fn patterns_lists_every_standard_name() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let names: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).filter_map(|l| l.split_whitespace().next()).collect();
-    for name in ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa"] {
+    for name in ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa", "causal-decode", "moa-decode"] {
         assert!(names.contains(&name), "{name} missing from:\n{out}");
     }
     assert!(out.contains("q_bucket: Q<i32>  (B, H, Nq) i32"), "{out}");
@@ -379,7 +379,7 @@ fn tour_without_ptxas_writes_a_ptx_per_pattern_and_head_dim() {
     let o = lacuna(&["tour", "--no-ptxas", "--q-len", "256", "--out", dir.0.to_str().expect("utf-8 path")]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
     let out = stdout(&o);
-    let names = ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa"];
+    let names = ["causal", "causal-strict", "sliding-window", "qk-drop", "hash-bucket", "hash-bucket-strict", "topk", "moa", "causal-decode", "moa-decode"];
     for name in names {
         assert!(out.contains(&format!("\n== {name}: ")), "no section for {name}:\n{out}");
         for d in [64, 128] {
@@ -416,11 +416,13 @@ fn tour_assembles_with_ptxas_or_says_how_to_install_it() {
         assert!(!out.contains("registers"), "{out}");
         return;
     }
-    assert_eq!(out.matches(" registers, no spills, shared 0 B static + ").count(), 16, "{out}");
+    // Every standard pattern at D = 64 and 128.
+    let kernels = 2 * lacuna_patterns::standard().len();
+    assert_eq!(out.matches(" registers, no spills, shared 0 B static + ").count(), kernels, "{out}");
     let header = out.lines().find(|l| l.trim_start().starts_with("pattern ") && l.contains("registers")).expect("summary header");
     assert!(header.contains("spills st/ld"), "{header}");
     let rows: Vec<Vec<&str>> = out.lines().skip_while(|l| *l != header).skip(1).map(|l| l.split_whitespace().collect()).take_while(|c: &Vec<&str>| c.len() == 6).collect();
-    assert_eq!(rows.len(), 16, "{out}");
+    assert_eq!(rows.len(), kernels, "{out}");
     for cells in rows {
         let registers: u32 = cells[3].parse().unwrap_or_else(|_| panic!("registers in {cells:?}"));
         assert!((1..=255).contains(&registers), "{cells:?}");

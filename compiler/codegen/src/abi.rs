@@ -14,6 +14,11 @@ pub const RUN_SUMMARY_ENTRY: &str = "block_minmax_runs";
 /// Entry name of the kernel that makes every tensor input's summary in one
 /// launch (modules whose pattern reads tensors; `lower/summary.rs`).
 pub const FUSED_SUMMARY_ENTRY: &str = "block_summaries";
+/// Suffix of the split-KV forward entry (`<forward entry>_split`, see
+/// `lower/forward.rs`) and of the kernel that combines its splits
+/// (`<forward entry>_combine`, `lower/combine.rs`).
+pub const SPLIT_SUFFIX: &str = "_split";
+pub const COMBINE_SUFFIX: &str = "_combine";
 
 /// The type of one kernel parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +50,17 @@ pub struct ForwardAbi {
     pub rows_start: Option<usize>,
     /// With `plan.head_order`: the `head_order` parameter.
     pub head_order: Option<usize>,
-    /// With `plan.tma()`: `q_tensor_map`, `k_tensor_map`, `v_tensor_map` (last).
+    /// With `plan.tma()`: `q_tensor_map`, `k_tensor_map`, `v_tensor_map`.
     pub tensor_maps: Option<usize>,
+    /// The split-KV entry only: where `kv_splits, o_partial, lse_partial`
+    /// start (last). The grid's batch axis runs over `batch · kv_splits`
+    /// (split s of batch b at `b · kv_splits + s`); split s visits its share
+    /// of the CTA's key blocks and writes, for row q of (b, h), its O
+    /// normalised by its own softmax sum to `o_partial` (f32, contiguous
+    /// `[kv_splits, B, H, q_len, head_dim]`) and its log-sum-exp in base 2 to
+    /// `lse_partial` (f32 `[kv_splits, B, H, q_len]`; -inf and zeros for a
+    /// row the split saw nothing of).
+    pub split_start: Option<usize>,
 }
 
 /// Indices of the fixed parameters.
@@ -70,7 +84,8 @@ pub mod fixed {
 }
 
 impl ForwardAbi {
-    pub fn new(p: &PatternIr, plan: &KernelPlan) -> Self {
+    /// The parameters of the forward entry, or with `split` of the split-KV entry.
+    pub fn new(p: &PatternIr, plan: &KernelPlan, split: bool) -> Self {
         let mut params = Vec::new();
         let mut push = |name: String, ty: AbiType| params.push(AbiParam { name, ty });
         for t in ["q", "k", "v", "o"] {
@@ -124,7 +139,14 @@ impl ForwardAbi {
             }
             start
         });
-        Self { params, input_start, rows_start, head_order, tensor_maps }
+        let split_start = split.then(|| {
+            let start = params.len();
+            params.push(AbiParam { name: "kv_splits".into(), ty: AbiType::I32 });
+            params.push(AbiParam { name: "o_partial".into(), ty: AbiType::GlobalPtr });
+            params.push(AbiParam { name: "lse_partial".into(), ty: AbiType::GlobalPtr });
+            start
+        });
+        Self { params, input_start, rows_start, head_order, tensor_maps, split_start }
     }
 }
 

@@ -41,7 +41,7 @@ pub const FINGERPRINT: &str = env!("LACUNA_CODEGEN_FINGERPRINT");
 pub use error::CodegenError;
 pub use plan::{KernelPlan, Mma, RowLength};
 
-use lacuna_ir::{InputKind, ListBitmap, PatternIr};
+use lacuna_ir::{InputKind, ListBitmap, PatternIr, SplitKvEntries};
 
 /// One compiled pattern: the module holds the forward kernel
 /// (`manifest.entry`) and the summary kernels (`manifest.summary_entry`,
@@ -69,7 +69,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
     let llvm_ir = module.print_to_string().to_string();
     let ptx = emit::to_ptx(&module, &tm)?;
     let manifest = KernelManifest {
-        entry,
+        entry: entry.clone(),
         summary_entry: SUMMARY_ENTRY.to_string(),
         pattern: p.name().to_string(),
         ir_hash: p.content_hash(),
@@ -97,6 +97,11 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
                 _ => None,
             })
             .collect(),
+        split_kv: plan.split_kv().then(|| SplitKvEntries {
+            entry: format!("{entry}{}", abi::SPLIT_SUFFIX),
+            combine_entry: format!("{entry}{}", abi::COMBINE_SUFFIX),
+            combine_rows_per_cta: lower::combine::ROWS_PER_CTA,
+        }),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })
 }

@@ -506,6 +506,16 @@ impl KernelPlan {
     /// gain from skipping them: 1.2-2.4% (H200, perf log v5.12). Scanned
     /// patterns keep the plain rescale: hash, with a handful of blocks per
     /// CTA, lost up to 1.7%, and QK-drop spilled at the 96-register cap.
+    /// The module also holds the split-KV entry and its combine kernel
+    /// (`lower/forward.rs`, `lower/combine.rs`): for launches with too few
+    /// query blocks to fill the GPU (decoding, short problems), the runtime
+    /// gives each query block's key blocks to several CTAs and merges their
+    /// partial results. Not with row indices: those kernels serve SCFA's
+    /// regrouped sequences, whose rows are the whole sequence.
+    pub fn split_kv(&self) -> bool {
+        !self.row_index
+    }
+
     pub fn conditional_rescale(&self) -> bool {
         self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && (self.head_dim > self.block_k || (self.block_q == 64 && matches!(self.key_source, KeySource::Range(_)))))
     }
@@ -812,6 +822,9 @@ impl fmt::Display for KernelPlan {
         writeln!(f, "  grid: {} ({why})", self.grid.describe())?;
         if self.head_order {
             writeln!(f, "  heads: in the launch's head_order (heads do different work: heaviest first)")?;
+        }
+        if self.split_kv() {
+            writeln!(f, "  split-KV: a second entry shares each query block's key blocks among kv_splits CTAs; a combine kernel merges them")?;
         }
         match &self.key_source {
             KeySource::Range(r) => writeln!(f, "  key source: closed form, {r}"),

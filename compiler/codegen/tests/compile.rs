@@ -335,7 +335,7 @@ fn tma_kernels_take_the_tensor_maps_last() {
         }
         assert!(!last[n - 4].contains("[128]"), "exactly three maps");
         assert!(k.ptx.contains("cvta.param.u64"), "maps are read where they lie");
-        assert_eq!(k.ptx.matches("mbarrier.init.shared::cta.b64").count(), plan.stages as usize + 1);
+        assert_eq!(entry_text(&k.ptx, &k.manifest.entry).matches("mbarrier.init.shared::cta.b64").count(), plan.stages as usize + 1);
         assert!(k.ptx.contains("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"));
         assert!(k.plan.to_string().contains("TMA"), "{}", k.plan);
     }
@@ -378,8 +378,9 @@ fn row_index_kernels_take_the_index_arrays_last_and_say_so() {
             arch.name()
         );
         // Index loads feed the copies: more global loads than the plain kernel.
-        let loads = |ptx: &str| ptx.matches("ld.global").count();
-        assert!(loads(&k.ptx) > loads(&plain.ptx), "{} d{d}: no index loads", arch.name());
+        let loads = |k: &lacuna_codegen::CompiledKernel| entry_text(&k.ptx, &k.manifest.entry).matches("ld.global").count();
+        assert!(loads(&k) > loads(&plain), "{} d{d}: no index loads", arch.name());
+        assert!(k.manifest.split_kv.is_none() && !k.ptx.contains("_split("), "row-index modules have no split entry");
     }
 }
 
@@ -390,10 +391,6 @@ fn row_index_kernels_take_the_index_arrays_last_and_say_so() {
 /// CTAs exits. Kernels without summaries, and sm_80 ones, have neither.
 #[test]
 fn summary_readers_wait_for_the_summaries_before_the_key_scan() {
-    let entry_text = |ptx: &str, entry: &str| -> String {
-        let body = ptx.split(&format!(".entry {entry}(")).nth(1).expect("entry");
-        body.split(".entry ").next().expect("body").to_string()
-    };
     let p = common::hash_bucket();
     for d in [64, 128] {
         let plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
@@ -448,4 +445,42 @@ fn d128_short_rows_take_the_single_v_slot_for_a_fourth_cta() {
     let mut rows = hash.clone();
     rows.row_index = true;
     assert!(!rows.single_v_slot(), "cp.async plans have no barrier to carry V");
+}
+
+/// The PTX of one entry of a module: its parameters and body, up to the next entry.
+fn entry_text(ptx: &str, entry: &str) -> String {
+    let body = ptx.split(&format!(".entry {entry}(")).nth(1).unwrap_or_else(|| panic!("no entry {entry}"));
+    body.split(".entry ").next().expect("body").to_string()
+}
+
+/// Split-KV: every module without row indices also holds `<entry>_split`,
+/// the forward kernel with `kv_splits, o_partial, lse_partial` last that
+/// writes f32 partial rows instead of O, and `<entry>_combine`, which
+/// merges them into O and the LSE. The plain entry is the same kernel it
+/// was before the split entry existed: none of the split's parameters.
+#[test]
+fn split_kv_entries_sit_beside_the_forward_kernel() {
+    for (p, arch) in [(common::causal(), Arch::Sm90a), (common::moa(), Arch::Sm90a), (common::hash_bucket(), Arch::Sm80)] {
+        for d in [64, 128] {
+            let plan = KernelPlan::for_pattern(&p, d, Dtype::Bf16, arch).expect("plan");
+            let k = compile(&p, &plan).expect("compile");
+            let sp = k.manifest.split_kv.as_ref().expect("a split entry");
+            assert_eq!(sp.entry, format!("{}_split", k.manifest.entry));
+            assert_eq!(sp.combine_entry, format!("{}_combine", k.manifest.entry));
+            assert!(k.plan.to_string().contains("split-KV") && k.manifest.to_string().contains(&sp.combine_entry));
+            let define = |name: &str| k.llvm_ir.lines().find(|l| l.starts_with(&format!("define ptx_kernel void @{name}("))).unwrap_or_else(|| panic!("no {name}")).to_string();
+            let split = define(&sp.entry);
+            assert!(split.ends_with("i32 %kv_splits, ptr addrspace(1) noalias %o_partial, ptr addrspace(1) noalias %lse_partial) #0 {") || split.contains("i32 %kv_splits, ptr addrspace(1) noalias %o_partial, ptr addrspace(1) noalias %lse_partial)"), "{split}");
+            assert!(!define(&k.manifest.entry).contains("kv_splits"));
+            let (plain, split, combine) = (entry_text(&k.ptx, &k.manifest.entry), entry_text(&k.ptx, &sp.entry), entry_text(&k.ptx, &sp.combine_entry));
+            // The split writes 8-byte pairs (f32 partials, which LLVM moves
+            // as b32); the plain kernel writes O in bf16, never such pairs.
+            let pairs = |text: &str| text.contains("st.global.v2.f32") || text.contains("st.global.v2.b32");
+            assert!(pairs(&split), "{}: the split entry stores f32 partial pairs", sp.entry);
+            assert!(!pairs(&plain), "{}: 8-byte pairs in the plain entry", k.manifest.entry);
+            // The combine reads every split's pair and LSE, weighs them by 2^(lse - max), writes bf16 pairs.
+            assert!((combine.contains("ld.global.v2.f32") || combine.contains("ld.global.v2.b32")) && combine.contains("ex2.approx") && combine.contains("lg2.approx"), "{combine}");
+            assert!(combine.contains("cvt.rn.bf16x2.f32"), "O in the kernel's dtype");
+        }
+    }
 }

@@ -36,4 +36,4 @@ pub use pattern::{macro_support, Pattern, PatternBuilder, PatternError, PatternI
 pub use lacuna_macros::pattern;
 pub use types::{InputDecl, InputKind, ScalarType};
 pub use verify::{verify, VerifyError};
-pub use manifest::{Arch, BucketRunSummaries, Dtype, GridOrder, KernelManifest, KernelParam, KeySource, ListBitmap, ManifestError, list_bitmap_words};
+pub use manifest::{Arch, BucketRunSummaries, Dtype, GridOrder, KernelManifest, KernelParam, KeySource, ListBitmap, ManifestError, SplitKvEntries, list_bitmap_words};

@@ -222,6 +222,33 @@ pub struct KernelManifest {
     /// Empty for patterns without block lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub list_bitmaps: Vec<ListBitmap>,
+    /// The split-KV entry and its combine kernel, in the same module: for
+    /// launches whose query blocks are too few to fill the GPU. None in
+    /// modules without them (row indices) and in manifests written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_kv: Option<SplitKvEntries>,
+}
+
+/// The split-KV entry point and the kernel that merges its splits.
+///
+/// `entry` takes the forward entry's parameters, then `kv_splits` (i32),
+/// `o_partial` and `lse_partial` (f32 buffers of `[kv_splits, B, H, Nq,
+/// head_dim]` and `[kv_splits, B, H, Nq]`); its grid is the forward grid
+/// with the batch axis over `B · kv_splits`. Split s of a query block
+/// visits an even share of its candidate key blocks and writes O
+/// normalised by its own softmax sum, and its log-sum-exp in base 2 (-inf
+/// and zeros for rows it saw nothing of).
+///
+/// `combine_entry` takes `(o_partial, lse_partial, o, lse, o_stride_b,
+/// o_stride_h, o_stride_n: i64, batch, heads, q_len, kv_splits: i32)` and
+/// writes O (the kernel's dtype, strided) and LSE (natural log, contiguous
+/// (B, H, Nq)) like the forward entry; grid x = ceil(B·H·Nq /
+/// `combine_rows_per_cta`), 128 threads.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitKvEntries {
+    pub entry: String,
+    pub combine_entry: String,
+    pub combine_rows_per_cta: u32,
 }
 
 /// The shared-memory bitmap of one block-list input: for each of the
@@ -312,6 +339,9 @@ impl fmt::Display for KernelManifest {
         if self.dependent_launch {
             writeln!(f, "  launch: programmatically dependent on the summary launch (prologue overlaps it; griddepcontrol.wait before the key scan)")?;
         }
+        if let Some(sp) = &self.split_kv {
+            writeln!(f, "  split-KV: entry {} (kv_splits CTAs per query block, partial O and LSE in f32), combined by {}", sp.entry, sp.combine_entry)?;
+        }
         for b in &self.list_bitmaps {
             writeln!(
                 f,
@@ -398,6 +428,7 @@ mod tests {
             tensor_maps: false,
             dependent_launch: false,
             list_bitmaps: Vec::new(),
+            split_kv: None,
         }
     }
 

@@ -26,16 +26,21 @@ struct Variant {
     /// rows are causal on positions, as SCFA's method says:
     /// `MethodPattern::long_rows`); the key length still picks the tiles.
     long_rows: bool,
+    /// Aligned bottom-right (decoding): runs only with `--q-len`, which
+    /// the others do not take.
+    decode: bool,
 }
 
 const VARIANTS: &[Variant] = &[
-    Variant { label: "causal", pattern: "causal", params: &[], keep: 1.0, long_rows: false },
-    Variant { label: "window1024", pattern: "sliding-window", params: &[("W", "1024"), ("sink", "0")], keep: 1.0, long_rows: false },
-    Variant { label: "moa", pattern: "moa", params: &[], keep: 1.0, long_rows: false },
-    Variant { label: "hash8", pattern: "hash-bucket", params: &[("buckets", "8")], keep: 1.0, long_rows: false },
-    Variant { label: "hash32", pattern: "hash-bucket", params: &[("buckets", "32")], keep: 1.0, long_rows: false },
-    Variant { label: "qkdrop50", pattern: "qk-drop", params: &[("drop", "0.5")], keep: 0.5, long_rows: true },
-    Variant { label: "qkdrop80", pattern: "qk-drop", params: &[("drop", "0.8")], keep: 0.2, long_rows: true },
+    Variant { label: "causal", pattern: "causal", params: &[], keep: 1.0, long_rows: false, decode: false },
+    Variant { label: "window1024", pattern: "sliding-window", params: &[("W", "1024"), ("sink", "0")], keep: 1.0, long_rows: false, decode: false },
+    Variant { label: "moa", pattern: "moa", params: &[], keep: 1.0, long_rows: false, decode: false },
+    Variant { label: "hash8", pattern: "hash-bucket", params: &[("buckets", "8")], keep: 1.0, long_rows: false, decode: false },
+    Variant { label: "hash32", pattern: "hash-bucket", params: &[("buckets", "32")], keep: 1.0, long_rows: false, decode: false },
+    Variant { label: "qkdrop50", pattern: "qk-drop", params: &[("drop", "0.5")], keep: 0.5, long_rows: true, decode: false },
+    Variant { label: "qkdrop80", pattern: "qk-drop", params: &[("drop", "0.8")], keep: 0.2, long_rows: true, decode: false },
+    Variant { label: "decode", pattern: "causal-decode", params: &[], keep: 1.0, long_rows: false, decode: true },
+    Variant { label: "moa-decode", pattern: "moa-decode", params: &[], keep: 1.0, long_rows: false, decode: true },
 ];
 
 #[derive(serde::Serialize, Clone)]
@@ -55,6 +60,11 @@ struct Row {
     /// shape can be faster.
     hbm_floor_ms: f64,
     plan: String,
+    /// CTAs per query block's keys in this launch (`--kv-splits`, or the
+    /// runtime's choice).
+    kv_splits: usize,
+    /// Query rows per (b, h): N, or `--q-len` for decoding.
+    q_len: usize,
 }
 
 pub struct BenchArgs<'a> {
@@ -68,6 +78,11 @@ pub struct BenchArgs<'a> {
     pub flush: bool,
     pub rows: Option<lacuna_codegen::RowLength>,
     pub grid: Option<lacuna_ir::GridOrder>,
+    /// `ForwardOptions::kv_splits` for every launch (None: the runtime's choice).
+    pub kv_splits: Option<usize>,
+    /// Query rows per (b, h) for the decoding patterns (the last tokens of
+    /// N); None runs the square grid.
+    pub q_len: Option<usize>,
     pub json_out: Option<&'a Path>,
 }
 
@@ -94,7 +109,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
         if args.flush { "each launch after a 256 MB fill (cold L2, as do_bench)" } else { "launches back to back (warm L2, host time counted)" },
         bytes_per_ms / 1e9,
     ))?;
-    w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq"))?;
+    w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12} {:>6}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq", "splits"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
     let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid, kv_len: None, long_rows: false };
     let mut rows = Vec::new();
@@ -102,6 +117,9 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
         let batch = if d <= 64 { 4 } else { 2 };
         let heads = 16;
         for variant in VARIANTS {
+            if variant.decode != args.q_len.is_some() {
+                continue;
+            }
             if let Some(only) = args.patterns {
                 if !only.iter().any(|p| p == variant.label) {
                     continue;
@@ -115,26 +133,29 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
             for &n in args.ns {
                 let len = ((n as f64) * variant.keep).round() as usize;
                 let (plan, kernel) = loaded.get(&gpu, &ir, d, Dtype::Bf16, &PlanOverrides { kv_len: Some(len), long_rows: variant.long_rows, ..overrides })?;
-                let dims = Dims::new(batch, heads, len, len);
+                let qn = args.q_len.unwrap_or(len);
+                let dims = Dims::new(batch, heads, qn, len);
                 let params: BTreeMap<String, String> = variant.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let values = lacuna_patterns::example_inputs(sp, dims, &params, &BTreeMap::new(), 11)?;
                 // Visited tiles, counted on batch 0 (example inputs are generated batch by batch).
-                let dims0 = Dims::new(1, heads, len, len);
+                let dims0 = Dims::new(1, heads, qn, len);
                 let values0 = lacuna_patterns::example_inputs(sp, dims0, &params, &BTreeMap::new(), 11)?;
                 let mask = analyze(&ir, &Bindings::new(&ir, dims0, values0).map_err(|source| CliError::Bind { source, file: None })?, TileShape::new(plan.block_q as usize, plan.block_k as usize))?;
-                let visited_fraction = mask.visited_elements() as f64 / (heads * len * len) as f64;
+                let visited_fraction = mask.visited_elements() as f64 / (heads * qn * len) as f64;
 
                 let mut noise = Noise::new(n as u64 + d as u64);
                 let shape = [batch, heads, len, d as usize];
                 let numel = batch * heads * len * d as usize;
-                let (q, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
+                let q_shape = [batch, heads, qn, d as usize];
+                let (q, _) = upload_rounded(&gpu, &noise.vec(batch * heads * qn * d as usize), &q_shape, Dtype::Bf16)?;
                 let (k, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
                 let (v, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
                 let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
                 let launch_args = inputs.args();
-                let mut o = DeviceTensor::zeros(&gpu, ElemType::Bf16, &shape)?;
-                let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[batch, heads, len])?;
-                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, ForwardOptions::default());
+                let mut o = DeviceTensor::zeros(&gpu, ElemType::Bf16, &q_shape)?;
+                let mut lse = DeviceTensor::zeros(&gpu, ElemType::F32, &[batch, heads, qn])?;
+                let kv_splits = kernel.kv_splits_for(&q, &k, &v, args.kv_splits)?;
+                let mut launch = || kernel.forward_into(&q, &k, &v, &launch_args, &mut o, &mut lse, ForwardOptions { kv_splits: args.kv_splits, ..ForwardOptions::default() });
                 for _ in 0..3 {
                     launch()?;
                 }
@@ -148,9 +169,10 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 }
                 times.sort_by(f64::total_cmp);
                 let ms = times[times.len() / 2];
-                let visited_flops = 4.0 * d as f64 * visited_fraction * (heads * len * len) as f64 * batch as f64;
-                let causal_flops = 2.0 * d as f64 * (n * n) as f64 * (batch * heads) as f64;
-                let compulsory_bytes = (batch * heads * len) as f64 * (4.0 * 2.0 * d as f64 + 4.0);
+                let visited_flops = 4.0 * d as f64 * visited_fraction * (heads * qn * len) as f64 * batch as f64;
+                let causal_flops = 2.0 * d as f64 * (args.q_len.unwrap_or(n) * n) as f64 * (batch * heads) as f64;
+                // Q and O rows, K and V rows (bf16), the LSE (f32).
+                let compulsory_bytes = (batch * heads) as f64 * ((qn + len) as f64 * 4.0 * d as f64 + 4.0 * qn as f64);
                 let row = Row {
                     pattern: variant.label.into(),
                     batch,
@@ -164,10 +186,12 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                     tflops_causal_equiv: causal_flops / ms / 1e9,
                     hbm_floor_ms: compulsory_bytes / bytes_per_ms,
                     plan: format!("{} {}x{} tiles, {} warps, {} stages, {} grid", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages, plan.grid.name()),
+                    kv_splits,
+                    q_len: qn,
                 };
                 w(out, format!(
-                    "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1}",
-                    row.pattern, d, n, batch, ms, 100.0 * visited_fraction, row.tflops_visited, row.tflops_causal_equiv
+                    "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1} {:>6}",
+                    row.pattern, d, n, batch, ms, 100.0 * visited_fraction, row.tflops_visited, row.tflops_causal_equiv, row.kv_splits
                 ))?;
                 rows.push(row);
             }
@@ -255,7 +279,7 @@ mod tests {
     use super::*;
 
     fn row(pattern: &str, head_dim: u32, n: usize, tflops_visited: f64) -> Row {
-        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, hbm_floor_ms: 0.1, plan: String::new() }
+        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, hbm_floor_ms: 0.1, plan: String::new(), kv_splits: 1, q_len: n }
     }
 
     #[test]

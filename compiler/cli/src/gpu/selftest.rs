@@ -43,6 +43,9 @@ struct Case {
     /// Tiles for this case's key length (`KernelPlan::for_length`, what
     /// `lacuna run` and `lacuna bench` use) instead of the planner's.
     by_length: bool,
+    /// `ForwardOptions::kv_splits`: `Some(1)` runs the plain entry (every
+    /// case but the split-KV ones), `None` the runtime's choice.
+    kv_splits: Option<usize>,
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -57,7 +60,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ("topk", &[("topk", "3"), ("W", "64")]),
         ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]),
     ];
-    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None, scale: None, by_length: false };
+    let base = Case { pattern: "", params: &[], batch: 1, heads: 4, kv_heads: 4, q_len: 384, kv_len: 384, head_dim: 64, dtype: Dtype::Bf16, bnhd: false, row_index: false, rows: None, scale: None, by_length: false, kv_splits: Some(1) };
     let mut out = Vec::new();
     for &(pattern, params) in patterns {
         let c = Case { pattern, params, ..base.clone() };
@@ -110,6 +113,28 @@ fn cases(quick: bool) -> Vec<Case> {
     // Scales far from 1/sqrt(D): sharp rows (max dominates) and flat ones.
     out.push(Case { pattern: "causal", scale: Some(1.0), ..base.clone() });
     out.push(Case { pattern: "hash-bucket", params: &[("buckets", "8")], head_dim: 128, q_len: 300, kv_len: 300, scale: Some(0.02), ..base.clone() });
+    // Split-KV: each query block's keys shared among CTAs, then combined.
+    // Forced counts on ragged, GQA, D=128 problems (more splits than some
+    // query blocks have key blocks, so some splits see nothing); decoding
+    // shapes (a few query rows over thousands of keys) take the runtime's
+    // automatic count; a strided O goes through the combine.
+    let split_patterns: &[(&str, &[(&str, &str)])] = if quick {
+        &[("causal", &[]), ("sliding-window", &[("W", "300"), ("sink", "70")]), ("hash-bucket", &[("buckets", "8")]), ("moa", &[("alpha", "64,128,192,256"), ("sink", "16")]), ("topk", &[("topk", "3"), ("W", "64")])]
+    } else {
+        patterns
+    };
+    for &(pattern, params) in split_patterns {
+        out.push(Case { pattern, params, batch: 2, kv_heads: 2, q_len: 300, kv_len: 517, head_dim: 128, kv_splits: Some(3), ..base.clone() });
+    }
+    let moa: &[(&str, &str)] = &[("alpha", "64,128,192,256"), ("sink", "16")];
+    for (pattern, params) in [("causal-decode", &[][..]), ("moa-decode", moa)] {
+        out.push(Case { pattern, params, q_len: 1, kv_len: 4099, kv_splits: None, ..base.clone() });
+        out.push(Case { pattern, params, q_len: 16, kv_len: 3000, kv_splits: None, ..base.clone() });
+        out.push(Case { pattern, params, batch: 2, kv_heads: 2, q_len: 5, kv_len: 2500, head_dim: 128, kv_splits: Some(16), ..base.clone() });
+        out.push(Case { pattern, params, q_len: 70, kv_len: 1000, kv_splits: Some(1), ..base.clone() });
+    }
+    out.push(Case { pattern: "causal", batch: 2, q_len: 200, kv_len: 333, head_dim: 128, bnhd: true, kv_splits: Some(7), ..base.clone() });
+    out.push(Case { pattern: "qk-drop", params: &[("drop", "0.5")], q_len: 64, kv_len: 2000, dtype: Dtype::F16, kv_splits: Some(4), ..base.clone() });
     if !quick {
         for d in (16..=256).step_by(16).filter(|d| *d != 64 && *d != 128) {
             out.push(Case { pattern: "causal", params: &[], heads: 2, kv_heads: 2, q_len: 200, kv_len: 200, head_dim: d, ..base.clone() });
@@ -186,6 +211,11 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
         None => name,
     };
     let name = if c.by_length { format!("{name} length-shaped tiles") } else { name };
+    let name = match c.kv_splits {
+        Some(1) => name,
+        Some(n) => format!("{name} kv_splits {n}"),
+        None => format!("{name} kv_splits auto"),
+    };
     let name = match c.scale {
         Some(s) => format!("{name} scale {s}"),
         None => name,
@@ -240,7 +270,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
     // Kernels that take a head order run the heads last-first here, so the
     // mapping from grid row to head is checked, not just the identity.
     let reversed: Vec<i32> = (0..c.heads as i32).rev().collect();
-    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]) };
+    let opts = ForwardOptions { scale: c.scale, head_order: kernel.manifest().head_order.then_some(&reversed[..]), kv_splits: c.kv_splits };
     kernel.forward_into(&q, &k, &v, &inputs.args(), &mut o, &mut lse, opts)?;
     gpu.synchronize()?;
     // Downloads come back in logical (B, H, N, D) order whatever the strides.

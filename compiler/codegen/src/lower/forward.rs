@@ -34,7 +34,7 @@ use lacuna_ir::{GridOrder, InputId, InputKind, PatternIr};
 
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
-use crate::error::Result;
+use crate::error::{CodegenError, Result};
 use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
 use crate::lower::pipeline::{align_dynamic_smem, chunk_dst, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
@@ -83,6 +83,26 @@ struct CtaCoords<'ctx> {
     qb: IV<'ctx>,
     b: IV<'ctx>,
     h: IV<'ctx>,
+}
+
+/// The split-KV entry's own parameters (see `ForwardAbi::split_start`).
+#[derive(Clone, Copy)]
+struct SplitKv<'ctx> {
+    /// `kv_splits`: how many CTAs share a query block's key blocks.
+    splits: IV<'ctx>,
+    o_partial: PointerValue<'ctx>,
+    lse_partial: PointerValue<'ctx>,
+}
+
+impl<'ctx> SplitKv<'ctx> {
+    /// The grid's batch axis runs over `batch · kv_splits`: (batch, split)
+    /// of the axis value `b · kv_splits + s`. The runtime rejects a zero
+    /// split count; it must not become a division by zero here.
+    fn unfold(&self, cx: &Cx<'_, 'ctx>, axis: IV<'ctx>) -> Result<(IV<'ctx>, IV<'ctx>)> {
+        let splits = cx.smax(self.splits, cx.i32(1))?;
+        let b = cx.udiv(axis, splits)?;
+        Ok((named(b, "b"), named(cx.sub(axis, cx.mul(b, splits)?)?, "split")))
+    }
 }
 
 /// The query block, batch and head this CTA runs: the one place grid order
@@ -171,6 +191,8 @@ struct ScorePlace {
 
 /// A thread's place in the CTA's tile, as the epilogue recomputes it.
 struct Coords<'ctx> {
+    /// The split-KV entry: this CTA's split.
+    split: Option<IV<'ctx>>,
     b: IV<'ctx>,
     h: IV<'ctx>,
     /// `b * heads + h`, i64.
@@ -315,8 +337,11 @@ fn unflat_acc<'ctx>(v: &[BV<'ctx>]) -> Vec<Acc<'ctx>> {
 }
 
 /// Builds the forward kernel `entry` into `module`.
-pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<()> {
-    let abi = ForwardAbi::new(p, plan);
+/// Builds the forward entry `entry`; with `split`, the split-KV entry (see
+/// `ForwardAbi::split_start`): the same kernel over its split's share of
+/// the key blocks, writing partial results for `lower/combine.rs`.
+pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, plan: &KernelPlan, entry: &str, split: bool) -> Result<()> {
+    let abi = ForwardAbi::new(p, plan, split);
     let gptr = ctx.ptr_type(inkwell::AddressSpace::from(GLOBAL));
     let param_types: Vec<BasicMetadataTypeEnum<'ctx>> = abi
         .params
@@ -402,6 +427,8 @@ struct Forward<'p, 'a, 'ctx> {
     q_rows: Option<(PointerValue<'ctx>, IV<'ctx>)>,
     /// plan.head_order: the `head_order` parameter (see `cta_coords`).
     head_order: Option<PointerValue<'ctx>>,
+    /// The split-KV entry: its split count and partial outputs.
+    split: Option<SplitKv<'ctx>>,
     /// Key-tensor inputs are staged in the K rows' padding.
     k_staged: bool,
     /// plan.tma: K and V come by TMA.
@@ -429,6 +456,14 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let head_order = abi.head_order.map(ptr);
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
         let CtaCoords { qb, b, h } = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, head_order)?;
+        let split = abi.split_start.map(|i| SplitKv { splits: int(i), o_partial: ptr(i + 1), lse_partial: ptr(i + 2) });
+        let (b, split_index) = match split {
+            Some(sp) => {
+                let (b, s) = sp.unfold(cx, b)?;
+                (b, Some(s))
+            }
+            None => (b, None),
+        };
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
         // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
         // runtime rejects) must not become a division by zero here. Without
@@ -520,7 +555,10 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // registers and the variants made the block-list ones (top-k) spill.
         let pred = Predicate::new(cx, p, env, plan.mma == Mma::Wgmma)?;
         let qtile = TileRange { lo: q0, hi: q1, block: qb };
-        let keys = KeyBlocks::new(cx, p, plan, &pred, &qtile, q_len, kv_len, k_blocks)?;
+        let mut keys = KeyBlocks::new(cx, p, plan, &pred, &qtile, q_len, kv_len, k_blocks)?;
+        if let (Some(sp), Some(s)) = (split, split_index) {
+            keys = keys.split(cx, s, sp.splits)?;
+        }
 
         if plan.swizzled() {
             align_dynamic_smem(cx, SWIZZLE_ALIGN);
@@ -580,6 +618,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             v_copy: TileCopy { src: v_bh, stride: stride(2, 2), len: kv_len, dst: smem, index: kv_index },
             q_rows: rows.map(|(qr, _, qn, _)| (qr, qn)),
             head_order,
+            split,
             k_staged: !k_staged.is_empty(),
             tma,
             heads,
@@ -690,6 +729,9 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // Coordinates again, from fresh special-register reads: values the loop does not
         // need then do not live across it (at D=128 they would cost spills).
         let coords = this.fresh_coords()?;
+        if let Some(sp) = this.split {
+            return this.epilogue_split(&last, &coords, &sp, int(fixed::BATCH));
+        }
         this.epilogue(&last, &coords, ptr(fixed::O), ptr(fixed::LSE), coords.b, coords.h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
     }
 
@@ -703,9 +745,17 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let bq = self.plan.block_q as i32;
         let q_blocks = || cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq));
         let CtaCoords { qb, b, h } = cta_coords(cx, self.plan, true, &q_blocks, self.heads, self.head_order)?;
+        let (b, split) = match self.split {
+            Some(sp) => {
+                let (b, s) = sp.unfold(cx, b)?;
+                (b, Some(s))
+            }
+            None => (b, None),
+        };
         let tid = cx.sreg_fresh("tid.x")?;
         let lane = cx.and(tid, cx.i32(31))?;
         Ok(Coords {
+            split,
             b,
             h,
             bh: cx.add(cx.mul(cx.sext64(b)?, cx.sext64(self.heads)?)?, cx.sext64(h)?)?,
@@ -724,6 +774,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     fn fresh_bh(&self) -> Result<IV<'ctx>> {
         let cx = self.cx;
         match self.plan.grid {
+            // With splits the batch axis also holds the split (`SplitKv::unfold`).
+            _ if self.split.is_some() => {}
             GridOrder::HeaviestFirst if self.head_order.is_none() => return cx.sext64(cx.sreg_fresh("ctaid.x")?),
             GridOrder::RankMajor if self.head_order.is_none() => {
                 let (h, b) = (cx.sreg_fresh("ctaid.x")?, cx.sreg_fresh("ctaid.y")?);
@@ -1560,6 +1612,49 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
             Ok(())
         })?;
+        cx.ret_void()
+    }
+
+    /// The split-KV entry's epilogue: this split's O, normalised by its own
+    /// softmax sum, in f32 to `o_partial`, and its log-sum-exp in base 2 to
+    /// `lse_partial` (layouts at `ForwardAbi::split_start`). A row the split
+    /// saw nothing of gets zeros and -inf, which the combine weighs as
+    /// nothing. 8-byte stores straight from the accumulators (a quad's
+    /// four lanes write 32 contiguous bytes): the split entry runs where
+    /// query rows are few, so the partials are small.
+    fn epilogue_split(&self, st: &LoopState<'ctx>, c: &Coords<'ctx>, sp: &SplitKv<'ctx>, batch: IV<'ctx>) -> Result<()> {
+        let cx = self.cx;
+        let s = c.split.ok_or_else(|| CodegenError::Builder("the split entry's coordinates lack the split".into()))?;
+        let zero = cx.f32(0.0);
+        // Row ((s · B + b) · H + h) · q_len + q of the partial outputs.
+        let sb = cx.add(cx.mul(cx.sext64(s)?, cx.sext64(batch)?)?, cx.sext64(c.b)?)?;
+        let row0 = cx.mul(cx.add(cx.mul(sb, cx.sext64(self.heads)?)?, cx.sext64(c.h)?)?, cx.sext64(self.q_len)?)?;
+        let two_t = cx.mul(c.t4, cx.i32(2))?;
+        let pair = cx.f32t().vec_type(2);
+        for (sl, rows) in st.rows.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                let mut l = row.l;
+                l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
+                l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
+                let any = cx.fcmp(FP::OGT, l, zero)?;
+                // l is 0 or at least 1, as in `epilogue`.
+                let inv = cx.select_f32(any, cx.rcp(l)?, zero)?;
+                let lse2 = cx.select_f32(any, cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(f32::NEG_INFINITY))?;
+                let q = cx.add(c.q0, cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?)?;
+                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_partial_row", |cx| {
+                    let out_row = cx.add(row0, cx.sext64(q)?)?;
+                    let o_row = cx.gep(cx.f32t(), sp.o_partial, cx.mul(out_row, cx.i64(self.plan.head_dim as i64))?)?;
+                    for (n, acc) in st.o[sl].iter().enumerate() {
+                        let mut v = pair.get_undef();
+                        v = cx.b.build_insert_element(v, cx.fmul(acc[2 * r], inv)?, cx.i32(0), "")?;
+                        v = cx.b.build_insert_element(v, cx.fmul(acc[2 * r + 1], inv)?, cx.i32(1), "")?;
+                        let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
+                        cx.store(cx.gep(cx.f32t(), o_row, cx.sext64(col)?)?, v)?;
+                    }
+                    cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_partial_lse", |cx| cx.store(cx.gep(cx.f32t(), sp.lse_partial, out_row)?, lse2))
+                })?;
+            }
+        }
         cx.ret_void()
     }
 }

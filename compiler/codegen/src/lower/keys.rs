@@ -143,6 +143,64 @@ impl<'ctx> KeyBlocks<'ctx> {
         Ok(Self { spans, k_blocks })
     }
 
+    /// The candidates of split `split` of `splits` (the split-KV entry):
+    /// each span cut to the key blocks `[at(o_s), at(o_s+1))`, where `at(o)`
+    /// is the o-th candidate in ascending order (`k_blocks` past the last)
+    /// and `o_s = s · total / splits` its ordinal, so the splits share the
+    /// candidates evenly and, whatever the spans, every candidate falls in
+    /// exactly one split: the cuts are ascending block indices. The ordinal
+    /// walk runs over a sorted, disjoint copy of the spans (sorted by start,
+    /// each clipped to begin where the one before ended); a scan's single
+    /// span `[0, k_blocks)` splits evenly by index.
+    pub fn split(self, cx: &Cx<'_, 'ctx>, split: IV<'ctx>, splits: IV<'ctx>) -> Result<Self> {
+        let k_blocks = self.k_blocks;
+        let mut sorted: Vec<(IV<'ctx>, IV<'ctx>)> = Vec::with_capacity(self.spans.len());
+        for &(start, end) in &self.spans {
+            let end = cx.smin(end, k_blocks)?;
+            sorted.push((start, cx.smax(end, start)?));
+        }
+        for i in 1..sorted.len() {
+            for j in (1..=i).rev() {
+                let (a, b) = (sorted[j - 1], sorted[j]);
+                let swap = cx.icmp(IP::SLT, b.0, a.0)?;
+                sorted[j - 1] = (cx.select_int(swap, b.0, a.0)?, cx.select_int(swap, b.1, a.1)?);
+                sorted[j] = (cx.select_int(swap, a.0, b.0)?, cx.select_int(swap, a.1, b.1)?);
+            }
+        }
+        // Disjoint, with each span's ordinal of its first candidate.
+        let (mut reach, mut total) = (cx.i32(0), cx.i32(0));
+        let mut walk = Vec::with_capacity(sorted.len());
+        for (start, end) in sorted {
+            let start = cx.smax(start, reach)?;
+            let end = cx.smax(end, start)?;
+            walk.push((start, end, total));
+            total = cx.add(total, cx.sub(end, start)?)?;
+            reach = end;
+        }
+        let at = |o: IV<'ctx>| -> Result<IV<'ctx>> {
+            let mut block = k_blocks;
+            for &(start, end, before) in &walk {
+                let inside = cx.and(cx.icmp(IP::SGE, o, before)?, cx.icmp(IP::SLT, o, cx.add(before, cx.sub(end, start)?)?)?)?;
+                block = cx.select_int(inside, cx.add(start, cx.sub(o, before)?)?, block)?;
+            }
+            Ok(block)
+        };
+        // s · total / splits in i64: total is at most k_blocks.
+        let splits = cx.smax(splits, cx.i32(1))?;
+        let ordinal = |s: IV<'ctx>| -> Result<IV<'ctx>> {
+            let o = cx.sdiv(cx.mul(cx.sext64(s)?, cx.sext64(total)?)?, cx.sext64(splits)?)?;
+            cx.trunc(o, cx.i32t())
+        };
+        let lo = at(ordinal(split)?)?;
+        let hi = at(ordinal(cx.add(split, cx.i32(1))?)?)?;
+        let spans = self
+            .spans
+            .iter()
+            .map(|&(start, end)| Ok((cx.smax(start, lo)?, cx.smin(end, hi)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { spans, k_blocks })
+    }
+
     /// The smallest candidate block `>= cursor`, or `k_blocks` when none is left.
     /// Taking the minimum over spans merges overlaps and skips gaps.
     pub fn next_candidate(&self, cx: &Cx<'_, 'ctx>, cursor: IV<'ctx>) -> Result<IV<'ctx>> {

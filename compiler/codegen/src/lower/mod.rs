@@ -1,7 +1,9 @@
 //! Lowering: pattern + plan → one LLVM module holding the forward kernel
 //! (`forward.rs`: the loop over key blocks, fed by `keys.rs` and
-//! `pipeline.rs`) and the generic summary kernels (`summary.rs`).
+//! `pipeline.rs`), its split-KV entry and their combine kernel
+//! (`combine.rs`), and the summary kernels (`summary.rs`).
 
+pub(crate) mod combine;
 pub(crate) mod forward;
 pub(crate) mod keys;
 pub(crate) mod pipeline;
@@ -12,6 +14,7 @@ use inkwell::module::Module;
 
 use lacuna_ir::{Arch, PatternIr};
 
+use crate::abi::{COMBINE_SUFFIX, SPLIT_SUFFIX};
 use crate::error::Result;
 use crate::plan::KernelPlan;
 
@@ -32,7 +35,11 @@ pub(crate) fn dependent_launch(p: &PatternIr, plan: &KernelPlan) -> bool {
 /// Builds the module (not yet optimised; triple and data layout unset).
 pub(crate) fn lower_module<'ctx>(ctx: &'ctx Context, p: &PatternIr, plan: &KernelPlan, entry: &str) -> Result<Module<'ctx>> {
     let module = ctx.create_module(entry);
-    forward::build(ctx, &module, p, plan, entry)?;
+    forward::build(ctx, &module, p, plan, entry, false)?;
+    if plan.split_kv() {
+        forward::build(ctx, &module, p, plan, &format!("{entry}{SPLIT_SUFFIX}"), true)?;
+        combine::build(ctx, &module, plan, &format!("{entry}{COMBINE_SUFFIX}"))?;
+    }
     summary::build(ctx, &module, p, dependent_launch(p, plan))?;
     Ok(module)
 }
