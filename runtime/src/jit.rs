@@ -112,6 +112,17 @@ mod compile {
             Self::compile_with(gpu, pattern, head_dim, dtype, false, false, Some(kv_len))
         }
 
+        /// [`AttentionKernel::compile`] for decoding: `q_len` query rows per
+        /// (b, h) over about `kv_len` keys (`KernelPlan::for_queries`, then
+        /// `for_length`: up to 64 query rows take short-row tiles at every
+        /// key length, 14-20% faster for one row over 16K-32K keys at
+        /// D=64). Launches split the keys among CTAs on their own
+        /// (`ForwardOptions::kv_splits`).
+        pub fn compile_for_decoding(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype, q_len: usize, kv_len: usize) -> Result<AttentionKernel> {
+            let plan = base_plan(gpu, pattern, head_dim, dtype, false, false)?.for_queries(q_len).for_length(kv_len);
+            compile_plan(gpu, pattern, &plan)
+        }
+
         /// [`AttentionKernel::compile`] of a kernel that reads and writes rows
         /// through index arrays ([`AttentionKernel::forward_rows_into`]).
         pub fn compile_row_index(gpu: &Gpu, pattern: &PatternIr, head_dim: u32, dtype: Dtype) -> Result<AttentionKernel> {

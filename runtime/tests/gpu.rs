@@ -55,6 +55,9 @@ fn abi(p: &PatternIr) -> Vec<Ty> {
     t
 }
 
+/// `block_minmax` by hand, on the generated kernel's contract: a row per
+/// grid row, CTAs striding over the row's blocks by the grid's width (the
+/// runtime launches `summary_grid_x(nblocks)` CTAs, fewer than blocks).
 const SUMMARY_PTX: &str = r#"
 .visible .entry block_minmax(.param .u64 src, .param .u64 dst, .param .u32 rows, .param .u32 n, .param .u32 block)
 {
@@ -74,14 +77,20 @@ const SUMMARY_PTX: &str = r#"
     mov.u32 %r15, %nctaid.x;
     setp.ge.u32 %p2, %r6, %r2;
     @%p2 bra DONE;
+    add.u32 %r16, %r3, %r4;
+    sub.u32 %r16, %r16, 1;
+    div.u32 %r16, %r16, %r4;
+    mul.wide.u32 %rd3, %r6, %r3;
+    shl.b64 %rd3, %rd3, 2;
+    add.u64 %rd3, %rd1, %rd3;
+BLOCKS:
+    setp.ge.u32 %p2, %r5, %r16;
+    @%p2 bra DONE;
     mul.lo.u32 %r7, %r5, %r4;
     add.u32 %r8, %r7, %r4;
     min.u32 %r8, %r8, %r3;
     mov.u32 %r9, 0x7fffffff;
     mov.u32 %r10, 0x80000000;
-    mul.wide.u32 %rd3, %r6, %r3;
-    shl.b64 %rd3, %rd3, 2;
-    add.u64 %rd3, %rd1, %rd3;
     mov.u32 %r11, %r7;
 LOOP:
     setp.ge.u32 %p3, %r11, %r8;
@@ -94,11 +103,13 @@ LOOP:
     add.u32 %r11, %r11, 1;
     bra LOOP;
 STORE:
-    mad.lo.u32 %r13, %r6, %r15, %r5;
+    mad.lo.u32 %r13, %r6, %r16, %r5;
     mul.wide.u32 %rd6, %r13, 8;
     add.u64 %rd7, %rd2, %rd6;
     st.global.u32 [%rd7], %r9;
     st.global.u32 [%rd7+4], %r10;
+    add.u32 %r5, %r5, %r15;
+    bra BLOCKS;
 DONE:
     ret;
 }

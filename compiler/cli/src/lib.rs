@@ -282,6 +282,10 @@ pub struct CompileArgs {
     /// there); without it the tiles suit long sequences. `--rows` wins.
     #[arg(long, value_name = "N", value_parser = parse_kv_len)]
     pub kv_len: Option<usize>,
+    /// The query length per head the kernel will run at: up to 64 (decoding)
+    /// takes short-row tiles at any key length. `--rows` wins.
+    #[arg(long, value_name = "N", value_parser = parse_kv_len)]
+    pub q_len: Option<usize>,
 
     /// The stage to print.
     #[arg(long, value_enum, default_value = "ptx")]

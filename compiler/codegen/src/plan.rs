@@ -159,6 +159,9 @@ pub const SINGLE_V_SLOT_CTAS: u32 = 4;
 /// heaviest first (rank-major) instead of head-major
 /// ([`KernelPlan::for_length`]).
 pub const RANK_MAJOR_BANDS_BELOW: usize = 4096;
+/// Query rows per (b, h) up to which long-row plans take short-row tiles
+/// ([`KernelPlan::for_queries`]): one short-row query block.
+pub const SHORT_ROWS_BLOCK_Q: usize = 64;
 
 /// Bytes of the shared-memory regions whose size depends on
 /// [`KernelPlan::single_v_slot`] (see `KernelPlan::sizes`).
@@ -325,6 +328,22 @@ impl KernelPlan {
                 KernelPlan { grid: GridOrder::RankMajor, ..self }
             }
             RowLength::Short => self,
+        }
+    }
+
+    /// The plan for `q_len` query rows per (b, h), before
+    /// [`KernelPlan::for_length`]: where they fit one short-row query block
+    /// (decoding: a few new tokens over a long cache), long-row tiles would
+    /// run 128 query rows for a handful, in half as many CTAs per SM, and
+    /// split-KV spreads the keys over the GPU anyway; so such a launch takes
+    /// short-row tiles at every key length. One query row over 16K / 32K
+    /// keys: -14% / -20% at D=64, -1% / -2% at D=128 (H200, perf log,
+    /// thirteenth session). wgmma plans without row indices only.
+    pub fn for_queries(self, q_len: usize) -> Self {
+        if self.mma == Mma::Wgmma && !self.row_index && self.rows == RowLength::Long && q_len <= SHORT_ROWS_BLOCK_Q {
+            self.with_row_length(RowLength::Short)
+        } else {
+            self
         }
     }
 

@@ -484,3 +484,26 @@ fn split_kv_entries_sit_beside_the_forward_kernel() {
         }
     }
 }
+
+/// Decoding (`KernelPlan::for_queries`): up to one short-row query block of
+/// queries takes short-row tiles at any key length; longer query rows, row
+/// indices, mma.sync and plans already short are left alone.
+#[test]
+fn few_queries_take_short_row_tiles() {
+    let plan = |ir: &lacuna_ir::PatternIr, d| KernelPlan::for_pattern(ir, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    for d in [64, 128] {
+        let causal = plan(&common::causal(), d);
+        assert_eq!(causal.rows, RowLength::Long);
+        let decode = causal.clone().for_queries(1).for_length(1 << 15);
+        assert_eq!((decode.rows, decode.block_q), (RowLength::Short, 64), "D={d}");
+        assert_eq!(causal.clone().for_queries(64), causal.clone().with_row_length(RowLength::Short));
+        assert_eq!(causal.clone().for_queries(65), causal, "D={d}");
+        let mut indexed = causal.clone();
+        indexed.row_index = true;
+        assert_eq!(indexed.clone().for_queries(1), indexed);
+        let sync = causal.clone().with_mma(Mma::Sync);
+        assert_eq!(sync.clone().for_queries(1), sync);
+        let band = plan(&common::moa(), d);
+        assert_eq!(band.clone().for_queries(1), band);
+    }
+}

@@ -31,6 +31,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<ExitCode, CliError
         stages: args.stages,
         grid: args.grid,
         kv_len: args.kv_len,
+        q_len: args.q_len,
         long_rows: false,
     };
     let kernel = compile_kernel(pattern.name, &ir, args.head_dim, dtype, arch, &overrides)?;
@@ -67,6 +68,9 @@ pub struct PlanOverrides {
     /// The key length the kernel will run at (`KernelPlan::for_length`:
     /// short problems take short-row tiles); ignored when `rows` is given.
     pub kv_len: Option<usize>,
+    /// The query length it will run at (`KernelPlan::for_queries`:
+    /// decoding takes short-row tiles); ignored when `rows` is given.
+    pub q_len: Option<usize>,
     /// The caller knows the rows are long though the planner cannot see it
     /// (SCFA's QK-drop: compacted rows stay causal on positions): the plan
     /// starts from long-row tiles, and `kv_len` may still shorten them.
@@ -86,6 +90,9 @@ impl PlanOverrides {
         }
         if self.rows.is_none() && self.long_rows {
             plan = plan.with_row_length(RowLength::Long);
+        }
+        if let (None, Some(n)) = (self.rows, self.q_len) {
+            plan = plan.for_queries(n);
         }
         match (self.rows, self.kv_len) {
             (Some(r), _) => plan = plan.with_row_length(r),

@@ -124,7 +124,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let gpu = Gpu::new(0)?;
     let kernel_dtype = kernel_dtype(q.dtype);
     // Tiles for this key length (`KernelPlan::for_length`).
-    let (_, kernel) = load_kernel_with(&gpu, &ir, d as u32, kernel_dtype, &PlanOverrides { kv_len: Some(nk), ..PlanOverrides::default() })?;
+    let (_, kernel) = load_kernel_with(&gpu, &ir, d as u32, kernel_dtype, &PlanOverrides { kv_len: Some(nk), q_len: Some(nq), ..PlanOverrides::default() })?;
     let (qd, kd, vd) = (upload(&gpu, &q, kernel_dtype)?, upload(&gpu, &k, kernel_dtype)?, upload(&gpu, &v, kernel_dtype)?);
     let inputs = DeviceInputs::upload(&gpu, &ir, &values)?;
     let mut o = DeviceTensor::zeros(&gpu, ElemType::from(kernel_dtype), &q.shape)?;

@@ -111,7 +111,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     ))?;
     w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12} {:>6}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq", "splits"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
-    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid, kv_len: None, long_rows: false };
+    let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid, kv_len: None, q_len: args.q_len, long_rows: false };
     let mut rows = Vec::new();
     for &d in args.head_dims {
         let batch = if d <= 64 { 4 } else { 2 };

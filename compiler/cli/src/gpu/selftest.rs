@@ -40,8 +40,9 @@ struct Case {
     /// A softmax scale other than 1/sqrt(D) (the kernel folds it into the
     /// exponent, so large and small ones are worth a case each).
     scale: Option<f32>,
-    /// Tiles for this case's key length (`KernelPlan::for_length`, what
-    /// `lacuna run` and `lacuna bench` use) instead of the planner's.
+    /// Tiles for this case's lengths (`KernelPlan::for_queries` and
+    /// `for_length`, what `lacuna run` and `lacuna bench` use) instead of
+    /// the planner's.
     by_length: bool,
     /// `ForwardOptions::kv_splits`: `Some(1)` runs the plain entry (every
     /// case but the split-KV ones), `None` the runtime's choice.
@@ -129,8 +130,8 @@ fn cases(quick: bool) -> Vec<Case> {
     let moa: &[(&str, &str)] = &[("alpha", "64,128,192,256"), ("sink", "16")];
     for (pattern, params) in [("causal-decode", &[][..]), ("moa-decode", moa)] {
         out.push(Case { pattern, params, q_len: 1, kv_len: 4099, kv_splits: None, ..base.clone() });
-        out.push(Case { pattern, params, q_len: 16, kv_len: 3000, kv_splits: None, ..base.clone() });
-        out.push(Case { pattern, params, batch: 2, kv_heads: 2, q_len: 5, kv_len: 2500, head_dim: 128, kv_splits: Some(16), ..base.clone() });
+        out.push(Case { pattern, params, q_len: 16, kv_len: 9000, kv_splits: None, by_length: true, ..base.clone() });
+        out.push(Case { pattern, params, batch: 2, kv_heads: 2, q_len: 5, kv_len: 2500, head_dim: 128, kv_splits: Some(16), by_length: true, ..base.clone() });
         out.push(Case { pattern, params, q_len: 70, kv_len: 1000, kv_splits: Some(1), ..base.clone() });
     }
     out.push(Case { pattern: "causal", batch: 2, q_len: 200, kv_len: 333, head_dim: 128, bnhd: true, kv_splits: Some(7), ..base.clone() });
@@ -229,7 +230,7 @@ fn run_case(gpu: &Gpu, c: &Case, seed: u64, base: PlanOverrides) -> Result<Outco
     if c.row_index {
         return run_row_index_case(gpu, c, name, &ir, &bindings, &values, seed, base);
     }
-    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { rows: c.rows, kv_len: c.by_length.then_some(c.kv_len), ..base })?;
+    let (_, kernel) = load_kernel_with(gpu, &ir, c.head_dim, c.dtype, &PlanOverrides { rows: c.rows, kv_len: c.by_length.then_some(c.kv_len), q_len: c.by_length.then_some(c.q_len), ..base })?;
     let d = c.head_dim as usize;
     let mut noise = Noise::new(seed);
     let (b, h, hk, nq, nk) = (c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len);
