@@ -36,14 +36,19 @@ def bf16_round(x):
     return torch.from_numpy(x).to(torch.bfloat16).to(torch.float32).numpy()
 
 
+# Decoding: 3 new tokens over a 2500-token cache, bottom-right aligned; the
+# runtime splits the keys among CTAs (split-KV) on its own.
+DQ, DK = 3, 2500
 for pattern, params, mask in [
     ("causal", [], np.tril(np.ones((NQ, NK), dtype=bool))),
     ("sliding-window", ["--param", "W=50", "--param", "sink=4"],
      np.fromfunction(lambda i, j: (j <= i) & ((i - j < 50) | (j < 4)), (NQ, NK), dtype=int)),
+    ("causal-decode", ["--param", "past=%d" % (DK - DQ)], np.fromfunction(lambda i, j: j <= i + DK - DQ, (DQ, DK), dtype=int)),
 ]:
-    q = rng.standard_normal((B, H, NQ, D), dtype=np.float32)
-    k = rng.standard_normal((B, HKV, NK, D), dtype=np.float32)
-    v = rng.standard_normal((B, HKV, NK, D), dtype=np.float32)
+    nq, nk = mask.shape
+    q = rng.standard_normal((B, H, nq, D), dtype=np.float32)
+    k = rng.standard_normal((B, HKV, nk, D), dtype=np.float32)
+    v = rng.standard_normal((B, HKV, nk, D), dtype=np.float32)
     args = [lacuna, "run", pattern, "--q", save("q.npy", q), "--k", save("k.npy", k), "--v", save("v.npy", v),
             "--out", os.path.join(out, "o.npy"), "--lse", os.path.join(out, "lse.npy")] + params
     r = subprocess.run(args, capture_output=True, text=True)

@@ -547,7 +547,7 @@ impl AttentionKernel {
             let rows = p.batch * p.heads * p.q_len;
             let grid = (rows.div_ceil(sp.combine_rows_per_cta.max(1) as usize) as u32, 1, 1);
             let cfg = LaunchConfig { grid_dim: grid, block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-            self.launch(combine, &args, cfg).map_err(RuntimeError::driver(format!("launching `{}` (grid {grid:?}) for {}", sp.combine_entry, describe(&p))))?;
+            self.launch_as(combine, &args, cfg, sp.combine_dependent).map_err(RuntimeError::driver(format!("launching `{}` (grid {grid:?}) for {}", sp.combine_entry, describe(&p))))?;
         }
         drop(scratch);
         Ok(())

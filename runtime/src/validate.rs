@@ -1526,7 +1526,7 @@ mod tests {
         assert_eq!(check_kv_splits(&m, &p, 1).expect("1 always works"), 1);
         let err = check_kv_splits(&m, &p, 4).expect_err("no split entry").to_string();
         assert!(err.contains("without a split-KV entry") && err.contains("use 1"), "{err}");
-        m.split_kv = Some(lacuna_ir::SplitKvEntries { entry: "f_split".into(), combine_entry: "f_combine".into(), combine_rows_per_cta: 4 });
+        m.split_kv = Some(lacuna_ir::SplitKvEntries { entry: "f_split".into(), combine_entry: "f_combine".into(), combine_rows_per_cta: 4, combine_dependent: false });
         assert_eq!(check_kv_splits(&m, &p, 4).expect("has the entry"), 4);
         assert!(check_kv_splits(&m, &p, 0).expect_err("zero").to_string().contains("0 splits"));
         assert!(check_kv_splits(&m, &p, MAX_KV_SPLITS + 1).expect_err("too many").to_string().contains("at most"));

@@ -288,6 +288,24 @@ fn manifest_of(ptx: &str) -> serde_json::Value {
     serde_json::from_str(json).expect("the manifest line is JSON")
 }
 
+/// Decoding: a few query rows take short-row tiles at any key length, and
+/// the module says it holds the split-KV entry and its combine kernel.
+#[test]
+fn compile_plans_decoding_on_short_rows_with_split_kv() {
+    let plan = |extra: &[&str]| {
+        let mut a = vec!["compile", "causal-decode", "--head-dim", "64", "--kv-len", "32768", "--emit", "plan"];
+        a.extend_from_slice(extra);
+        let o = lacuna(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let one = plan(&["--q-len", "1"]);
+    assert!(one.contains("  tile: block_q 64 x block_k 64 (shaped for short rows)\n"), "{one}");
+    assert!(one.contains("split-KV: entry fwd_causal_decode_d64_bf16_split") && one.contains("fwd_causal_decode_d64_bf16_combine"), "{one}");
+    let prefill = plan(&["--q-len", "4096"]);
+    assert!(prefill.contains("(shaped for long rows)"), "{prefill}");
+}
+
 #[test]
 fn compile_emit_plan_prints_the_plan() {
     let o = lacuna(&["compile", "causal", "--head-dim", "64", "--emit", "plan"]);

@@ -101,6 +101,7 @@ pub fn compile(p: &PatternIr, plan: &KernelPlan) -> Result<CompiledKernel, Codeg
             entry: format!("{entry}{}", abi::SPLIT_SUFFIX),
             combine_entry: format!("{entry}{}", abi::COMBINE_SUFFIX),
             combine_rows_per_cta: lower::combine::ROWS_PER_CTA,
+            combine_dependent: plan.arch == lacuna_ir::Arch::Sm90a,
         }),
     };
     Ok(CompiledKernel { plan: plan.clone(), manifest, llvm_ir, ptx })

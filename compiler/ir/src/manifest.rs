@@ -249,6 +249,11 @@ pub struct SplitKvEntries {
     pub entry: String,
     pub combine_entry: String,
     pub combine_rows_per_cta: u32,
+    /// Launch the combine kernel right behind the split entry with
+    /// programmatic dependent launch (sm_90a): it waits for the split
+    /// grid before reading, so an ordinary launch is also correct.
+    #[serde(default)]
+    pub combine_dependent: bool,
 }
 
 /// The shared-memory bitmap of one block-list input: for each of the

@@ -10,7 +10,10 @@
 //! O = Σ w_s O_s / Σ w_s and LSE = (m + log2 Σ w_s) · ln 2; a row no split
 //! saw (every lse_s = -inf) gets zeros and -inf, as the forward kernel's
 //! fully masked rows do. A lane owns column pairs `lane + 32 i` and reads
-//! each split's pair as one 8-byte load.
+//! each split's pair as one 8-byte load. On sm_90a it is launched behind
+//! the split grid with programmatic dependent launch: the split's CTAs let
+//! it be scheduled once their key loop is done, and it waits
+//! (`griddepcontrol.wait`) for the whole split grid before reading.
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
@@ -23,6 +26,7 @@ use crate::cx::{named, Cx, GLOBAL};
 use crate::error::Result;
 use crate::lower::forward::PTX_KERNEL_CC;
 use crate::plan::KernelPlan;
+use lacuna_ir::Arch;
 
 const THREADS: u32 = 128;
 /// Output rows per CTA: one per warp.
@@ -48,6 +52,12 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, plan: &Kern
     let (osb, osh, osn) = (int(4), int(5), int(6));
     let (batch, heads, q_len, splits) = (int(7), int(8), int(9), int(10));
 
+    if plan.arch == Arch::Sm90a {
+        // Launched programmatically behind the split grid (the manifest's
+        // `combine_dependent`): its partials are complete and visible only
+        // past this wait, a no-op after an ordinary launch.
+        cx.griddepcontrol_wait()?;
+    }
     let tid = cx.tid_x()?;
     let lane = cx.and(tid, cx.i32(31))?;
     let warp = cx.lshr(tid, cx.i32(5))?;

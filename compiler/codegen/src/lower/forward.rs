@@ -30,7 +30,7 @@ use inkwell::values::PointerValue;
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
 use lacuna_ir::summary::summary_words;
-use lacuna_ir::{GridOrder, InputId, InputKind, PatternIr};
+use lacuna_ir::{Arch, GridOrder, InputId, InputKind, PatternIr};
 
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
@@ -730,6 +730,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         // need then do not live across it (at D=128 they would cost spills).
         let coords = this.fresh_coords()?;
         if let Some(sp) = this.split {
+            if plan.arch == Arch::Sm90a {
+                // The combine grid, launched programmatically behind this
+                // one, may be scheduled now (into SMs this small grid
+                // leaves free); it waits for this grid's partials to land.
+                cx.griddepcontrol_launch_dependents()?;
+            }
             return this.epilogue_split(&last, &coords, &sp, int(fixed::BATCH));
         }
         this.epilogue(&last, &coords, ptr(fixed::O), ptr(fixed::LSE), coords.b, coords.h, heads, stride(3, 0), stride(3, 1), stride(3, 2))
