@@ -188,6 +188,12 @@ fn internal(what: &str) -> RuntimeError {
     RuntimeError::Internal { what: what.into() }
 }
 
+/// The loaded functions of `KernelManifest::split_kv`.
+struct SplitKv {
+    forward: CudaFunction,
+    combine: CudaFunction,
+}
+
 /// A Lacuna forward kernel loaded on a GPU.
 pub struct AttentionKernel {
     gpu: Gpu,
@@ -202,7 +208,7 @@ pub struct AttentionKernel {
     /// `manifest.summaries_entry`: every tensor input's summary in one launch.
     all_summaries: Option<CudaFunction>,
     /// `manifest.split_kv`: the split-KV entry and its combine kernel.
-    split: Option<(CudaFunction, CudaFunction)>,
+    split: Option<SplitKv>,
     scratch: Mutex<Scratch>,
 }
 
@@ -276,7 +282,7 @@ impl AttentionKernel {
         let split = match &manifest.split_kv {
             Some(sp) => {
                 no_nul("the split-KV entry names", &format!("{}{}", sp.entry, sp.combine_entry))?;
-                Some((function(&sp.entry)?, function(&sp.combine_entry)?))
+                Some(SplitKv { forward: function(&sp.entry)?, combine: function(&sp.combine_entry)? })
             }
             None => None,
         };
@@ -286,7 +292,7 @@ impl AttentionKernel {
         let allowed = if manifest.list_bitmaps.is_empty() { manifest.shared_bytes } else { gpu.max_shared_bytes().max(manifest.shared_bytes) };
         if allowed > DEFAULT_SHARED_LIMIT {
             gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
-            let entries = std::iter::once((&forward, &manifest.entry)).chain(split.as_ref().zip(manifest.split_kv.as_ref()).map(|((f, _), sp)| (f, &sp.entry)));
+            let entries = std::iter::once((&forward, &manifest.entry)).chain(split.as_ref().zip(manifest.split_kv.as_ref()).map(|(f, sp)| (&f.forward, &sp.entry)));
             for (f, name) in entries {
                 f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allowed as i32)
                     .map_err(RuntimeError::driver(format!("allowing {allowed} bytes of dynamic shared memory for `{name}`")))?;
@@ -532,7 +538,7 @@ impl AttentionKernel {
         // it: the kernel waits for the summaries before reading them.
         let dependent = m.dependent_launch && !summaries.is_empty();
         let (function, entry) = match (split, &m.split_kv) {
-            (Some((f, _)), Some(sp)) => (f, &sp.entry),
+            (Some(f), Some(sp)) => (&f.forward, &sp.entry),
             _ => (&self.forward, &m.entry),
         };
         self.launch_as(function, &all, cfg, dependent).map_err(RuntimeError::driver(format!(
@@ -540,7 +546,7 @@ impl AttentionKernel {
             block_dim.0,
             describe(&p)
         )))?;
-        if let (Some((_, combine)), Some(sp)) = (split, &m.split_kv) {
+        if let (Some(SplitKv { combine, .. }), Some(sp)) = (split, &m.split_kv) {
             let [sb, sh, sn] = [0, 1, 2].map(|i| KernelArg::I64(o.strides()[i] as i64));
             let mut args = vec![KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1), KernelArg::Ptr(o.device_ptr()), KernelArg::Ptr(lse.device_ptr()), sb, sh, sn];
             args.extend([p.batch, p.heads, p.q_len, kv_splits].map(|x| KernelArg::I32(x as i32)));
