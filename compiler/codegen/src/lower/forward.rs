@@ -95,13 +95,15 @@ struct SplitKv<'ctx> {
 }
 
 impl<'ctx> SplitKv<'ctx> {
-    /// The grid's batch axis runs over `batch · kv_splits`: (batch, split)
-    /// of the axis value `b · kv_splits + s`. The runtime rejects a zero
-    /// split count; it must not become a division by zero here.
-    fn unfold(&self, cx: &Cx<'_, 'ctx>, axis: IV<'ctx>) -> Result<(IV<'ctx>, IV<'ctx>)> {
-        let splits = cx.smax(self.splits, cx.i32(1))?;
+    /// The batch and split of the grid's batch axis value: with splits the
+    /// axis runs over `batch · kv_splits` (value `b · kv_splits + s`),
+    /// without it is the batch. The runtime rejects a zero split count; it
+    /// must not become a division by zero here.
+    fn unfold(split: Option<Self>, cx: &Cx<'_, 'ctx>, axis: IV<'ctx>) -> Result<(IV<'ctx>, Option<IV<'ctx>>)> {
+        let Some(sp) = split else { return Ok((axis, None)) };
+        let splits = cx.smax(sp.splits, cx.i32(1))?;
         let b = cx.udiv(axis, splits)?;
-        Ok((named(b, "b"), named(cx.sub(axis, cx.mul(b, splits)?)?, "split")))
+        Ok((named(b, "b"), Some(named(cx.sub(axis, cx.mul(b, splits)?)?, "split"))))
     }
 }
 
@@ -336,8 +338,7 @@ fn unflat_acc<'ctx>(v: &[BV<'ctx>]) -> Vec<Acc<'ctx>> {
     v.chunks(4).map(|c| [0, 1, 2, 3].map(|i| c[i].into_float_value())).collect()
 }
 
-/// Builds the forward kernel `entry` into `module`.
-/// Builds the forward entry `entry`; with `split`, the split-KV entry (see
+/// Builds the forward entry `entry` into `module`; with `split`, the split-KV entry (see
 /// `ForwardAbi::split_start`): the same kernel over its split's share of
 /// the key blocks, writing partial results for `lower/combine.rs`.
 pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &PatternIr, plan: &KernelPlan, entry: &str, split: bool) -> Result<()> {
@@ -457,13 +458,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let (heads, kv_heads, q_len, kv_len) = (int(fixed::HEADS), int(fixed::KV_HEADS), int(fixed::Q_LEN), int(fixed::KV_LEN));
         let CtaCoords { qb, b, h } = cta_coords(cx, plan, false, &|| Ok(q_blocks), heads, head_order)?;
         let split = abi.split_start.map(|i| SplitKv { splits: int(i), o_partial: ptr(i + 1), lse_partial: ptr(i + 2) });
-        let (b, split_index) = match split {
-            Some(sp) => {
-                let (b, s) = sp.unfold(cx, b)?;
-                (b, Some(s))
-            }
-            None => (b, None),
-        };
+        let (b, split_index) = SplitKv::unfold(split, cx, b)?;
         let scale_log2 = param(fixed::SCALE_LOG2).into_float_value();
         // GQA: kv head = h / (heads / kv_heads); a zero anywhere (a launch error the
         // runtime rejects) must not become a division by zero here. Without
@@ -751,13 +746,7 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let bq = self.plan.block_q as i32;
         let q_blocks = || cx.udiv(cx.add(self.q_len, cx.i32(bq - 1))?, cx.i32(bq));
         let CtaCoords { qb, b, h } = cta_coords(cx, self.plan, true, &q_blocks, self.heads, self.head_order)?;
-        let (b, split) = match self.split {
-            Some(sp) => {
-                let (b, s) = sp.unfold(cx, b)?;
-                (b, Some(s))
-            }
-            None => (b, None),
-        };
+        let (b, split) = SplitKv::unfold(self.split, cx, b)?;
         let tid = cx.sreg_fresh("tid.x")?;
         let lane = cx.and(tid, cx.i32(31))?;
         Ok(Coords {
