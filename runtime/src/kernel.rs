@@ -209,6 +209,10 @@ pub struct AttentionKernel {
     all_summaries: Option<CudaFunction>,
     /// `manifest.split_kv`: the split-KV entry and its combine kernel.
     split: Option<SplitKv>,
+    /// (dynamic shared bytes, CTAs per SM) of the forward entry, as the
+    /// driver last reported it for the automatic split count: a launch
+    /// asks again only when its shared memory changes (block lists).
+    occupancy: Mutex<Option<(u32, u32)>>,
     scratch: Mutex<Scratch>,
 }
 
@@ -308,6 +312,7 @@ impl AttentionKernel {
             runs,
             all_summaries,
             split,
+            occupancy: Mutex::new(None),
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -516,19 +521,19 @@ impl AttentionKernel {
             all.push(KernelArg::TensorMap(tensor_map(v, &vd, m.block_k)?));
         }
         let kv_splits = self.kv_splits(&p, opts.kv_splits)?;
-        let split = match (kv_splits, &self.split) {
-            (1, _) => None,
-            (_, Some(fns)) => Some(fns),
-            (_, None) => return Err(internal("a split count passed its check without a split entry")),
+        // With splits: the loaded functions, their manifest entry, and the
+        // partial outputs ([kv_splits, B, H, Nq, D] and [kv_splits, B, H, Nq]
+        // f32, in scratch slots after the inputs' and the head order's).
+        let split = match (kv_splits, &self.split, &m.split_kv) {
+            (1, _, _) => None,
+            (_, Some(fns), Some(entries)) => {
+                let rows = kv_splits * p.batch * p.heads * p.q_len;
+                let partials = (scratch.slot(&self.gpu, m.params.len() + 1, rows * p.head_dim)?.1, scratch.slot(&self.gpu, m.params.len() + 2, rows)?.1);
+                all.extend([KernelArg::I32(kv_splits as i32), KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1)]);
+                Some((fns, entries, partials))
+            }
+            _ => return Err(internal("a split count passed its check without a split entry")),
         };
-        let mut partials = (0, 0);
-        if split.is_some() {
-            // [kv_splits, B, H, Nq, D] and [kv_splits, B, H, Nq] f32, in scratch
-            // slots after the inputs' and the head order's.
-            let rows = kv_splits * p.batch * p.heads * p.q_len;
-            partials = (scratch.slot(&self.gpu, m.params.len() + 1, rows * p.head_dim)?.1, scratch.slot(&self.gpu, m.params.len() + 2, rows)?.1);
-            all.extend([KernelArg::I32(kv_splits as i32), KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1)]);
-        }
         let (grid_dim, block_dim, shared_mem_bytes) = forward_launch(m, &p, kv_splits);
         if shared_mem_bytes > self.gpu.max_shared_bytes().max(DEFAULT_SHARED_LIMIT) {
             return Err(RuntimeError::ListBitmapsTooBig { kv_len: p.kv_len, needed: shared_mem_bytes, max: self.gpu.max_shared_bytes(), device: self.gpu.name().into() });
@@ -537,16 +542,16 @@ impl AttentionKernel {
         // Right behind the summary launch, the kernel's prologue may overlap
         // it: the kernel waits for the summaries before reading them.
         let dependent = m.dependent_launch && !summaries.is_empty();
-        let (function, entry) = match (split, &m.split_kv) {
-            (Some(f), Some(sp)) => (&f.forward, &sp.entry),
-            _ => (&self.forward, &m.entry),
+        let (function, entry) = match split {
+            Some((fns, entries, _)) => (&fns.forward, &entries.entry),
+            None => (&self.forward, &m.entry),
         };
         self.launch_as(function, &all, cfg, dependent).map_err(RuntimeError::driver(format!(
             "launching `{entry}` (grid {grid_dim:?}, {} threads, {shared_mem_bytes} bytes shared, {kv_splits} split(s)) for {}",
             block_dim.0,
             describe(&p)
         )))?;
-        if let (Some(SplitKv { combine, .. }), Some(sp)) = (split, &m.split_kv) {
+        if let Some((SplitKv { combine, .. }, sp, partials)) = split {
             let [sb, sh, sn] = [0, 1, 2].map(|i| KernelArg::I64(o.strides()[i] as i64));
             let mut args = vec![KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1), KernelArg::Ptr(o.device_ptr()), KernelArg::Ptr(lse.device_ptr()), sb, sh, sn];
             args.extend([p.batch, p.heads, p.q_len, kv_splits].map(|x| KernelArg::I32(x as i32)));
@@ -585,11 +590,20 @@ impl AttentionKernel {
         let m = &self.manifest;
         let (grid, block, shared) = forward_launch(m, p, 1);
         let ctas = grid.0 as usize * grid.1 as usize * grid.2 as usize;
-        self.gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
-        let per_sm = self
-            .forward
-            .occupancy_max_active_blocks_per_multiprocessor(block.0, shared as usize, None)
-            .map_err(RuntimeError::driver(format!("asking the driver how many `{}` CTAs fit on an SM", m.entry)))?;
+        let mut occupancy = self.occupancy.lock().unwrap_or_else(PoisonError::into_inner);
+        let per_sm = match *occupancy {
+            Some((bytes, per_sm)) if bytes == shared => per_sm,
+            _ => {
+                self.gpu.context().bind_to_thread().map_err(RuntimeError::driver("binding the CUDA context"))?;
+                let per_sm = self
+                    .forward
+                    .occupancy_max_active_blocks_per_multiprocessor(block.0, shared as usize, None)
+                    .map_err(RuntimeError::driver(format!("asking the driver how many `{}` CTAs fit on an SM", m.entry)))?;
+                *occupancy = Some((shared, per_sm));
+                per_sm
+            }
+        };
+        drop(occupancy);
         let resident = self.gpu.sm_count() as usize * per_sm.max(1) as usize;
         let splits = auto_kv_splits(ctas, resident, p.kv_len.div_ceil(m.block_k.max(1) as usize));
         // Past the grid's limit (a huge batch): not split.

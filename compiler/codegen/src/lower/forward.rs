@@ -85,6 +85,18 @@ struct CtaCoords<'ctx> {
     h: IV<'ctx>,
 }
 
+/// One output row as the epilogues finish it (`Forward::row_total`).
+struct RowTotal<'ctx> {
+    /// Row in the tile, and its query.
+    local: IV<'ctx>,
+    q: IV<'ctx>,
+    /// The row's softmax sum; `any`: it is positive (the row saw a key).
+    l: FV<'ctx>,
+    any: IV<'ctx>,
+    /// 1 / l, or 0 for a row that saw nothing.
+    inv: FV<'ctx>,
+}
+
 /// The split-KV entry's own parameters (see `ForwardAbi::split_start`).
 #[derive(Clone, Copy)]
 struct SplitKv<'ctx> {
@@ -1481,22 +1493,12 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         };
         let lse_row0 = cx.mul(bh, cx.sext64(out_rows.map_or(self.q_len, |ix| ix.src_len))?)?;
         let two_t = cx.mul(c.t4, cx.i32(2))?;
-        let zero = cx.f32(0.0);
         // A row this thread holds: its tile row, its query, 1 / l and the LSE.
         let row_values = |sl: usize, r: usize, row: &RowState<'ctx>| -> Result<(IV<'ctx>, IV<'ctx>, FV<'ctx>, FV<'ctx>)> {
-            let mut l = row.l;
-            l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
-            l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
-            let any = cx.fcmp(FP::OGT, l, zero)?;
-            // l is 0 (nothing seen) or at least 1 (the row maximum's own term):
-            // the approximate reciprocal and logarithm need no subnormal
-            // handling, and 1 ulp of 1 / l is far below bf16's and fp16's.
-            let inv = cx.select_f32(any, cx.rcp(l)?, zero)?;
-            let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
-            let q = cx.add(c.q0, local)?;
-            let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(std::f32::consts::LN_2))?;
-            let lse_v = cx.select_f32(any, lse_v, cx.f32(f32::NEG_INFINITY))?;
-            Ok((local, q, inv, lse_v))
+            let t = self.row_total(c, sl, r, row)?;
+            let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(t.l)?)?, cx.f32(std::f32::consts::LN_2))?;
+            let lse_v = cx.select_f32(t.any, lse_v, cx.f32(f32::NEG_INFINITY))?;
+            Ok((t.local, t.q, t.inv, lse_v))
         };
         let packed = |sl: usize, r: usize, n: usize, inv: FV<'ctx>| -> Result<IV<'ctx>> {
             let acc = &st.o[sl][n];
@@ -1610,6 +1612,24 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         cx.ret_void()
     }
 
+    /// A finished row this thread holds (slab `sl`, `r` = 0 for row g, 1
+    /// for g + 8): its tile row and query, its softmax sum over the quad,
+    /// whether it saw any key, and 1 / sum (0 when it saw none).
+    fn row_total(&self, c: &Coords<'ctx>, sl: usize, r: usize, row: &RowState<'ctx>) -> Result<RowTotal<'ctx>> {
+        let cx = self.cx;
+        let zero = cx.f32(0.0);
+        let mut l = row.l;
+        l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
+        l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
+        let any = cx.fcmp(FP::OGT, l, zero)?;
+        // l is 0 (nothing seen) or at least 1 (the row maximum's own term):
+        // the approximate reciprocal and logarithm need no subnormal
+        // handling, and 1 ulp of 1 / l is far below bf16's and fp16's.
+        let inv = cx.select_f32(any, cx.rcp(l)?, zero)?;
+        let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
+        Ok(RowTotal { local, q: cx.add(c.q0, local)?, l, any, inv })
+    }
+
     /// The split-KV entry's epilogue: this split's O, normalised by its own
     /// softmax sum, in f32 to `o_partial`, and its log-sum-exp in base 2 to
     /// `lse_partial` (layouts at `ForwardAbi::split_start`). A row the split
@@ -1620,7 +1640,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
     fn epilogue_split(&self, st: &LoopState<'ctx>, c: &Coords<'ctx>, sp: &SplitKv<'ctx>, batch: IV<'ctx>) -> Result<()> {
         let cx = self.cx;
         let s = c.split.ok_or_else(|| CodegenError::Builder("the split entry's coordinates lack the split".into()))?;
-        let zero = cx.f32(0.0);
         // Row ((s · B + b) · H + h) · q_len + q of the partial outputs.
         let sb = cx.add(cx.mul(cx.sext64(s)?, cx.sext64(batch)?)?, cx.sext64(c.b)?)?;
         let row0 = cx.mul(cx.add(cx.mul(sb, cx.sext64(self.heads)?)?, cx.sext64(c.h)?)?, cx.sext64(self.q_len)?)?;
@@ -1628,14 +1647,8 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         let pair = cx.f32t().vec_type(2);
         for (sl, rows) in st.rows.iter().enumerate() {
             for (r, row) in rows.iter().enumerate() {
-                let mut l = row.l;
-                l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
-                l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
-                let any = cx.fcmp(FP::OGT, l, zero)?;
-                // l is 0 or at least 1, as in `epilogue`.
-                let inv = cx.select_f32(any, cx.rcp(l)?, zero)?;
+                let RowTotal { q, l, any, inv, .. } = self.row_total(c, sl, r, row)?;
                 let lse2 = cx.select_f32(any, cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(f32::NEG_INFINITY))?;
-                let q = cx.add(c.q0, cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?)?;
                 cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_partial_row", |cx| {
                     let out_row = cx.add(row0, cx.sext64(q)?)?;
                     let o_row = cx.gep(cx.f32t(), sp.o_partial, cx.mul(out_row, cx.i64(self.plan.head_dim as i64))?)?;
