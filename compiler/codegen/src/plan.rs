@@ -506,25 +506,6 @@ impl KernelPlan {
         self.slabs_per_warp() >= 2 && self.head_dim > 64
     }
 
-    /// O is rescaled only when some row of a warp moves its reference
-    /// maximum (a warp vote and a uniform branch) rather than after every key
-    /// block, and a row's reference moves only when a block's maximum exceeds
-    /// it by more than 2^8 (see `RESCALE_SLACK` in lower/forward.rs), so after
-    /// a row's first blocks the rescale almost never runs. mma.sync: where O
-    /// is large (the same cases as [`Self::softmax_state_in_shared`]; H200,
-    /// D=128 causal +3%, and it keeps ptxas from spilling there; at D=64 the
-    /// branch cost as much as the multiplies saved). wgmma: where O has more
-    /// values per thread than S (head_dim > block_k, the D=128 short-row
-    /// tiles): there the rescale was 64 multiplies per 16 scores and skipping
-    /// it gained 2-4% (H100, 16K); where S is as large as O (D=64, and
-    /// D=128's 128x128 tiles) the branch cost 1-4% (perf log, v4.5). Since
-    /// P·V overlaps the next block's softmax (v5.0) the multiplies sit
-    /// between that P·V's wait and the next issue, and the one-warpgroup
-    /// D=64 tiles of closed-form ranges (windows, MoA bands, short causal
-    /// problems: dozens of blocks per CTA, the reference settles early)
-    /// gain from skipping them: 1.2-2.4% (H200, perf log v5.12). Scanned
-    /// patterns keep the plain rescale: hash, with a handful of blocks per
-    /// CTA, lost up to 1.7%, and QK-drop spilled at the 96-register cap.
     /// The module also holds the split-KV entry and its combine kernel
     /// (`lower/forward.rs`, `lower/combine.rs`): for launches with too few
     /// query blocks to fill the GPU (decoding, short problems), the runtime
@@ -535,8 +516,28 @@ impl KernelPlan {
         !self.row_index
     }
 
+    /// O is rescaled only when some row of a warp moves its reference
+    /// maximum (a warp vote and a uniform branch) rather than after every key
+    /// block, and a row's reference moves only when a block's maximum exceeds
+    /// it by more than 2^8 (see `RESCALE_SLACK` in lower/forward.rs), so after
+    /// a row's first blocks the rescale almost never runs. mma.sync: where O
+    /// is large (the same cases as [`Self::softmax_state_in_shared`]; H200,
+    /// D=128 causal +3%, and it keeps ptxas from spilling there; at D=64 the
+    /// branch cost as much as the multiplies saved). wgmma: where O has more
+    /// values per thread than S (head_dim > block_k, the D=128 short-row
+    /// tiles): there the rescale was 64 multiplies per 16 scores and skipping
+    /// it gained 2-4% (H100, 16K); where S is as large as O (D=128's 128x128
+    /// tiles) the branch cost 1-4% (perf log, v4.5). Since P·V overlaps the
+    /// next block's softmax (v5.0) the multiplies sit between that P·V's
+    /// wait and the next issue, and the one-warpgroup D=64 tiles gain from
+    /// skipping them: closed-form ranges (windows, MoA bands, short causal
+    /// problems) 1.2-2.4% (H200, perf log v5.12); scanned patterns since
+    /// v6.7 (hash -0.2% to -1.5%, QK-drop up to -2.4%; in v5.12, before
+    /// the TMA copies freed registers, QK-drop spilled and hash-32 lost
+    /// 1.7%), except with row indices: SCFA's regrouped hash kernels lost up
+    /// to 3% with it (perf log v6.7).
     pub fn conditional_rescale(&self) -> bool {
-        self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && (self.head_dim > self.block_k || (self.block_q == 64 && matches!(self.key_source, KeySource::Range(_)))))
+        self.softmax_state_in_shared() || (self.mma == Mma::Wgmma && (self.head_dim > self.block_k || (self.block_q == 64 && (matches!(self.key_source, KeySource::Range(_)) || !self.row_index))))
     }
 
     /// Each block's O += P·V is issued in the next iteration, behind that

@@ -159,13 +159,19 @@ fn short_band_problems_run_heaviest_first() {
             assert_eq!(band.clone().with_mma(Mma::Sync).for_length(1024), band.clone().with_mma(Mma::Sync));
         }
     }
-    // One-warpgroup D=64 tiles rescale O lazily for closed-form ranges
-    // only (scanned patterns keep the plain rescale; perf log v5.12).
+    // One-warpgroup D=64 tiles rescale O lazily, except scanned patterns
+    // with row indices (SCFA's regrouped hash kernels; perf log v6.7).
     let plan = |ir: &lacuna_ir::PatternIr, d| KernelPlan::for_pattern(ir, d, Dtype::Bf16, Arch::Sm90a).expect("plan");
+    let indexed = |mut plan: KernelPlan| {
+        plan.row_index = true;
+        plan
+    };
     assert!(plan(&common::sliding_window(), 64).conditional_rescale());
+    assert!(indexed(plan(&common::sliding_window(), 64)).conditional_rescale());
     assert!(plan(&common::causal(), 64).for_length(4096).conditional_rescale());
     assert!(!plan(&common::causal(), 64).conditional_rescale(), "the 128x64 long tiles keep the plain rescale");
-    assert!(!plan(&common::hash_bucket(), 64).conditional_rescale());
+    assert!(plan(&common::hash_bucket(), 64).conditional_rescale());
+    assert!(!indexed(plan(&common::hash_bucket(), 64)).conditional_rescale());
     assert!(plan(&common::hash_bucket(), 128).conditional_rescale(), "O outweighs S in 64x48 tiles");
     // MoA's per-head spans keep their head order under the rank-major grid.
     let moa = KernelPlan::for_pattern(&common::moa(), 64, Dtype::Bf16, Arch::Sm90a).expect("plan");
