@@ -507,7 +507,7 @@ impl KernelPlan {
     }
 
     /// The module also holds the split-KV entry and its combine kernel
-    /// (`lower/forward.rs`, `lower/combine.rs`): for launches with too few
+    /// (`lower/forward/epilogue.rs`, `lower/combine.rs`): for launches with too few
     /// query blocks to fill the GPU (decoding, short problems), the runtime
     /// gives each query block's key blocks to several CTAs and merges their
     /// partial results. Not with row indices: those kernels serve SCFA's

@@ -16,6 +16,9 @@
 //! epilogue: O / l in dtype, lse in natural log; an all-masked row gives 0 and -inf
 //! ```
 //!
+//! The element test is in `forward/element_test.rs`, the epilogues (the
+//! plain entry's and the split-KV entry's) in `forward/epilogue.rs`.
+//!
 //! Copies: on the wgmma path (`plan.tma()`) thread 0 loads the Q, K and V
 //! tiles by TMA through the launch's tensor maps, one mbarrier per stage
 //! and one for Q counting the bytes (`tma_issue`, `wait_block`); elsewhere
@@ -32,15 +35,18 @@ use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 use lacuna_ir::summary::summary_words;
 use lacuna_ir::{Arch, GridOrder, InputId, InputKind, PatternIr};
 
+mod element_test;
+mod epilogue;
+
 use crate::abi::{fixed, AbiType, ForwardAbi};
 use crate::cx::{named, Cx, BV, FV, GLOBAL, IV};
-use crate::error::{CodegenError, Result};
+use crate::error::Result;
 use crate::lower::keys::{is_partial, next_block, KeyBlocks, KeyList, ListCursor, NextBlock};
-use crate::lower::pipeline::{align_dynamic_smem, chunk_dst, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
+use crate::lower::pipeline::{align_dynamic_smem, copy_from, copy_tile, dynamic_smem, index_entries, stage_values, tile_sources, RowIndex, SmemLayout, TileCopy, STAGED_PER_ROW};
 use crate::mma::{self, Acc, LaneOffsets, QFrags, WarpTile};
 use crate::plan::{KernelPlan, Mma, SWIZZLE_ALIGN, SWIZZLE_ROW_BYTES};
 use crate::wgmma::{self, SmemOperand};
-use crate::predicate::{list_bitmap_words, list_rows_per_tile, InputArg, ListBitmap, PredEnv, Predicate, Staged, TileRange};
+use crate::predicate::{list_bitmap_words, list_rows_per_tile, InputArg, ListBitmap, PredEnv, Predicate, TileRange};
 
 /// PTX calling convention of a kernel entry (`ptx_kernel`).
 pub(crate) const PTX_KERNEL_CC: u32 = 71;
@@ -83,18 +89,6 @@ struct CtaCoords<'ctx> {
     qb: IV<'ctx>,
     b: IV<'ctx>,
     h: IV<'ctx>,
-}
-
-/// One output row as the epilogues finish it (`Forward::row_total`).
-struct RowTotal<'ctx> {
-    /// Row in the tile, and its query.
-    local: IV<'ctx>,
-    q: IV<'ctx>,
-    /// The row's softmax sum; `any`: it is positive (the row saw a key).
-    l: FV<'ctx>,
-    any: IV<'ctx>,
-    /// 1 / l, or 0 for a row that saw nothing.
-    inv: FV<'ctx>,
 }
 
 /// The split-KV entry's own parameters (see `ForwardAbi::split_start`).
@@ -188,19 +182,6 @@ fn cta_coords<'ctx>(
             Ok(coords(qb.map_or_else(rank_z, Ok)?, b, h))
         }
     }
-}
-
-/// How the element test's verdicts (one i1 per score) act on the values it
-/// is given: masking scores (`Forward::drop_scores`) or clearing bits
-/// (`Forward::clear_bits`).
-type ApplyKeep<'ctx> = dyn Fn(&Cx<'_, 'ctx>, &[BV<'ctx>], &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>>;
-
-/// One score of a thread's accumulators (see `Forward::score_place`).
-struct ScorePlace {
-    slab: usize,
-    n8: usize,
-    row: usize,
-    col: usize,
 }
 
 /// A thread's place in the CTA's tile, as the epilogue recomputes it.
@@ -393,12 +374,6 @@ pub(crate) fn build<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, p: &Pattern
     }
     let cx = Cx::new(ctx, module, func);
     Forward::emit(&cx, p, plan, &abi)
-}
-
-/// Column (in the key tile) of this thread's score in n8 tile `j`, `e` = 0
-/// or 1: 8j + 2t + e, with `two_t` = 2 · (lane % 4).
-fn score_column<'ctx>(cx: &Cx<'_, 'ctx>, two_t: IV<'ctx>, j: u32, e: u32) -> Result<IV<'ctx>> {
-    cx.add(two_t, cx.i32((8 * j + e) as i32))
 }
 
 /// How far (log2 units) a block's maximum may exceed a row's reference
@@ -1283,142 +1258,6 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
         wgmma::pv_issue(cx, self.plan.dtype, self.plan.head_dim, &p, v, o)
     }
 
-    /// Scores per thread: `[slab][n8 tile][4]`, in that order.
-    fn scores_per_thread(&self) -> u32 {
-        self.plan.slabs_per_warp() * self.plan.block_k / 8 * 4
-    }
-
-    /// Where this thread's score `i` sits: slab, n8 tile, row (g or g + 8),
-    /// column (2t or 2t + 1), in the `[slab][n8 tile][4]` order of the scores.
-    fn score_place(&self, i: usize) -> ScorePlace {
-        let per_slab = (self.plan.block_k / 8 * 4) as usize;
-        let c = i % 4;
-        ScorePlace { slab: i / per_slab, n8: (i % per_slab) / 4, row: c / 2, col: c % 2 }
-    }
-
-    fn mask_words(&self) -> u32 {
-        self.scores_per_thread().div_ceil(32)
-    }
-
-    /// The element test for this thread's scores of key block `kb`, applied
-    /// to `values` by `apply(values, keep)`, where `keep[i]` (i1) says score
-    /// i (in `[slab][n8 tile][c]` order) is kept: the predicate holds and
-    /// the key is inside kv_len. `values` are either the scores themselves
-    /// (wgmma: masked scores become -inf) or bit words made before the
-    /// product (mma.sync, see `kv_loop`).
-    ///
-    /// With a split predicate (two or more conjuncts), only the conjuncts the
-    /// tile's classification left undecided are evaluated (`undecided`, see
-    /// `NextBlock`): one uniform branch per variant, the whole predicate when
-    /// two or more are undecided, none when the tile is Full and only
-    /// ragged. A window's diagonal tile then tests
-    /// `k <= q` alone and its far edge the window alone; a hash bucket's
-    /// diagonal tile compares positions only.
-    #[allow(clippy::too_many_arguments)]
-    fn element_test(
-        &self,
-        cx: &Cx<'_, 'ctx>,
-        kb: IV<'ctx>,
-        k0: IV<'ctx>,
-        ragged: IV<'ctx>,
-        undecided: IV<'ctx>,
-        k_values: PointerValue<'ctx>,
-        values: Vec<BV<'ctx>>,
-        apply: &ApplyKeep<'ctx>,
-    ) -> Result<Vec<BV<'ctx>>> {
-        let n = self.pred.conjunct_count();
-        let values = if n == 1 {
-            // One conjunct: the test runs on every tile that gets here (the
-            // ragged Full tile too), in straight-line code: the mma.sync D=128
-            // kernels are at 255 registers, and a branch here made them spill.
-            apply(cx, &values, &self.element_keeps(cx, kb, k0, k_values, None)?)?
-        } else {
-            // Not 0 and not a power of two. The variants exclude each other.
-            let several = cx.icmp(IP::NE, cx.and(undecided, cx.sub(undecided, cx.i32(1))?)?, cx.i32(0))?;
-            let mut values = cx.if_then_values(several, "mask.all", values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_values, None)?))?;
-            for i in 0..n {
-                let only = cx.icmp(IP::EQ, undecided, cx.i32(1 << i))?;
-                values = cx.if_then_values(only, &format!("mask.c{i}"), values, |cx, vals| apply(cx, vals, &self.element_keeps(cx, kb, k0, k_values, Some(i))?))?;
-            }
-            values
-        };
-        // Keys at or past kv_len (read as clamped values above) exist only in
-        // the last, ragged key block: drop them there, under a uniform
-        // branch, rather than testing every element of every Partial tile
-        // (that test was a compare and a select per element: ~25% of the
-        // element test in hash-32's SASS).
-        cx.if_then_values(ragged, "mask.ragged", values, |cx, vals| {
-            let keys_left = cx.sub(self.kv_len, k0)?;
-            let two_t = cx.mul(self.fresh_coords()?.t4, cx.i32(2))?;
-            let inside = (0..self.scores_per_thread() as usize)
-                .map(|i| {
-                    let ScorePlace { n8: j, col: e, .. } = self.score_place(i);
-                    cx.icmp(IP::SLT, score_column(cx, two_t, j as u32, e as u32)?, keys_left)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            apply(cx, vals, &inside)
-        })
-    }
-
-    /// Masks scores in place: `keep[i]` false makes score i -inf.
-    fn drop_scores(cx: &Cx<'_, 'ctx>, scores: &[BV<'ctx>], keep: &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>> {
-        let ninf = cx.f32(f32::NEG_INFINITY);
-        scores.iter().zip(keep).map(|(v, &k)| Ok(cx.select_f32(k, v.into_float_value(), ninf)?.into())).collect()
-    }
-
-    /// Clears bit i of the words (score i, 32 to a word) where `keep[i]` is false.
-    fn clear_bits(cx: &Cx<'_, 'ctx>, words: &[BV<'ctx>], keep: &[IV<'ctx>]) -> Result<Vec<BV<'ctx>>> {
-        let mut packed = vec![cx.i32(0); words.len()];
-        for (i, &k) in keep.iter().enumerate() {
-            let bit = cx.shl(cx.zext(k, cx.i32t())?, cx.i32((i % 32) as i32))?;
-            packed[i / 32] = cx.or(packed[i / 32], bit)?;
-        }
-        words.iter().zip(packed).map(|(w, p)| Ok(cx.and(w.into_int_value(), p)?.into())).collect()
-    }
-
-    /// The predicate (or only conjunct `conjunct`) at this thread's scores of
-    /// key block `kb`, one i1 per score in `[slab][n8 tile][c]` order; keys
-    /// past kv_len read clamped values (the caller drops them).
-    fn element_keeps(&self, cx: &Cx<'_, 'ctx>, kb: IV<'ctx>, k0: IV<'ctx>, k_values: PointerValue<'ctx>, conjunct: Option<usize>) -> Result<Vec<IV<'ctx>>> {
-        let values_row = cx.i32(self.layout.values_row_bytes as i32);
-        let bk = self.plan.block_k;
-        let k1 = cx.sub(cx.smin(cx.add(k0, cx.i32(bk as i32))?, self.kv_len)?, cx.i32(1))?;
-        let ktile = TileRange { lo: k0, hi: k1, block: kb };
-        let slabs = self.plan.slabs_per_warp();
-        // Rows of this thread: slab s, r = 0 (row g) or 1 (row g + 8).
-        // A rare path: coordinates from fresh reads (see `fresh_coords`).
-        let c = self.fresh_coords()?;
-        let two_t = cx.mul(c.t4, cx.i32(2))?;
-        let mut row_vals = Vec::new();
-        let mut col_vals = Vec::new();
-        self.pred.with_bh(c.bh, || {
-            for s in 0..slabs {
-                for r in 0..2 {
-                    let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * s + 8 * r) as i32))?)?;
-                    let q = cx.add(c.q0, local)?;
-                    let at = cx.add(cx.i32(self.layout.q_values as i32), cx.mul(local, values_row)?)?;
-                    let staged = Staged { pad: cx.byte_gep(self.smem, at)?, word: &self.q_words };
-                    row_vals.push(self.pred.row_side(cx, q, &ktile, Some(&staged))?);
-                }
-            }
-            for j in 0..bk / 8 {
-                for e in 0..2 {
-                    let local = score_column(cx, two_t, j, e)?;
-                    let k = cx.add(k0, local)?;
-                    let staged = Staged { pad: cx.byte_gep(k_values, cx.mul(local, values_row)?)?, word: &self.k_words };
-                    col_vals.push(self.pred.col_side(cx, k, &ktile, Some(&staged))?);
-                }
-            }
-            Ok(())
-        })?;
-        (0..self.scores_per_thread() as usize)
-            .map(|i| {
-                let ScorePlace { slab: s, n8: j, row: r, col: e } = self.score_place(i);
-                self.pred.element(cx, &row_vals[s * 2 + r], &col_vals[j * 2 + e], conjunct)
-            })
-            .collect()
-    }
-
     /// The first half of one row's online-softmax step over this block: the
     /// row's reference maximum m' (log2 units), the m' used in exponents (0
     /// while the row is all masked, so -inf - -inf never makes NaN), the
@@ -1475,194 +1314,5 @@ impl<'p, 'a, 'ctx> Forward<'p, 'a, 'ctx> {
             }
         }
         cx.fma(l, alpha, sum)
-    }
-
-    /// O / l (0 for an all-masked row) in dtype for rows < q_len, and
-    /// lse = (m + log2 l) · ln 2 (-inf for an all-masked row).
-    #[allow(clippy::too_many_arguments)]
-    fn epilogue(&self, st: &LoopState<'ctx>, c: &Coords<'ctx>, o: PointerValue<'ctx>, lse: PointerValue<'ctx>, b: IV<'ctx>, h: IV<'ctx>, heads: IV<'ctx>, osb: IV<'ctx>, osh: IV<'ctx>, osn: IV<'ctx>) -> Result<()> {
-        let cx = self.cx;
-        let elem = cx.ctx.i16_type();
-        let o_off = cx.add(cx.mul(cx.sext64(b)?, osb)?, cx.mul(cx.sext64(h)?, osh)?)?;
-        let o_bh = cx.gep(elem, o, o_off)?;
-        let bh = cx.add(cx.mul(cx.sext64(b)?, cx.sext64(heads)?)?, cx.sext64(h)?)?;
-        // Output rows: q itself, or q_rows[bh][q] of q_src_len source rows.
-        let out_rows = match self.q_rows {
-            None => None,
-            Some((rows, src_len)) => Some(RowIndex { rows: cx.gep(cx.i32t(), rows, cx.mul(bh, cx.sext64(self.q_len)?)?)?, src_len }),
-        };
-        let lse_row0 = cx.mul(bh, cx.sext64(out_rows.map_or(self.q_len, |ix| ix.src_len))?)?;
-        let two_t = cx.mul(c.t4, cx.i32(2))?;
-        // A row this thread holds: its tile row, its query, 1 / l and the LSE.
-        let row_values = |sl: usize, r: usize, row: &RowState<'ctx>| -> Result<(IV<'ctx>, IV<'ctx>, FV<'ctx>, FV<'ctx>)> {
-            let t = self.row_total(c, sl, r, row)?;
-            let lse_v = cx.fmul(cx.fadd(row.m, cx.lg2(t.l)?)?, cx.f32(std::f32::consts::LN_2))?;
-            let lse_v = cx.select_f32(t.any, lse_v, cx.f32(f32::NEG_INFINITY))?;
-            Ok((t.local, t.q, t.inv, lse_v))
-        };
-        let packed = |sl: usize, r: usize, n: usize, inv: FV<'ctx>| -> Result<IV<'ctx>> {
-            let acc = &st.o[sl][n];
-            cx.pack_half2(self.plan.dtype, cx.fmul(acc[2 * r], inv)?, cx.fmul(acc[2 * r + 1], inv)?)
-        };
-        let store_lse = |cx: &Cx<'_, 'ctx>, out_row: IV<'ctx>, lse_v: FV<'ctx>| -> Result<()> {
-            cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_lse", |cx| {
-                cx.store(cx.gep(cx.f32t(), lse, cx.add(lse_row0, cx.sext64(out_row)?)?)?, lse_v)
-            })
-        };
-        // Straight from the accumulators: 4-byte stores, a row's 16-byte
-        // pieces from 4 lanes (every path; the only one for mma.sync, row
-        // indices and O rows that are not 16-byte aligned).
-        let direct = |cx: &Cx<'_, 'ctx>| -> Result<()> {
-            for (sl, r, row) in st.rows.iter().enumerate().flat_map(|(sl, rows)| rows.iter().enumerate().map(move |(r, row)| (sl, r, row))) {
-                let (_, q, inv, lse_v) = row_values(sl, r, row)?;
-                let store = |cx: &Cx<'_, 'ctx>, out_row: IV<'ctx>| -> Result<()> {
-                    let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(out_row)?, osn)?)?;
-                    for n in 0..st.o[sl].len() {
-                        let v = packed(sl, r, n, inv)?;
-                        let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
-                        cx.store(cx.gep(elem, row_ptr, cx.sext64(col)?)?, v)?;
-                    }
-                    store_lse(cx, out_row, lse_v)
-                };
-                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_row", |cx| match out_rows {
-                    None => store(cx, q),
-                    // Padding rows (outside 0..q_src_len) write nothing.
-                    Some(ix) => {
-                        let (src, real) = ix.source(cx, q)?;
-                        cx.if_then(real, "store_source_row", |cx| store(cx, src))
-                    }
-                })?;
-            }
-            Ok(())
-        };
-        if !self.plan.swizzled() || out_rows.is_some() {
-            direct(cx)?;
-            return cx.ret_void();
-        }
-        // wgmma kernels: O goes through Q's shared memory (free once the last
-        // S = Q·Kᵀ has been waited on), in Q's swizzled layout, then out in
-        // whole 16-byte chunks, each warp its own rows: a row's chunks in
-        // one store instruction instead of 4-byte pieces (ncu: the epilogue
-        // was 9-13% of hash-32's samples, its stores a quarter of that).
-        let aligned = {
-            let addr = cx.b.build_ptr_to_int(o, cx.ctx.i64_type(), "o_addr")?;
-            let strides = cx.or(cx.or(osb, osh)?, osn)?;
-            let low = cx.or(cx.and(addr, cx.i64(15))?, cx.and(strides, cx.i64(7))?)?;
-            cx.icmp(IP::EQ, low, cx.i64(0))?
-        };
-        cx.if_then(cx.not(aligned)?, "store.direct", direct)?;
-        cx.if_then(aligned, "store.staged", |cx| {
-            let q_tile = cx.byte_gep(self.smem, cx.i32(self.layout.q as i32))?;
-            let rows = self.plan.block_q;
-            // Every warp of the warpgroup has waited on its last S = Q·Kᵀ.
-            cx.barrier()?;
-            for (sl, r, row) in st.rows.iter().enumerate().flat_map(|(sl, rows)| rows.iter().enumerate().map(move |(r, row)| (sl, r, row))) {
-                let (local, q, inv, lse_v) = row_values(sl, r, row)?;
-                for n in 0..st.o[sl].len() {
-                    let at = cx.byte_gep(chunk_dst(cx, self.plan, q_tile, rows, local, cx.i32(n as i32))?, cx.mul(c.t4, cx.i32(4))?)?;
-                    cx.store(at, packed(sl, r, n, inv)?)?;
-                }
-                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_lse_row", |cx| store_lse(cx, q, lse_v))?;
-            }
-            cx.syncwarp()?;
-            let chunks_per_row = self.plan.head_dim / 8;
-            let warp_rows = 16 * st.rows.len() as u32;
-            let total = warp_rows * chunks_per_row;
-            let lane = cx.and(cx.sreg_fresh("tid.x")?, cx.i32(31))?;
-            let v4 = cx.i32t().vec_type(4);
-            let chunk_ptr = |cx: &Cx<'_, 'ctx>, q: IV<'ctx>, chunk: IV<'ctx>| -> Result<PointerValue<'ctx>> {
-                let row_ptr = cx.gep(elem, o_bh, cx.mul(cx.sext64(q)?, osn)?)?;
-                cx.gep(elem, row_ptr, cx.sext64(cx.mul(chunk, cx.i32(8))?)?)
-            };
-            // Where a row's chunks divide a warp (head dims 64 and 128: 8
-            // and 16 chunks), a lane keeps its chunk in every round and
-            // moves down a fixed number of rows: its global address is
-            // computed once and stepped by a uniform offset, instead of a
-            // 64-bit row product per round (~10 instructions each).
-            let fixed_chunk = (32 % chunks_per_row == 0).then(|| -> Result<_> {
-                let (row, chunk) = (cx.udiv(lane, cx.i32(chunks_per_row as i32))?, cx.urem(lane, cx.i32(chunks_per_row as i32))?);
-                let q = cx.add(c.q0, cx.add(c.warp_row0, row)?)?;
-                Ok((row, chunk, chunk_ptr(cx, q, chunk)?))
-            });
-            let fixed_chunk = fixed_chunk.transpose()?;
-            let rows_per_round = 32 / chunks_per_row;
-            for it in 0..total.div_ceil(32) {
-                let idx = cx.add(lane, cx.i32((32 * it) as i32))?;
-                let (row, chunk) = match fixed_chunk {
-                    Some((row, chunk, _)) => (cx.add(row, cx.i32((it * rows_per_round) as i32))?, chunk),
-                    None => (cx.udiv(idx, cx.i32(chunks_per_row as i32))?, cx.urem(idx, cx.i32(chunks_per_row as i32))?),
-                };
-                let local = cx.add(c.warp_row0, row)?;
-                let q = cx.add(c.q0, local)?;
-                let mut mine = cx.icmp(IP::SLT, q, self.q_len)?;
-                if (it + 1) * 32 > total {
-                    mine = cx.and(mine, cx.icmp(IP::ULT, idx, cx.i32(total as i32))?)?;
-                }
-                cx.if_then(mine, "store_chunk", |cx| {
-                    let v = cx.load(v4, chunk_dst(cx, self.plan, q_tile, rows, local, chunk)?)?;
-                    let at = match fixed_chunk {
-                        Some((_, _, first)) => cx.gep(elem, first, cx.mul(osn, cx.i64((it * rows_per_round) as i64))?)?,
-                        None => chunk_ptr(cx, q, chunk)?,
-                    };
-                    cx.store(at, v)
-                })?;
-            }
-            Ok(())
-        })?;
-        cx.ret_void()
-    }
-
-    /// A finished row this thread holds (slab `sl`, `r` = 0 for row g, 1
-    /// for g + 8): its tile row and query, its softmax sum over the quad,
-    /// whether it saw any key, and 1 / sum (0 when it saw none).
-    fn row_total(&self, c: &Coords<'ctx>, sl: usize, r: usize, row: &RowState<'ctx>) -> Result<RowTotal<'ctx>> {
-        let cx = self.cx;
-        let zero = cx.f32(0.0);
-        let mut l = row.l;
-        l = cx.fadd(l, cx.shfl_bfly_f32(l, 1)?)?;
-        l = cx.fadd(l, cx.shfl_bfly_f32(l, 2)?)?;
-        let any = cx.fcmp(FP::OGT, l, zero)?;
-        // l is 0 (nothing seen) or at least 1 (the row maximum's own term):
-        // the approximate reciprocal and logarithm need no subnormal
-        // handling, and 1 ulp of 1 / l is far below bf16's and fp16's.
-        let inv = cx.select_f32(any, cx.rcp(l)?, zero)?;
-        let local = cx.add(c.warp_row0, cx.add(c.g, cx.i32((16 * sl + 8 * r) as i32))?)?;
-        Ok(RowTotal { local, q: cx.add(c.q0, local)?, l, any, inv })
-    }
-
-    /// The split-KV entry's epilogue: this split's O, normalised by its own
-    /// softmax sum, in f32 to `o_partial`, and its log-sum-exp in base 2 to
-    /// `lse_partial` (layouts at `ForwardAbi::split_start`). A row the split
-    /// saw nothing of gets zeros and -inf, which the combine weighs as
-    /// nothing. 8-byte stores straight from the accumulators (a quad's
-    /// four lanes write 32 contiguous bytes): the split entry runs where
-    /// query rows are few, so the partials are small.
-    fn epilogue_split(&self, st: &LoopState<'ctx>, c: &Coords<'ctx>, sp: &SplitKv<'ctx>, batch: IV<'ctx>) -> Result<()> {
-        let cx = self.cx;
-        let s = c.split.ok_or_else(|| CodegenError::Builder("the split entry's coordinates lack the split".into()))?;
-        // Row ((s · B + b) · H + h) · q_len + q of the partial outputs.
-        let sb = cx.add(cx.mul(cx.sext64(s)?, cx.sext64(batch)?)?, cx.sext64(c.b)?)?;
-        let row0 = cx.mul(cx.add(cx.mul(sb, cx.sext64(self.heads)?)?, cx.sext64(c.h)?)?, cx.sext64(self.q_len)?)?;
-        let two_t = cx.mul(c.t4, cx.i32(2))?;
-        let pair = cx.f32t().vec_type(2);
-        for (sl, rows) in st.rows.iter().enumerate() {
-            for (r, row) in rows.iter().enumerate() {
-                let RowTotal { q, l, any, inv, .. } = self.row_total(c, sl, r, row)?;
-                let lse2 = cx.select_f32(any, cx.fadd(row.m, cx.lg2(l)?)?, cx.f32(f32::NEG_INFINITY))?;
-                cx.if_then(cx.icmp(IP::SLT, q, self.q_len)?, "store_partial_row", |cx| {
-                    let out_row = cx.add(row0, cx.sext64(q)?)?;
-                    let o_row = cx.gep(cx.f32t(), sp.o_partial, cx.mul(out_row, cx.i64(self.plan.head_dim as i64))?)?;
-                    for (n, acc) in st.o[sl].iter().enumerate() {
-                        let mut v = pair.get_undef();
-                        v = cx.b.build_insert_element(v, cx.fmul(acc[2 * r], inv)?, cx.i32(0), "")?;
-                        v = cx.b.build_insert_element(v, cx.fmul(acc[2 * r + 1], inv)?, cx.i32(1), "")?;
-                        let col = cx.add(two_t, cx.i32((8 * n) as i32))?;
-                        cx.store(cx.gep(cx.f32t(), o_row, cx.sext64(col)?)?, v)?;
-                    }
-                    cx.if_then(cx.icmp(IP::EQ, c.t4, cx.i32(0))?, "store_partial_lse", |cx| cx.store(cx.gep(cx.f32t(), sp.lse_partial, out_row)?, lse2))
-                })?;
-            }
-        }
-        cx.ret_void()
     }
 }
