@@ -27,6 +27,7 @@
 
 pub mod args;
 pub mod by_length;
+pub mod clock;
 pub mod error;
 pub mod gpu;
 pub mod jit;

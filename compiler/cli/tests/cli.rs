@@ -641,3 +641,11 @@ fn grid_order_can_be_chosen_and_a_wrong_one_is_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown grid order `head-sections`"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_runtime_s_sm_clock_probe_assembles() {
+    // Hand-written PTX outside the code generator: ptxas checks it here, as
+    // it checks every generated kernel.
+    let report = lacuna_codegen::ptxas::assemble(lacuna_runtime::clock::PROBE_PTX, lacuna_ir::Arch::Sm80).expect("ptxas accepts the clock probe");
+    assert!(report.entry("lacuna_sm_clock").is_some(), "{report:?}");
+}

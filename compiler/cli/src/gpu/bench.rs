@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
+use lacuna_runtime::clock::SmClock;
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
 use super::{upload_rounded, DeviceInputs, KernelForPlan, Noise};
@@ -65,6 +66,10 @@ struct Row {
     kv_splits: usize,
     /// Query rows per (b, h): N, or `--q-len` for decoding.
     q_len: usize,
+    /// The SM clock right after each timed launch (median, MHz; `SmClock`):
+    /// a row that ran slower than before at a lower clock is the card's
+    /// doing, not the kernel's.
+    sm_mhz: f64,
 }
 
 pub struct BenchArgs<'a> {
@@ -101,6 +106,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     let mut fill = DeviceTensor::zeros(&gpu, ElemType::I32, &[FLUSH_BYTES / 4])?;
     let bytes_per_ms = fill_bandwidth(&gpu, &mut fill)?;
     let mut flush = args.flush.then_some(fill);
+    let mut clock = SmClock::load(&gpu)?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
     w(out, format!(
         "lacuna bench on {} ({} SMs), bf16, forward, block summaries included, {}; HBM {:.2} TB/s (a 256 MB fill)",
@@ -109,7 +115,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
         if args.flush { "each launch after a 256 MB fill (cold L2, as do_bench)" } else { "launches back to back (warm L2, host time counted)" },
         bytes_per_ms / 1e9,
     ))?;
-    w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12} {:>6}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq", "splits"))?;
+    w(out, format!("{:<11} {:>3} {:>6} {:>5} {:>9} {:>8} {:>10} {:>12} {:>6} {:>6}", "pattern", "D", "N", "B", "ms", "visited", "TFLOP/s", "causal-eq", "splits", "MHz"))?;
     let [block_q, block_k, warps, stages] = args.tile.map_or([None; 4], |t| t.map(Some));
     let overrides = PlanOverrides { mma: args.mma, rows: args.rows, row_index: false, block_q, block_k, warps, stages, grid: args.grid, kv_len: None, q_len: args.q_len, long_rows: false };
     let mut rows = Vec::new();
@@ -161,14 +167,15 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                 }
                 gpu.synchronize()?;
                 let mut times = Vec::with_capacity(args.reps);
+                let mut clocks = Vec::with_capacity(args.reps);
                 for _ in 0..args.reps.max(1) {
                     if let Some(f) = flush.as_mut() {
                         f.fill_i32(0)?;
                     }
                     times.push(gpu.time_ms(&mut launch)? as f64);
+                    clocks.push(clock.mhz()?);
                 }
-                times.sort_by(f64::total_cmp);
-                let ms = times[times.len() / 2];
+                let (ms, sm_mhz) = (median(&mut times), median(&mut clocks));
                 let visited_flops = 4.0 * d as f64 * visited_fraction * (heads * qn * len) as f64 * batch as f64;
                 let causal_flops = 2.0 * d as f64 * (args.q_len.unwrap_or(n) * n) as f64 * (batch * heads) as f64;
                 // Q and O rows, K and V rows (bf16), the LSE (f32).
@@ -188,10 +195,11 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
                     plan: format!("{} {}x{} tiles, {} warps, {} stages, {} grid", plan.mma.name(), plan.block_q, plan.block_k, plan.warps, plan.stages, plan.grid.name()),
                     kv_splits,
                     q_len: qn,
+                    sm_mhz,
                 };
                 w(out, format!(
-                    "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1} {:>6}",
-                    row.pattern, d, n, batch, ms, 100.0 * visited_fraction, row.tflops_visited, row.tflops_causal_equiv, row.kv_splits
+                    "{:<11} {:>3} {:>6} {:>5} {:>9.3} {:>7.1}% {:>10.1} {:>12.1} {:>6} {:>6.0}",
+                    row.pattern, d, n, batch, ms, 100.0 * visited_fraction, row.tflops_visited, row.tflops_causal_equiv, row.kv_splits, row.sm_mhz
                 ))?;
                 rows.push(row);
             }
@@ -213,8 +221,13 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
 fn fill_bandwidth(gpu: &Gpu, fill: &mut DeviceTensor) -> Result<f64, CliError> {
     fill.fill_i32(0)?;
     let mut times = (0..5).map(|_| gpu.time_ms(|| fill.fill_i32(0)).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(FLUSH_BYTES as f64 / times[2].max(1e-6))
+    Ok(FLUSH_BYTES as f64 / median(&mut times).max(1e-6))
+}
+
+/// The middle value (the upper one of an even count); 0 for none.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Each sparse row's TFLOP/s on visited tiles as a share of dense causal's
@@ -270,8 +283,28 @@ fn dense_share_table(rows: &[Row]) -> Option<String> {
         if !ruled_out.is_empty() {
             out += &format!("  past the HBM floor (best share moving only Q, K, V, O, LSE): {}\n", ruled_out.join(", "));
         }
+        let clocked: Vec<String> = sparse
+            .iter()
+            .filter(|r| r.head_dim == d)
+            .filter_map(|r| {
+                let dense_row = rows.iter().find(|x| x.pattern == "causal" && x.head_dim == d && x.n == r.n)?;
+                let share = 100.0 * r.tflops_visited / dense[&(d, r.n)];
+                let at_equal_clocks = share * equal_clock_factor(dense_row.sm_mhz, r.sm_mhz)?;
+                ((at_equal_clocks - share).abs() >= 2.0).then(|| format!("{} N={} {at_equal_clocks:.0}%", r.pattern, r.n))
+            })
+            .collect();
+        if !clocked.is_empty() {
+            out += &format!("  at equal SM clocks (a row's TFLOP/s per MHz; the rows above ran at different clocks): {}\n", clocked.join(", "));
+        }
     }
     Some(out)
+}
+
+/// What a share becomes when both rows are counted per MHz of their own SM
+/// clock: long, heavy rows (dense causal past 16K) run throttled, which
+/// lifts every share against them. None when a clock is missing.
+fn equal_clock_factor(dense_mhz: f64, sparse_mhz: f64) -> Option<f64> {
+    (dense_mhz > 0.0 && sparse_mhz > 0.0).then(|| dense_mhz / sparse_mhz)
 }
 
 #[cfg(test)]
@@ -279,7 +312,7 @@ mod tests {
     use super::*;
 
     fn row(pattern: &str, head_dim: u32, n: usize, tflops_visited: f64) -> Row {
-        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, hbm_floor_ms: 0.1, plan: String::new(), kv_splits: 1, q_len: n }
+        Row { pattern: pattern.into(), batch: 1, heads: 1, n, compacted_len: n, head_dim, ms: 1.0, visited_fraction: 0.5, tflops_visited, tflops_causal_equiv: 1.0, hbm_floor_ms: 0.1, plan: String::new(), kv_splits: 1, q_len: n, sm_mhz: 1980.0 }
     }
 
     #[test]
@@ -306,5 +339,14 @@ mod tests {
         floored[2].hbm_floor_ms = 0.5;
         let table = dense_share_table(&floored).expect("a table");
         assert!(table.contains("past the HBM floor") && table.contains("hash32 N=4096 (50%)") && !table.contains("N=16384 ("), "{table}");
+        assert!(!table.contains("equal SM clocks"), "{table}");
+        // Dense at 16K throttled to 1800 MHz, hash-32 at 1980: 90% becomes
+        // 90 * 1800 / 1980 = 82% per MHz; the window's 1% change is not listed.
+        let mut throttled = rows.to_vec();
+        throttled[1].sm_mhz = 1800.0;
+        throttled[4].sm_mhz = 1782.0;
+        let table = dense_share_table(&throttled).expect("a table");
+        assert!(table.contains("at equal SM clocks") && table.contains("hash32 N=16384 82%") && !table.contains("window1024 N=16384 "), "{table}");
+        assert_eq!(equal_clock_factor(0.0, 1980.0), None);
     }
 }
