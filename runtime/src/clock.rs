@@ -7,7 +7,7 @@
 //! whether the kernel or the card changed. Needs no NVML and no NVRTC: the
 //! kernel is a few lines of PTX, JIT-compiled by the driver.
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{Result, RuntimeError};
@@ -56,7 +56,6 @@ pub const CLOCK_SPAN_NS: u64 = 50_000;
 pub struct SmClock {
     gpu: Gpu,
     func: CudaFunction,
-    out: CudaSlice<u64>,
 }
 
 impl SmClock {
@@ -64,21 +63,21 @@ impl SmClock {
     pub fn load(gpu: &Gpu) -> Result<SmClock> {
         let module = gpu.context().load_module(Ptx::from_src(PROBE_PTX)).map_err(RuntimeError::driver("loading the SM clock probe"))?;
         let func = module.load_function(ENTRY).map_err(RuntimeError::driver("finding the SM clock probe's entry"))?;
-        let out = gpu.stream().alloc_zeros::<u64>(2).map_err(RuntimeError::driver("allocating the SM clock probe's output"))?;
-        Ok(SmClock { gpu: gpu.clone(), func, out })
+        Ok(SmClock { gpu: gpu.clone(), func })
     }
 
     /// The SM clock in MHz over the next [`CLOCK_SPAN_NS`] of GPU time,
     /// after the work already on the stream. Waits for it.
-    pub fn mhz(&mut self) -> Result<f64> {
+    pub fn mhz(&self) -> Result<f64> {
         let stream = self.gpu.stream();
+        let mut out = stream.alloc_zeros::<u64>(2).map_err(RuntimeError::driver("allocating the SM clock probe's output"))?;
         let mut launch = stream.launch_builder(&self.func);
-        launch.arg(&mut self.out).arg(&CLOCK_SPAN_NS);
+        launch.arg(&mut out).arg(&CLOCK_SPAN_NS);
         let one_thread = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: the entry takes a pointer to two u64s (`out`, allocated
         // with two) and a u64 span, which is what is pushed.
         unsafe { launch.launch(one_thread) }.map_err(RuntimeError::driver("launching the SM clock probe"))?;
-        let read = stream.clone_dtoh(&self.out).map_err(RuntimeError::driver("reading the SM clock probe"))?;
+        let read = stream.clone_dtoh(&out).map_err(RuntimeError::driver("reading the SM clock probe"))?;
         Ok(cycles_per_ns_to_mhz(read[0], read[1]))
     }
 }

@@ -443,7 +443,7 @@ fn timing_measures_gpu_work() {
 #[test]
 fn the_sm_clock_reads_a_clock_the_card_can_run_at() {
     let Some(gpu) = gpu() else { return };
-    let mut clock = ok(lacuna_runtime::clock::SmClock::load(&gpu), "loading the clock probe");
+    let clock = ok(lacuna_runtime::clock::SmClock::load(&gpu), "loading the clock probe");
     let readings: Vec<f64> = (0..3).map(|_| ok(clock.mhz(), "reading the clock")).collect();
     // Every CUDA GPU Lacuna runs on (sm_80 and later) clocks its SMs
     // between a few hundred MHz and about 3 GHz.

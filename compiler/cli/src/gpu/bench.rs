@@ -106,7 +106,7 @@ pub fn run(args: &BenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode, CliErr
     let mut fill = DeviceTensor::zeros(&gpu, ElemType::I32, &[FLUSH_BYTES / 4])?;
     let bytes_per_ms = fill_bandwidth(&gpu, &mut fill)?;
     let mut flush = args.flush.then_some(fill);
-    let mut clock = SmClock::load(&gpu)?;
+    let clock = SmClock::load(&gpu)?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
     w(out, format!(
         "lacuna bench on {} ({} SMs), bf16, forward, block summaries included, {}; HBM {:.2} TB/s (a 256 MB fill)",

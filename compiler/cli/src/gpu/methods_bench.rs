@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use lacuna_ir::{analyze, Bindings, Dims, Dtype, InputValue, TileShape};
 use lacuna_runtime::methods::{Causal, HashConfig, MethodPattern, MoaHead, MoaLayer, Projection, SparseKConfig, TokenScores};
+use lacuna_runtime::clock::SmClock;
 use lacuna_runtime::ops::BlockReduce;
 use lacuna_runtime::{
     moa_attention, scfa_hash_attention, scfa_qk_drop_attention, sparsek_attention, AttentionKernel, DeviceTensor, ElemType, KernelByLength, KernelForKeys,
@@ -70,6 +71,8 @@ struct Timing {
     median: f64,
     min: f64,
     max: f64,
+    /// The SM clock after each call, median (MHz; `SmClock`).
+    sm_mhz: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -95,19 +98,27 @@ struct Row {
     reps: usize,
     /// Lacuna dense causal ms / ms, same N, same process.
     speedup_vs_dense: Option<f64>,
+    /// The SM clock the row ran at (median after each call, MHz).
+    sm_mhz: f64,
+    /// The same ratio counted in SM cycles (ms x MHz): long dense rows run
+    /// at a throttled clock (perf log, "The SM clock beside every bench
+    /// row"), which lifts every ratio against them.
+    speedup_at_equal_clocks: Option<f64>,
     /// Each stage timed alone (see the module comment).
     stages: Vec<Stage>,
     /// Method-specific facts (buckets, density, padded lengths, balance, ...).
     info: serde_json::Value,
 }
 
-/// Median, min and max GPU time of `f` over `reps` calls after the warm-up.
-fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<(), CliError>) -> Result<Timing, CliError> {
+/// Median, min and max GPU time of `f` over `reps` calls after the warm-up,
+/// and the SM clock right after each.
+fn time(gpu: &Gpu, clock: &SmClock, reps: usize, mut f: impl FnMut() -> Result<(), CliError>) -> Result<Timing, CliError> {
     for _ in 0..WARMUP {
         f()?;
     }
     gpu.synchronize()?;
     let mut times = Vec::with_capacity(reps);
+    let mut clocks = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {
         let mut failed = None;
         let ms = gpu.time_ms(|| {
@@ -120,11 +131,21 @@ fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<(), CliError>) -> 
             return Err(e);
         }
         times.push(ms as f64);
+        clocks.push(clock.mhz()?);
     }
-    times.sort_by(f64::total_cmp);
-    let m = times.len();
-    let median = if m % 2 == 1 { times[m / 2] } else { 0.5 * (times[m / 2 - 1] + times[m / 2]) };
-    Ok(Timing { median, min: times[0], max: times[m - 1] })
+    let (median, sm_mhz) = (median(&mut times), median(&mut clocks));
+    Ok(Timing { median, min: times[0], max: times[times.len() - 1], sm_mhz })
+}
+
+/// The middle value, or the mean of the two middle ones; sorts `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let m = values.len();
+    match m {
+        0 => 0.0,
+        _ if m % 2 == 1 => values[m / 2],
+        _ => 0.5 * (values[m / 2 - 1] + values[m / 2]),
+    }
 }
 
 fn ms_of(t: Timing) -> f64 {
@@ -156,12 +177,13 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
     let wants = |m: &str| args.methods.is_none_or(|ms| ms.iter().any(|x| x == m));
     let gpu = Gpu::new(0)?;
     let ops = GpuOps::for_gpu(&gpu).map_err(op_error)?;
+    let clock = SmClock::load(&gpu)?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Output);
     w(out, format!(
         "lacuna bench-methods on {} ({} SMs): bf16 forward, B={BATCH} H={HEADS} D={HEAD_DIM}, end to end, median of {} after {WARMUP} warm-up calls",
         gpu.name(), gpu.sm_count(), args.reps
     ))?;
-    w(out, format!("{:<11} {:>6} {:>9} {:>9}  {}", "method", "N", "ms", "vs dense", "stages (ms, each timed alone) | facts"))?;
+    w(out, format!("{:<11} {:>6} {:>9} {:>9} {:>6}  {}", "method", "N", "ms", "vs dense", "MHz", "stages (ms, each timed alone) | facts"))?;
 
     let d = HEAD_DIM as u32;
     // The dense baseline is always timed: every ratio needs it. Its tiles
@@ -193,10 +215,10 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
         let (k, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
         let (v, _) = upload_rounded(&gpu, &noise.vec(numel), &shape, Dtype::Bf16)?;
         let x = Qkv { q: &q, k: &k, v: &v, n };
-        let ctx = Ctx { gpu: &gpu, ops: &ops, reps: args.reps };
+        let ctx = Ctx { gpu: &gpu, ops: &ops, clock: &clock, reps: args.reps };
 
         let (_, dense_kernel) = dense_kernels.get(&gpu, &causal_ir, d, Dtype::Bf16, &dense_overrides(n))?;
-        let dense = time(&gpu, args.reps, || {
+        let dense = ctx.time(|| {
             dense_kernel.forward(&q, &k, &v, &PatternArgs::new(), ForwardOptions::default())?;
             Ok(())
         })?;
@@ -209,26 +231,26 @@ pub fn run(args: &MethodsBenchArgs<'_>, out: &mut dyn Write) -> Result<ExitCode,
 
         if let Some(kernel) = &hash_kernel {
             for nb in BUCKETS {
-                let row = bench_hash(&ctx, kernel, &x, nb, dense_ms)?;
+                let row = bench_hash(&ctx, kernel, &x, nb, dense)?;
                 print_row(out, &row)?;
                 rows.push(row);
             }
         }
         if let Some(kernel) = &drop_kernel {
             for pct in DROPS {
-                let row = bench_qk_drop(&ctx, kernel, &x, pct, dense_ms)?;
+                let row = bench_qk_drop(&ctx, kernel, &x, pct, dense)?;
                 print_row(out, &row)?;
                 rows.push(row);
             }
         }
         if let Some((plan, kernel)) = &moa {
             let tile = TileShape::new(plan.block_q as usize, plan.block_k as usize);
-            let row = bench_moa(&ctx, kernel, tile, &x, dense_ms)?;
+            let row = bench_moa(&ctx, kernel, tile, &x, dense)?;
             print_row(out, &row)?;
             rows.push(row);
         }
         if let Some(kernel) = &topk_kernel {
-            let row = bench_sparsek(&ctx, kernel, &x, dense_ms)?;
+            let row = bench_sparsek(&ctx, kernel, &x, dense)?;
             print_row(out, &row)?;
             rows.push(row);
         }
@@ -261,12 +283,13 @@ struct Qkv<'a> {
 struct Ctx<'a> {
     gpu: &'a Gpu,
     ops: &'a GpuOps,
+    clock: &'a SmClock,
     reps: usize,
 }
 
 impl Ctx<'_> {
     fn time(&self, f: impl FnMut() -> Result<(), CliError>) -> Result<Timing, CliError> {
-        time(self.gpu, self.reps, f)
+        time(self.gpu, self.clock, self.reps, f)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -276,7 +299,7 @@ impl Ctx<'_> {
         label: String,
         n: usize,
         t: Timing,
-        dense_ms: Option<f64>,
+        dense: Option<Timing>,
         stages: Vec<Stage>,
         info: serde_json::Value,
     ) -> Row {
@@ -291,7 +314,9 @@ impl Ctx<'_> {
             ms_min: t.min,
             ms_max: t.max,
             reps: self.reps,
-            speedup_vs_dense: dense_ms.map(|d| d / t.median),
+            speedup_vs_dense: dense.map(|d| d.median / t.median),
+            sm_mhz: t.sm_mhz,
+            speedup_at_equal_clocks: dense.and_then(|d| cycles_ratio(d, t)),
             stages,
             info,
         }
@@ -306,12 +331,23 @@ impl Ctx<'_> {
     }
 }
 
+/// `dense`'s time over `t`'s, both in SM cycles (ms x MHz); None without
+/// a clock.
+fn cycles_ratio(dense: Timing, t: Timing) -> Option<f64> {
+    (dense.sm_mhz > 0.0 && t.sm_mhz > 0.0 && t.median > 0.0).then(|| dense.median * dense.sm_mhz / (t.median * t.sm_mhz))
+}
+
 fn causal_flops(n: usize) -> f64 {
     2.0 * HEAD_DIM as f64 * (n as f64) * (n as f64) * (BATCH * HEADS) as f64
 }
 
 fn print_row(out: &mut dyn Write, r: &Row) -> Result<(), CliError> {
     let speed = r.speedup_vs_dense.map_or("-".to_string(), |s| format!("{s:.2}x"));
+    // Where the clocks differ enough to matter, the ratio per SM cycle too.
+    let clocked = match (r.speedup_vs_dense, r.speedup_at_equal_clocks) {
+        (Some(raw), Some(eq)) if (eq / raw - 1.0).abs() >= 0.02 => format!(", {eq:.2}x at equal SM clocks"),
+        _ => String::new(),
+    };
     let stages: Vec<String> = r.stages.iter().map(|s| format!("{} {:.3}", s.name, s.ms)).collect();
     let facts = match &r.info {
         serde_json::Value::Object(m) => m
@@ -325,14 +361,14 @@ fn print_row(out: &mut dyn Write, r: &Row) -> Result<(), CliError> {
             .join(", "),
         _ => String::new(),
     };
-    writeln!(out, "{:<11} {:>6} {:>9.3} {:>9}  {} | {}", r.label, r.n, r.ms, speed, stages.join(", "), facts).map_err(CliError::Output)
+    writeln!(out, "{:<11} {:>6} {:>9.3} {:>9} {:>6.0}  {} | {}{clocked}", r.label, r.n, r.ms, speed, r.sm_mhz, stages.join(", "), facts).map_err(CliError::Output)
 }
 
 /// SCFA hash end to end with the row-index kernel (hashing, sort, attention
 /// reading and writing rows through the sort's permutation), and the same
 /// with an explicit gather and scatter around the plain kernel (separate
 /// hashing for keys, inclusive causality).
-fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, nb: usize, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, nb: usize, dense: Timing) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let cfg = HashConfig { buckets: nb, projection: Projection::Seed(7), shared_qk: false, causal: Causal::Inclusive };
@@ -376,11 +412,11 @@ fn bench_hash(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'
         Stage { name: "sort", ms: ms_of(sort) },
         Stage { name: "attention (rows through the permutation)", ms: ms_of(attention) },
     ];
-    Ok(c.row("hash", format!("hash{nb}"), x.n, e2e, Some(dense_ms), stages, serde_json::json!({
+    Ok(c.row("hash", format!("hash{nb}"), x.n, e2e, Some(dense), stages, serde_json::json!({
         "buckets": nb,
         "pair_density": density,
         "projection_seed": 7,
-        "attention_speedup_vs_dense": dense_ms / ms_of(attention),
+        "attention_speedup_vs_dense": dense.median / ms_of(attention),
         "with_gather_and_scatter_ms": ms_of(unfused),
     })))
 }
@@ -401,7 +437,7 @@ fn bucket_density(qb: &[i32], kb: &[i32], n: usize, nb: usize) -> f64 {
 
 /// SCFA QK-drop with random keep masks: `pct`% of queries and of keys dropped,
 /// independently per (b, h, token).
-fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, pct: u64, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qkv<'_>, pct: u64, dense: Timing) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let (kernel, plain) = kernels;
     let mut noise = Noise::new(0xd209 ^ (pct << 32) ^ x.n as u64);
@@ -441,14 +477,14 @@ fn bench_qk_drop(c: &Ctx<'_>, kernels: &(KernelByLength, KernelByLength), x: &Qk
         Stage { name: "compact", ms: ms_of(compact) },
         Stage { name: "attention (rows through the compaction)", ms: ms_of(attention) },
     ];
-    Ok(c.row("qk-drop", format!("qkdrop{pct}"), x.n, e2e, Some(dense_ms), stages, serde_json::json!({
+    Ok(c.row("qk-drop", format!("qkdrop{pct}"), x.n, e2e, Some(dense), stages, serde_json::json!({
         "drop": drop as f64,
         "q_kept": q_kept,
         "k_kept": k_kept,
         "busiest_q": busiest(&qk),
         "busiest_k": busiest(&kk),
         "tiles": format!("{}x{}", picked.manifest().block_q, picked.manifest().block_k),
-        "attention_speedup_vs_dense": dense_ms / ms_of(attention),
+        "attention_speedup_vs_dense": dense.median / ms_of(attention),
         "with_gather_and_scatter_ms": ms_of(unfused),
     })))
 }
@@ -540,7 +576,7 @@ fn moa_visited(layer: &MoaLayer, n: usize, tile: TileShape) -> Result<u64, CliEr
 /// the balance measure: at H=1 a launch has only B·N/128 CTAs (128 at
 /// N=4096, under one wave on 132 SMs) and pays 16 launch tails, so the sum
 /// overstates the ideal and would flatter the one-launch number.
-fn bench_moa(c: &Ctx<'_>, kernel: &AttentionKernel, tile: TileShape, x: &Qkv<'_>, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_moa(c: &Ctx<'_>, kernel: &AttentionKernel, tile: TileShape, x: &Qkv<'_>, dense: Timing) -> Result<Row, CliError> {
     let gpu = c.gpu;
     let n = x.n;
     let (layer, density) = moa_plan(n, MOA_DENSITY)?;
@@ -571,7 +607,7 @@ fn bench_moa(c: &Ctx<'_>, kernel: &AttentionKernel, tile: TileShape, x: &Qkv<'_>
     let per_head_density = layer.density(n).map_err(|e| op_error(e.into()))?;
     let balance = ms_of(hetero) / ms_of(even);
     let balance_per_work = balance * vis_u as f64 / vis_h.max(1) as f64;
-    Ok(c.row("moa", "moa50".into(), n, hetero, Some(dense_ms), Vec::new(), serde_json::json!({
+    Ok(c.row("moa", "moa50".into(), n, hetero, Some(dense), Vec::new(), serde_json::json!({
         "mean_density": density,
         "uniform_span": uniform.heads[0].alpha,
         "uniform_density": uniform_density,
@@ -590,7 +626,7 @@ fn bench_moa(c: &Ctx<'_>, kernel: &AttentionKernel, tile: TileShape, x: &Qkv<'_>
 
 /// SparseK block top-k: scores u = K·w, 64-key block scores (max), causal
 /// top-16 key blocks per 64-query block, plus a causal window of 256 keys.
-fn bench_sparsek(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, dense_ms: f64) -> Result<Row, CliError> {
+fn bench_sparsek(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, dense: Timing) -> Result<Row, CliError> {
     let (gpu, ops) = (c.gpu, c.ops);
     let wv = Noise::new(10).vec(HEAD_DIM);
     let cfg = SparseKConfig { topk: SPARSEK_TOPK, window: SPARSEK_WINDOW, reduce: BlockReduce::Max };
@@ -622,11 +658,11 @@ fn bench_sparsek(c: &Ctx<'_>, kernel: &AttentionKernel, x: &Qkv<'_>, dense_ms: f
         Stage { name: "select", ms: ms_of(select) },
         Stage { name: "attention", ms: ms_of(attention) },
     ];
-    Ok(c.row("sparsek", format!("sparsek{SPARSEK_TOPK}"), x.n, e2e, Some(dense_ms), stages, serde_json::json!({
+    Ok(c.row("sparsek", format!("sparsek{SPARSEK_TOPK}"), x.n, e2e, Some(dense), stages, serde_json::json!({
         "topk": cfg.topk,
         "window": cfg.window,
         "key_block_share": block_share,
-        "attention_speedup_vs_dense": dense_ms / ms_of(attention),
+        "attention_speedup_vs_dense": dense.median / ms_of(attention),
     })))
 }
 
@@ -672,6 +708,17 @@ mod tests {
         let b = [0, 1, 0, 1];
         // Pairs: i=0:1, i=1:1, i=2:2, i=3:2 = 6 of 10.
         assert!((bucket_density(&b, &b, 4, 2) - 0.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ratios_per_sm_cycle_undo_a_throttled_dense_row() {
+        let t = |median, sm_mhz| Timing { median, min: median, max: median, sm_mhz };
+        // Dense 10 ms at 1700 MHz, the method 1 ms at 1980 MHz: 10x on the
+        // wall clock, 10 * 1700 / 1980 = 8.59x per SM cycle.
+        let r = cycles_ratio(t(10.0, 1700.0), t(1.0, 1980.0)).expect("both clocked");
+        assert!((r - 10.0 * 1700.0 / 1980.0).abs() < 1e-9, "{r}");
+        assert_eq!(cycles_ratio(t(10.0, 0.0), t(1.0, 1980.0)), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 
     #[test]
