@@ -18,7 +18,7 @@ use crate::error::{Result, RuntimeError};
 use crate::gpu::{arch_runs_on, Gpu};
 use crate::tensor::{DeviceTensor, ElemType};
 use crate::validate::{
-    auto_kv_splits, check_kv_splits, check_manifest, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
+    auto_kv_splits, check_kv_splits, check_manifest, combine_launch, forward_args, forward_launch, row_chunks, scale_log2, summary_grid_x, summary_launches, summary_len, validate_forward,
     validate_head_order, validate_inputs, validate_row_index, validate_summary_input, tensor_map_request, ForwardPointers, KernelArg, Problem,
     TensorDesc, TensorMapBytes, SUMMARY_THREADS,
 };
@@ -555,9 +555,8 @@ impl AttentionKernel {
             let [sb, sh, sn] = [0, 1, 2].map(|i| KernelArg::I64(o.strides()[i] as i64));
             let mut args = vec![KernelArg::Ptr(partials.0), KernelArg::Ptr(partials.1), KernelArg::Ptr(o.device_ptr()), KernelArg::Ptr(lse.device_ptr()), sb, sh, sn];
             args.extend([p.batch, p.heads, p.q_len, kv_splits].map(|x| KernelArg::I32(x as i32)));
-            let rows = p.batch * p.heads * p.q_len;
-            let grid = (rows.div_ceil(sp.combine_rows_per_cta.max(1) as usize) as u32, 1, 1);
-            let cfg = LaunchConfig { grid_dim: grid, block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            let (grid, block_dim) = combine_launch(sp, &p);
+            let cfg = LaunchConfig { grid_dim: grid, block_dim, shared_mem_bytes: 0 };
             self.launch_as(combine, &args, cfg, sp.combine_dependent).map_err(RuntimeError::driver(format!("launching `{}` (grid {grid:?}) for {}", sp.combine_entry, describe(&p))))?;
         }
         drop(scratch);

@@ -6,7 +6,7 @@
 //! it do so must be refused here.
 
 use lacuna_ir::summary::{RANGE_WORDS, RUN_WORDS};
-use lacuna_ir::{GridOrder, InputKind, KernelManifest, KernelParam, PatternIr, ScalarType};
+use lacuna_ir::{GridOrder, InputKind, KernelManifest, KernelParam, PatternIr, ScalarType, SplitKvEntries};
 
 use crate::error::{Result, RuntimeError};
 use crate::tensor::ElemType;
@@ -729,6 +729,14 @@ pub fn forward_launch(m: &KernelManifest, p: &Problem, kv_splits: usize) -> ((u3
     let q_blocks = p.q_len.div_ceil(m.block_q as usize) as u32;
     let shared = u32::try_from(m.shared_bytes_for(p.kv_len)).unwrap_or(u32::MAX);
     (m.grid.grid(q_blocks, p.heads as u32, (p.batch * kv_splits.max(1)) as u32), (m.threads, 1, 1), shared)
+}
+
+/// (grid, block) of the split-KV combine kernel: a warp per output row,
+/// `combine_rows_per_cta` rows per CTA, over the B · H · Nq rows.
+pub fn combine_launch(sp: &SplitKvEntries, p: &Problem) -> ((u32, u32, u32), (u32, u32, u32)) {
+    let rows_per_cta = sp.combine_rows_per_cta.max(1);
+    let rows = p.batch * p.heads * p.q_len;
+    ((rows.div_ceil(rows_per_cta as usize) as u32, 1, 1), (32 * rows_per_cta, 1, 1))
 }
 
 /// Most CTAs one query block's key blocks may be split among.
@@ -1517,6 +1525,16 @@ mod tests {
             assert_eq!(forward_launch(&m, &problem(), 5).0, split, "{grid:?}");
             assert_eq!(forward_launch(&m, &problem(), 1).0, forward_launch(&m, &problem(), 0).0, "{grid:?}");
         }
+    }
+
+    #[test]
+    fn the_combine_runs_a_warp_per_output_row() {
+        let sp = SplitKvEntries { entry: "f_split".into(), combine_entry: "f_combine".into(), combine_rows_per_cta: 4, combine_dependent: false };
+        let p = problem();
+        let rows = (p.batch * p.heads * p.q_len) as u32;
+        assert_eq!(combine_launch(&sp, &p), ((rows.div_ceil(4), 1, 1), (128, 1, 1)));
+        let eight = SplitKvEntries { combine_rows_per_cta: 8, ..sp };
+        assert_eq!(combine_launch(&eight, &p), ((rows.div_ceil(8), 1, 1), (256, 1, 1)));
     }
 
     #[test]

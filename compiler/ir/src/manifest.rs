@@ -242,8 +242,9 @@ pub struct KernelManifest {
 /// `combine_entry` takes `(o_partial, lse_partial, o, lse, o_stride_b,
 /// o_stride_h, o_stride_n: i64, batch, heads, q_len, kv_splits: i32)` and
 /// writes O (the kernel's dtype, strided) and LSE (natural log, contiguous
-/// (B, H, Nq)) like the forward entry; grid x = ceil(B·H·Nq /
-/// `combine_rows_per_cta`), 128 threads.
+/// (B, H, Nq)) like the forward entry, a warp per output row: grid x =
+/// ceil(B·H·Nq / `combine_rows_per_cta`), `32 · combine_rows_per_cta`
+/// threads.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SplitKvEntries {
     pub entry: String,

@@ -12,7 +12,7 @@ use lacuna_ir::{analyze, Bindings, Dims, Dtype, TileShape};
 use lacuna_runtime::clock::SmClock;
 use lacuna_runtime::{DeviceTensor, ElemType, ForwardOptions, Gpu};
 
-use super::{upload_rounded, DeviceInputs, KernelForPlan, Noise};
+use super::{median, upload_rounded, DeviceInputs, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -224,11 +224,6 @@ fn fill_bandwidth(gpu: &Gpu, fill: &mut DeviceTensor) -> Result<f64, CliError> {
     Ok(FLUSH_BYTES as f64 / median(&mut times).max(1e-6))
 }
 
-/// The middle value (the upper one of an even count); 0 for none.
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
 
 /// Each sparse row's TFLOP/s on visited tiles as a share of dense causal's
 /// at the same head dim and length (issue 3's per-visited-tile target is
@@ -236,8 +231,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Under each table, the shapes whose target the HBM floor alone rules
 /// out: their visited FLOPs over `hbm_floor_ms` fall short of 85% of dense.
 fn dense_share_table(rows: &[Row]) -> Option<String> {
-    let dense: BTreeMap<(u32, usize), f64> =
-        rows.iter().filter(|r| r.pattern == "causal").map(|r| ((r.head_dim, r.n), r.tflops_visited)).collect();
+    let dense: BTreeMap<(u32, usize), &Row> = rows.iter().filter(|r| r.pattern == "causal").map(|r| ((r.head_dim, r.n), r)).collect();
     let sparse: Vec<&Row> = rows.iter().filter(|r| r.pattern != "causal" && dense.contains_key(&(r.head_dim, r.n))).collect();
     if sparse.is_empty() {
         return None;
@@ -264,7 +258,7 @@ fn dense_share_table(rows: &[Row]) -> Option<String> {
             for &n in &ns {
                 match sparse.iter().find(|r| r.head_dim == d && r.n == n && r.pattern == label) {
                     Some(r) => {
-                        let share = 100.0 * r.tflops_visited / dense[&(d, n)];
+                        let share = 100.0 * r.tflops_visited / dense[&(d, n)].tflops_visited;
                         out += &format!(" {:>6.0}{}", share, if share < 85.0 { "*" } else { "%" });
                     }
                     None => out += &format!(" {:>7}", "-"),
@@ -276,7 +270,7 @@ fn dense_share_table(rows: &[Row]) -> Option<String> {
             .iter()
             .filter(|r| r.head_dim == d && r.hbm_floor_ms > 0.0)
             .filter_map(|r| {
-                let ceiling = 100.0 * r.tflops_visited * r.ms / r.hbm_floor_ms / dense[&(d, r.n)];
+                let ceiling = 100.0 * r.tflops_visited * r.ms / r.hbm_floor_ms / dense[&(d, r.n)].tflops_visited;
                 (ceiling < 85.0).then(|| format!("{} N={} ({ceiling:.0}%)", r.pattern, r.n))
             })
             .collect();
@@ -287,8 +281,8 @@ fn dense_share_table(rows: &[Row]) -> Option<String> {
             .iter()
             .filter(|r| r.head_dim == d)
             .filter_map(|r| {
-                let dense_row = rows.iter().find(|x| x.pattern == "causal" && x.head_dim == d && x.n == r.n)?;
-                let share = 100.0 * r.tflops_visited / dense[&(d, r.n)];
+                let dense_row = dense[&(d, r.n)];
+                let share = 100.0 * r.tflops_visited / dense_row.tflops_visited;
                 let at_equal_clocks = share * equal_clock_factor(dense_row.sm_mhz, r.sm_mhz)?;
                 ((at_equal_clocks - share).abs() >= 2.0).then(|| format!("{} N={} {at_equal_clocks:.0}%", r.pattern, r.n))
             })

@@ -28,7 +28,7 @@ use lacuna_runtime::{
 };
 use serde::Serialize;
 
-use super::{load_method_kernel, load_method_kernels_with, upload_rounded, KernelForPlan, Noise};
+use super::{load_method_kernel, load_method_kernels_with, median, upload_rounded, KernelForPlan, Noise};
 use crate::commands::compile::PlanOverrides;
 use crate::error::CliError;
 
@@ -137,16 +137,6 @@ fn time(gpu: &Gpu, clock: &SmClock, reps: usize, mut f: impl FnMut() -> Result<(
     Ok(Timing { median, min: times[0], max: times[times.len() - 1], sm_mhz })
 }
 
-/// The middle value, or the mean of the two middle ones; sorts `values`.
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let m = values.len();
-    match m {
-        0 => 0.0,
-        _ if m % 2 == 1 => values[m / 2],
-        _ => 0.5 * (values[m / 2 - 1] + values[m / 2]),
-    }
-}
 
 fn ms_of(t: Timing) -> f64 {
     t.median

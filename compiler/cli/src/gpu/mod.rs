@@ -151,6 +151,18 @@ impl Noise {
     }
 }
 
+/// The middle value, or the mean of the two middle ones (0 for none);
+/// sorts `values`. Both benches report it for times and SM clocks.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let m = values.len();
+    match m {
+        0 => 0.0,
+        _ if m % 2 == 1 => values[m / 2],
+        _ => 0.5 * (values[m / 2 - 1] + values[m / 2]),
+    }
+}
+
 /// Uploads `data` in `dtype`, returning the tensor and the values it really
 /// holds (rounded), which is what the reference must see.
 pub fn upload_rounded(gpu: &Gpu, data: &[f32], shape: &[usize], dtype: Dtype) -> Result<(DeviceTensor, Vec<f32>), CliError> {
