@@ -1,0 +1,1 @@
+//! No code: this crate holds the `pattern!` macro's compile tests in tests/.
