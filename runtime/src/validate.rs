@@ -30,16 +30,9 @@ pub struct TensorDesc {
     pub device: usize,
 }
 
-/// The problem one launch solves, taken from q and k.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub batch: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub q_len: usize,
-    pub kv_len: usize,
-    pub head_dim: usize,
-}
+/// The problem one launch solves, taken from q and k: the CPU reference's
+/// shape type, so a launch and its reference check name the same six numbers.
+pub type Problem = lacuna_ir::reference::AttentionShape;
 
 /// The kernel's i32 parameters (and the summary kernel's) must hold every length.
 pub const MAX_LEN: usize = i32::MAX as usize;
